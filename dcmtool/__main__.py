@@ -1,0 +1,3 @@
+from dcmtool.cli.app import main
+
+main()

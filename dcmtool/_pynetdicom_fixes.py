@@ -1,0 +1,138 @@
+"""Fixes dcmtool carries for pynetdicom 3.0.x (the dependency is pinned to that minor).
+
+1. TCP_NODELAY on every association socket. Without it, DIMSE messages split over several
+   PDUs wait on Nagle's algorithm and delayed ACKs (~40 ms each on Linux loopback).
+2. The reason a TCP connection failed. pynetdicom logs it and drops it; dcmtool keeps the
+   ``OSError`` so it can say "connection refused" or "timed out" instead of "aborted".
+3. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
+   ``_is_paused`` flag can still be ``True`` from the previous pause, so the reactor may take the
+   *response* off the DIMSE queue ("Received unexpected C-STORE service message") and the
+   requestor then times out and aborts. The reactor is the only caller of the non-blocking
+   ``get_msg()``; while a requestor holds the checkpoint, any response it takes is handed back
+   to the front of the queue, where the requestor's blocking ``get_msg()`` finds it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import weakref
+from typing import Any
+
+_applied = False
+_lock = threading.Lock()
+
+#: The OSError of a failed connect, by association.
+CONNECT_ERRORS: weakref.WeakKeyDictionary[Any, OSError] = weakref.WeakKeyDictionary()
+
+
+def apply() -> None:
+    """Install the fixes once per process (idempotent, thread-safe)."""
+    global _applied
+    with _lock:
+        if _applied:
+            return
+        _patch_socket()
+        _patch_reactor_race()
+        _applied = True
+
+
+def _set_nodelay(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (e.g. a test double)
+        pass
+
+
+def _patch_socket() -> None:
+    from pynetdicom import transport
+
+    original_init = transport.AssociationSocket.__init__
+    original_connect = transport.AssociationSocket.connect
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        _set_nodelay(self.socket)  # requestor: before connect; acceptor: the accepted socket
+
+    def connect(self: Any, primitive: Any) -> None:
+        # Record the OSError by intercepting the socket's connect: pynetdicom catches it.
+        raw = self.socket
+        if raw is not None and not self.tls_args:
+            self.socket = _RecordingSocket.adopt(raw, self.assoc)
+        elif raw is not None:
+            context, _hostname = self.tls_args
+            context.sslsocket_class = _recording_ssl_class(self.assoc)
+        original_connect(self, primitive)
+
+    transport.AssociationSocket.__init__ = __init__
+    transport.AssociationSocket.connect = connect
+
+
+class _RecordingSocket(socket.socket):
+    """A socket that remembers why ``connect`` failed."""
+
+    __slots__ = ("_dcmtool_assoc",)
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, assoc: Any) -> _RecordingSocket:
+        new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        new._dcmtool_assoc = weakref.ref(assoc)
+        return new
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            assoc = self._dcmtool_assoc()
+            if assoc is not None:
+                CONNECT_ERRORS[assoc] = exc
+            raise
+
+
+def _recording_ssl_class(assoc: Any) -> type:
+    import ssl
+
+    ref = weakref.ref(assoc)
+
+    class RecordingSSLSocket(ssl.SSLSocket):
+        def connect(self, address: Any) -> None:
+            try:
+                super().connect(address)
+            except OSError as exc:
+                owner = ref()
+                if owner is not None:
+                    CONNECT_ERRORS[owner] = exc
+                raise
+
+    return RecordingSSLSocket
+
+
+def _patch_reactor_race() -> None:
+    from pynetdicom import dimse
+
+    original_get_msg = dimse.DIMSEServiceProvider.get_msg
+
+    def get_msg(self: Any, block: bool = False) -> Any:
+        item = original_get_msg(self, block)
+        if block:
+            return item
+        _context_id, msg = item
+        checkpoint = getattr(self.assoc, "_reactor_checkpoint", None)
+        if (
+            msg is not None
+            and checkpoint is not None
+            and not checkpoint.is_set()
+            and getattr(msg, "Status", None) is not None  # a response, not a request
+        ):
+            # A requestor is waiting for this response: give it back, first in line.
+            q = self.msg_queue
+            with q.mutex:
+                q.queue.appendleft(item)
+                q.unfinished_tasks += 1
+                q.not_empty.notify()
+            return None, None
+        return item
+
+    dimse.DIMSEServiceProvider.get_msg = get_msg

@@ -1,0 +1,348 @@
+"""Opening associations: one function, typed errors for every way it can go wrong."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext
+
+from dcmtool import _pynetdicom_fixes
+from dcmtool.config import Peer
+from dcmtool.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    AssociationTimeout,
+    ConnectionFailed,
+    DcmtoolError,
+    NoAcceptableContext,
+)
+from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+
+_pynetdicom_fixes.apply()
+
+LOG = logging.getLogger("dcmtool.association")
+
+#: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2).
+MAX_CONTEXTS = 128
+
+_CONTEXT_RESULTS = {
+    0: "accepted",
+    1: "user rejection",
+    2: "no reason given",
+    3: "abstract syntax not supported",
+    4: "transfer syntaxes not supported",
+}
+
+
+@dataclass(frozen=True)
+class ContextRequest:
+    """One presentation context to propose: a SOP class and the syntaxes we can send it in."""
+
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
+    scu_role: bool | None = None  # SCP/SCU role selection (C-GET); None: not proposed
+    scp_role: bool | None = None
+
+
+@dataclass(frozen=True)
+class ContextResult:
+    context_id: int
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]  # accepted: the one chosen; rejected: those proposed
+    result: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.result == 0
+
+    @property
+    def reason(self) -> str:
+        return _CONTEXT_RESULTS.get(self.result, f"result {self.result}")
+
+
+@dataclass(frozen=True)
+class Negotiation:
+    """What the peer told us while associating, for ``-v`` output and ``--probe``."""
+
+    associate_ms: float
+    peer_implementation_class_uid: str | None
+    peer_implementation_version_name: str | None
+    peer_max_pdu: int | None
+    contexts: tuple[ContextResult, ...] = field(default_factory=tuple)
+
+    @property
+    def accepted(self) -> tuple[ContextResult, ...]:
+        return tuple(cx for cx in self.contexts if cx.accepted)
+
+
+def build_contexts(requests: Sequence[ContextRequest]) -> list[PresentationContext]:
+    if not requests:
+        raise ValueError("at least one presentation context is needed")
+    if len(requests) > MAX_CONTEXTS:
+        raise ValueError(f"{len(requests)} presentation contexts: the limit is {MAX_CONTEXTS}")
+    contexts = []
+    for index, request in enumerate(requests):
+        cx = PresentationContext()
+        cx.context_id = 2 * index + 1
+        cx.abstract_syntax = request.abstract_syntax
+        cx.transfer_syntax = list(request.transfer_syntaxes)
+        if request.scu_role is not None or request.scp_role is not None:
+            cx.scu_role = request.scu_role
+            cx.scp_role = request.scp_role
+        contexts.append(cx)
+    return contexts
+
+
+def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
+    """Build the client TLS context from PEM files, or ``None`` when TLS is not configured."""
+    tls = peer.tls
+    if not tls.enabled:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+        if tls.ca is None:
+            # No CA given: encrypt, but there is nothing to verify the peer against.
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context.check_hostname = tls.check_hostname
+        if tls.cert:
+            context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise DcmtoolError(f"TLS setup failed: {exc}",
+                           hint="check the PEM files given as --tls-cert/--tls-key/--tls-ca") from None
+    return context, (peer.host if context.check_hostname else None)
+
+
+def _connection_error_message(peer: Peer, exc: OSError | None) -> ConnectionFailed:
+    where = f"{peer.host}:{peer.port}"
+    if isinstance(exc, ssl.SSLError):
+        return ConnectionFailed(f"TLS handshake with {where} failed: {exc.reason or exc}",
+                                hint="check the certificates and that the peer speaks TLS")
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return ConnectionFailed(f"connection to {where} timed out",
+                                hint="check the host, the port and any firewall in between")
+    code = getattr(exc, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return ConnectionFailed(f"connection to {where} refused",
+                                hint="is the DICOM service running and listening on that port?")
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return ConnectionFailed(f"host {peer.host} unreachable ({exc.strerror})",
+                                hint="check the address and the network route")
+    if isinstance(exc, socket.gaierror):
+        return ConnectionFailed(f"cannot resolve host {peer.host!r}: {exc.strerror}")
+    detail = (exc.strerror or str(exc)) if exc else "unknown error"
+    return ConnectionFailed(f"cannot connect to {where}: {detail}")
+
+
+def _rejection(peer: Peer, primitive: Any) -> AssociationRejected:
+    result, source, reason = primitive.result, primitive.result_source, primitive.diagnostic
+    reason_text = str(primitive.reason_str).lower()
+    kind = "permanently" if result == 1 else "transiently"
+    hints = {
+        (1, 3): f"the peer does not know calling AE title {peer.calling_ae_title!r}: "
+        "register it on the peer or use --calling-aet",
+        (1, 7): f"the peer is not called {peer.called_ae_title!r}: check --called-aet",
+        (3, 1): "the peer is busy or at its association limit: try again later",
+        (3, 2): "the peer is at its association limit: try again later",
+    }
+    return AssociationRejected(
+        f"association rejected {kind} by {peer.label}: {reason_text} "
+        f"(source: {str(primitive.source_str).lower()})",
+        result=result,
+        source=source,
+        reason=reason,
+        hint=hints.get((source, reason)),
+    )
+
+
+def _context_results(assoc: Any, proposed: Sequence[PresentationContext]) -> tuple[ContextResult, ...]:
+    results: dict[int, ContextResult] = {}
+    for cx in proposed:
+        results[cx.context_id] = ContextResult(
+            cx.context_id, str(cx.abstract_syntax), tuple(str(t) for t in cx.transfer_syntax), 2
+        )
+    for cx in assoc.accepted_contexts:
+        results[cx.context_id] = ContextResult(
+            cx.context_id, str(cx.abstract_syntax), (str(cx.transfer_syntax[0]),), 0
+        )
+    for cx in assoc.rejected_contexts:
+        if cx.context_id in results:
+            prior = results[cx.context_id]
+            results[cx.context_id] = ContextResult(
+                prior.context_id, prior.abstract_syntax, prior.transfer_syntaxes, int(cx.result)
+            )
+    return tuple(results[k] for k in sorted(results))
+
+
+def make_ae(peer: Peer) -> AE:
+    ae = AE(ae_title=peer.calling_ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = implementation_version_name()
+    ae.connection_timeout = peer.timeouts.connect
+    ae.acse_timeout = peer.timeouts.acse or 3600 * 24  # pynetdicom needs a number here
+    ae.dimse_timeout = peer.timeouts.dimse
+    ae.network_timeout = peer.timeouts.network
+    ae.maximum_pdu_size = peer.max_pdu
+    return ae
+
+
+@dataclass
+class Association:
+    """An established association: the pynetdicom object and what was negotiated."""
+
+    peer: Peer
+    assoc: Any  # pynetdicom.association.Association
+    negotiation: Negotiation
+
+    def check_alive(self, during: str) -> None:
+        """Raise ``AssociationAborted`` if the peer aborted or the link dropped."""
+        if self.assoc.is_aborted or not self.assoc.is_established:
+            raise AssociationAborted(
+                f"{self.peer.label} aborted the association during {during}",
+                hint="the peer's log says why; it may have refused the data or hit a limit",
+            )
+
+    def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None) -> Any:
+        for cx in self.assoc.accepted_contexts:
+            if cx.abstract_syntax == abstract_syntax and (
+                transfer_syntax is None or cx.transfer_syntax[0] == transfer_syntax
+            ):
+                return cx
+        return None
+
+
+@contextmanager
+def open_association(
+    peer: Peer,
+    contexts: Sequence[ContextRequest],
+    *,
+    require_accepted: bool = True,
+    handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    ae: AE | None = None,
+) -> Iterator[Association]:
+    """Associate with ``peer`` proposing ``contexts``; release (or abort) on exit.
+
+    Parameters
+    ----------
+    peer
+        The resolved peer (address, AE titles, timeouts, TLS).
+    contexts
+        At most 128 presentation contexts to propose.
+    require_accepted
+        Raise ``NoAcceptableContext`` when the peer accepts none. ``--probe`` turns this off
+        and reads the rejections instead.
+    handlers
+        pynetdicom event handlers bound for the association's lifetime.
+    ae
+        An AE to use instead of a fresh one (a C-GET requestor adds SCP-role storage handlers).
+
+    Raises
+    ------
+    ConnectionFailed, AssociationTimeout, AssociationRejected, AssociationAborted,
+    NoAcceptableContext
+    """
+    ae = ae or make_ae(peer)
+    proposed = build_contexts(contexts)
+    received: list[str] = []
+
+    connected: list[bool] = []
+
+    def on_pdu_recv(event: Any) -> None:
+        received.append(type(event.pdu).__name__)
+
+    def on_conn_open(event: Any) -> None:
+        connected.append(True)
+
+    evt_handlers = [(evt.EVT_PDU_RECV, on_pdu_recv), (evt.EVT_CONN_OPEN, on_conn_open), *handlers]
+    started = time.perf_counter()
+    assoc = ae.associate(
+        peer.host,
+        peer.port,
+        contexts=proposed,
+        ae_title=peer.called_ae_title,
+        max_pdu=peer.max_pdu,
+        evt_handlers=evt_handlers,
+        tls_args=tls_client_context(peer),
+    )
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    for event, handler in ((evt.EVT_PDU_RECV, on_pdu_recv), (evt.EVT_CONN_OPEN, on_conn_open)):
+        try:
+            assoc.unbind(event, handler)
+        except Exception:  # already gone with a dead association
+            pass
+
+    if assoc.is_rejected:
+        raise _rejection(peer, assoc.acceptor.primitive)
+
+    acceptor = assoc.acceptor
+    accepted_pdu = acceptor.primitive is not None and acceptor.primitive.result == 0
+    negotiation = Negotiation(
+        associate_ms=elapsed_ms,
+        peer_implementation_class_uid=str(acceptor.implementation_class_uid or "") or None
+        if accepted_pdu else None,
+        peer_implementation_version_name=(
+            str(acceptor.implementation_version_name or "") or None if accepted_pdu else None
+        ),
+        peer_max_pdu=acceptor.maximum_length if accepted_pdu else None,
+        contexts=_context_results(assoc, proposed) if accepted_pdu else (),
+    )
+
+    if not assoc.is_established:
+        if accepted_pdu and not assoc.accepted_contexts:
+            if not require_accepted:
+                yield Association(peer, assoc, negotiation)
+                return
+            reasons = sorted({cx.reason for cx in negotiation.contexts})
+            raise NoAcceptableContext(
+                f"{peer.label} accepted none of the {len(proposed)} proposed presentation "
+                f"contexts ({', '.join(reasons)})",
+                hint="the peer does not support this SOP class or transfer syntax; "
+                "`dcmtool echo --probe` shows what it accepts",
+            )
+        error = _pynetdicom_fixes.CONNECT_ERRORS.pop(assoc, None)
+        if error is not None or not connected:
+            raise _connection_error_message(peer, error)
+        if not received:
+            acse = peer.timeouts.acse
+            if acse is not None and elapsed_ms >= acse * 1000 * 0.95:
+                raise AssociationTimeout(
+                    f"{peer.label} ({peer.host}:{peer.port}) did not answer the association "
+                    f"request within {acse:g} s",
+                    hint="is it a DICOM port? raise --acse-timeout for slow peers",
+                )
+            raise AssociationAborted(
+                f"{peer.label} closed the connection without answering the association request",
+                hint="is it a DICOM port, and does it expect TLS (or not)?",
+            )
+        if "A_ABORT_RQ" in received:
+            raise AssociationAborted(
+                f"{peer.label} aborted the association request",
+                hint="the peer's log says why; some peers abort instead of rejecting unknown AEs",
+            )
+        if "A_RELEASE_RQ" in received or "A_RELEASE_RP" in received:
+            raise AssociationAborted(f"{peer.label} released the connection while associating")
+        raise AssociationAborted(f"{peer.label} closed the connection while associating")
+
+    LOG.debug("associated with %s in %.1f ms", peer.address, elapsed_ms)
+    session = Association(peer, assoc, negotiation)
+    try:
+        yield session
+    except BaseException:
+        if assoc.is_established:
+            assoc.abort()
+        raise
+    else:
+        if assoc.is_established:
+            assoc.release()
+            if not assoc.is_released and assoc.is_established:
+                assoc.abort()

@@ -1,0 +1,306 @@
+"""dcmtool echo: C-ECHO like ping, several peers at once, and --probe."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from dcmtool.cli import console, options
+
+if TYPE_CHECKING:
+    from dcmtool.association import Negotiation
+    from dcmtool.config import Peer
+    from dcmtool.echo import EchoAttempt, EchoResult, ProbeResult
+
+EPILOG = """Examples:
+
+\b
+  dcmtool echo PACS                      # a node from the config file
+  dcmtool echo ORTHANC@127.0.0.1:4242 -c 5 -i 0.2
+  dcmtool echo 10.0.0.5 104 -aec STORESCP -v
+  dcmtool echo --all --json              # every configured node, concurrently
+  dcmtool echo --probe PACS              # which SOP classes and syntaxes it accepts
+"""
+
+
+def echo(
+    peers: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="PEER...", help="Node name, AET@HOST:PORT, or HOST PORT.",
+                       show_default=False),
+    ] = None,
+    all_nodes: Annotated[
+        bool, typer.Option("--all", help="Echo every node in the config file.")
+    ] = False,
+    count: Annotated[
+        int, typer.Option("--count", "-c", min=1, help="C-ECHO requests per peer.")
+    ] = 1,
+    interval: Annotated[
+        float, typer.Option("--interval", "-i", min=0, help="Seconds between requests.")
+    ] = 1.0,
+    probe: Annotated[
+        bool,
+        typer.Option("--probe", help="Propose every storage SOP class with every transfer "
+                     "syntax and print what the peer accepts."),
+    ] = False,
+    json_output: options.JsonOutput = False,
+    calling_aet: options.CallingAET = None,
+    called_aet: options.CalledAET = None,
+    max_pdu: options.MaxPDU = None,
+    connect_timeout: options.ConnectTimeout = None,
+    acse_timeout: options.AcseTimeout = None,
+    dimse_timeout: options.DimseTimeout = None,
+    network_timeout: options.NetworkTimeout = None,
+    tls_cert: options.TlsCert = None,
+    tls_key: options.TlsKey = None,
+    tls_ca: options.TlsCA = None,
+    no_hostname_check: options.NoHostnameCheck = False,
+    verbose: options.Verbose = 0,
+    quiet: options.Quiet = False,
+    debug: options.Debug = False,
+    log_file: options.LogFile = None,
+    traceback: options.Traceback = False,
+) -> None:
+    """Verify peers with C-ECHO: round-trip times like ping, or --probe what they accept."""
+    from dcmtool.cli.app import apply_logging
+    from dcmtool.cli.state import overrides, settings
+    from dcmtool.config import resolve_peer, split_peer_arguments
+    from dcmtool.errors import UsageError
+
+    apply_logging(verbose, quiet, debug, log_file, traceback)
+    config = settings.config()
+    specs: list[str | tuple[str, int]] = split_peer_arguments(peers or [])
+    if all_nodes:
+        if not config.nodes:
+            raise UsageError(f"--all: no nodes configured in {config.path}",
+                             hint="add one with: dcmtool config add NAME AET@HOST:PORT")
+        specs += list(config.nodes)
+    if not specs:
+        raise UsageError("give a PEER (node name, AET@HOST:PORT or HOST PORT) or --all")
+    flags = overrides(calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
+                      dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
+                      no_hostname_check)
+    resolved = [resolve_peer(spec, config, flags) for spec in specs]
+
+    # Only the network stack: no numpy, no pixel codecs (start-up time is part of the product).
+    from dcmtool.netstack import load_network_only
+
+    load_network_only()
+    if probe:
+        if len(resolved) != 1:
+            raise UsageError("--probe takes exactly one PEER")
+        _run_probe(resolved[0], json_output, settings.verbose)
+    elif len(resolved) == 1 and not json_output:
+        _run_single(resolved[0], count, interval, settings.verbose)
+    else:
+        _run_many(resolved, count, interval, json_output)
+
+
+def _status_text(status: int | None) -> str:
+    if status is None:
+        return "no response"
+    return "Success" if status == 0 else f"0x{status:04X}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _print_negotiation(negotiation: Negotiation) -> None:
+    from dcmtool.syntaxes import describe
+
+    console.out(f"  peer implementation class UID: {negotiation.peer_implementation_class_uid}")
+    console.out(f"  peer implementation version:   {negotiation.peer_implementation_version_name}")
+    console.out(f"  peer max PDU:                  {negotiation.peer_max_pdu}")
+    for cx in negotiation.contexts:
+        syntaxes = ", ".join(describe(t) for t in cx.transfer_syntaxes)
+        console.out(f"  context {cx.context_id}: {cx.abstract_syntax} {cx.reason} ({syntaxes})")
+
+
+def _run_single(peer: Peer, count: int, interval: float, verbose: int) -> None:
+    from dcmtool.echo import echo as do_echo
+
+    def associated(p: Peer, negotiation: Negotiation) -> None:
+        where = p.label if p.label == p.address else f"{p.label} ({p.address})"
+        console.out(f"ECHO {where} from {p.calling_ae_title}: "
+                    f"associated in {negotiation.associate_ms:.2f} ms")
+        if verbose:
+            _print_negotiation(negotiation)
+
+    def attempt(p: Peer, a: EchoAttempt) -> None:
+        console.out(f"reply from {p.label}: seq={a.sequence} status={_status_text(a.status)} "
+                    f"time={_ms(a.rtt_ms)} ms")
+
+    stop = threading.Event()
+    try:
+        result = do_echo(peer, count=count, interval=interval, on_attempt=attempt,
+                         on_associated=associated, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    if result.negotiation is not None:
+        console.out(f"--- {peer.label} echo statistics ---")
+        console.out(f"{result.sent} sent, {result.ok} ok, {result.sent - result.ok} failed, "
+                    f"rtt min/avg/max = {_ms(result.rtt_min)}/{_ms(result.rtt_avg)}/"
+                    f"{_ms(result.rtt_max)} ms")
+    if result.error:
+        raise result.error
+
+
+def _run_many(peers: list[Peer], count: int, interval: float, as_json: bool) -> None:
+    from dcmtool.echo import echo_many
+    from dcmtool.errors import ExitCode, PartialFailure
+
+    results = echo_many(peers, count=count, interval=interval)
+    if as_json:
+        console.out(json.dumps([_result_json(r) for r in results], indent=2))
+    else:
+        rows = [
+            [r.peer.label, r.peer.address, "ok" if r.succeeded else _short_error(r),
+             r.sent, r.ok,
+             _ms(r.negotiation.associate_ms if r.negotiation else None),
+             _ms(r.rtt_min), _ms(r.rtt_avg), _ms(r.rtt_max)]
+            for r in results
+        ]
+        console.print_table(
+            ["PEER", "ADDRESS", "RESULT", "SENT", "OK", "ASSOC ms", "MIN ms", "AVG ms", "MAX ms"],
+            rows,
+            justify={c: "right" for c in ("SENT", "OK", "ASSOC ms", "MIN ms", "AVG ms", "MAX ms")},
+        )
+    failed = [r for r in results if not r.succeeded]
+    if not failed:
+        return
+    for r in failed:
+        if not as_json and r.error is not None:
+            console.err(f"dcmtool: {r.peer.label}: {r.error.message}")
+    if len(failed) < len(results):
+        raise PartialFailure(f"{len(failed)} of {len(results)} peers failed")
+    first = failed[0].error
+    if first is None:
+        from dcmtool.errors import DcmtoolError
+
+        first = DcmtoolError("echo failed")
+    if len(results) == 1 or all(
+        (r.error.exit_code if r.error else ExitCode.ERROR) == first.exit_code for r in failed
+    ):
+        raise first
+    raise first
+
+
+def _short_error(result: EchoResult) -> str:
+    return result.error.message if result.error else "failed"
+
+
+def _negotiation_json(negotiation: Negotiation | None) -> dict[str, Any] | None:
+    if negotiation is None:
+        return None
+    return {
+        "associate_ms": round(negotiation.associate_ms, 3),
+        "implementation_class_uid": negotiation.peer_implementation_class_uid,
+        "implementation_version_name": negotiation.peer_implementation_version_name,
+        "max_pdu": negotiation.peer_max_pdu,
+        "contexts": [
+            {"id": cx.context_id, "abstract_syntax": cx.abstract_syntax,
+             "transfer_syntaxes": list(cx.transfer_syntaxes), "result": cx.reason}
+            for cx in negotiation.contexts
+        ],
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _result_json(result: EchoResult) -> dict[str, Any]:
+    peer = result.peer
+    return {
+        "peer": peer.label,
+        "host": peer.host,
+        "port": peer.port,
+        "called_ae_title": peer.called_ae_title,
+        "calling_ae_title": peer.calling_ae_title,
+        "ok": result.succeeded,
+        "sent": result.sent,
+        "succeeded": result.ok,
+        "rtt_ms": {"min": _round(result.rtt_min), "avg": _round(result.rtt_avg),
+                   "max": _round(result.rtt_max)},
+        "attempts": [
+            {"sequence": a.sequence, "status": a.status, "rtt_ms": _round(a.rtt_ms)}
+            for a in result.attempts
+        ],
+        "negotiation": _negotiation_json(result.negotiation),
+        "error": None if result.error is None else {
+            "type": type(result.error).__name__,
+            "message": result.error.message,
+            "exit_code": int(result.error.exit_code),
+        },
+    }
+
+
+def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
+    from dcmtool.echo import probe
+    from dcmtool.sopclasses import sop_class_name
+
+    def progress(done: int, total: int) -> None:
+        if verbose:
+            console.err(f"dcmtool: probe: association {done} of {total}")
+
+    result = probe(peer, on_progress=progress)
+    if as_json:
+        console.out(json.dumps(_probe_json(result), indent=2))
+        return
+    _print_probe(result, sop_class_name)
+
+
+def _probe_json(result: ProbeResult) -> dict[str, Any]:
+    from dcmtool.sopclasses import sop_class_name
+    from dcmtool.syntaxes import describe
+
+    return {
+        "peer": result.peer.label,
+        "address": result.peer.address,
+        "proposed_contexts": result.proposed,
+        "associations": result.associations,
+        "implementation_class_uid": result.negotiation.peer_implementation_class_uid
+        if result.negotiation else None,
+        "implementation_version_name": result.negotiation.peer_implementation_version_name
+        if result.negotiation else None,
+        "accepted": [
+            {"sop_class_uid": uid, "sop_class": sop_class_name(uid),
+             "transfer_syntaxes": syntaxes,
+             "transfer_syntax_names": [describe(t) for t in syntaxes]}
+            for uid, syntaxes in result.accepted.items()
+        ],
+        "rejected": [
+            {"sop_class_uid": uid, "sop_class": sop_class_name(uid), "reason": reason}
+            for uid, reason in result.rejected.items()
+        ],
+    }
+
+
+def _print_probe(result: ProbeResult, name_of: Any) -> None:
+    from dcmtool.syntaxes import FAMILIES, TRANSFER_SYNTAXES
+
+    members: dict[str, set[str]] = {}
+    for ts in TRANSFER_SYNTAXES:
+        members.setdefault(ts.family, set()).add(ts.uid)
+    rows = []
+    for uid, accepted in result.accepted.items():
+        accepted_set = set(accepted)
+        cells = []
+        for family in FAMILIES:
+            got = members[family] & accepted_set
+            cells.append("yes" if got == members[family] else ("part" if got else ""))
+        rows.append([name_of(uid), *cells])
+    console.print_table(["SOP class", *FAMILIES], rows,
+                        title=f"{result.peer.label} ({result.peer.address}) accepts:")
+    accepted_contexts = sum(len(v) for v in result.accepted.values())
+    console.out(
+        f"{len(result.accepted)} of {len(result.accepted) + len(result.rejected)} storage SOP "
+        f"classes accepted; {accepted_contexts} of {result.proposed} contexts, "
+        f"{result.associations} associations. 'part': some syntaxes of the family "
+        "(--json lists them)."
+    )

@@ -1,0 +1,29 @@
+"""Subcommands that exist in the CLI but are not built yet: they say so and fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+from dcmtool.errors import NotImplementedYet
+
+COMMANDS = {
+    "store": "Send DICOM files to a peer (C-STORE)",
+    "find": "Query a peer (C-FIND)",
+    "move": "Retrieve with C-MOVE",
+    "get": "Retrieve with C-GET",
+    "mwl": "Query a modality worklist",
+    "serve": "Run the archive SCP",
+    "convert": "Transcode files to another transfer syntax",
+    "dicomdir": "Build a DICOMDIR for media",
+}
+
+
+def make(name: str) -> Callable[[typer.Context], None]:
+    def command(ctx: typer.Context) -> None:
+        raise NotImplementedYet(f"'dcmtool {name}' is not implemented yet")
+
+    command.__name__ = name
+    command.__doc__ = COMMANDS[name] + " (not implemented yet)."
+    return command

@@ -1,0 +1,101 @@
+"""Where things are printed: data on stdout, people on stderr, never markup from outside.
+
+Rich is imported only when a table is drawn, so a plain ``dcmtool echo`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def out(line: str = "") -> None:
+    """One line of data on stdout."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def err(line: str) -> None:
+    """One line for people on stderr."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def error(message: str, hint: str | None = None) -> None:
+    err(f"dcmtool: error: {message}")
+    if hint:
+        err(f"dcmtool: hint: {hint}")
+
+
+def stdout_console() -> Console:
+    from rich.console import Console
+
+    # Text from peers and files is never markup; colour only on a terminal.
+    return Console(file=sys.stdout, markup=False, highlight=False, emoji=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(file=sys.stderr, markup=False, highlight=False, emoji=False)
+
+
+def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None,
+                justify: dict[str, str] | None = None) -> None:
+    """Draw a table on stdout; cells are plain text, never interpreted as markup."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    justify = justify or {}
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify=justify.get(column, "left"))  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
+    stdout_console().print(table)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\n", "\n    ")
+
+
+def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | None) -> None:
+    """Logs go to stderr: warnings by default, info with -v, everything with -d."""
+    if debug:
+        level = logging.DEBUG
+    elif verbose:
+        level = logging.INFO
+    elif quiet:
+        level = logging.ERROR
+    else:
+        level = logging.WARNING
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_dcmtool", False):
+            root.removeHandler(handler)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter("dcmtool: %(levelname)s: %(message)s"))
+    handler.setLevel(level)
+    handler._dcmtool = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if log_file else level)
+    if log_file:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        file_handler.setLevel(logging.DEBUG if debug else logging.INFO)
+        file_handler._dcmtool = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
+    # pynetdicom logs every connection failure as ERROR; dcmtool reports those itself in one
+    # line, so its own logs appear only with -d (PDU/DIMSE dumps) or -v (warnings).
+    net_level = logging.DEBUG if debug else (logging.WARNING if verbose else logging.CRITICAL)
+    logging.getLogger("pynetdicom").setLevel(net_level)

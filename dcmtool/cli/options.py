@@ -1,0 +1,110 @@
+"""Options shared by the subcommands, declared once and named as DCMTK users know them.
+
+Click parses single-dash multi-letter names (``-aet``) as options in their own right; a test
+pins that ``-aet X`` and ``--calling-aet X`` mean the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+NETWORK = "Network"
+LOGGING = "Logging"
+OUTPUT = "Output"
+
+CallingAET = Annotated[
+    Optional[str],
+    typer.Option("--calling-aet", "-aet", envvar="DCMTOOL_CALLING_AET", metavar="AET",
+                 help="Our AE title (default: [local] ae_title, else DCMTOOL).",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+CalledAET = Annotated[
+    Optional[str],
+    typer.Option("--called-aet", "-aec", envvar="DCMTOOL_CALLED_AET", metavar="AET",
+                 help="The peer's AE title (default: from the node or AET@, else ANY-SCP).",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+MaxPDU = Annotated[
+    Optional[int],
+    typer.Option("--max-pdu", "-pdu", envvar="DCMTOOL_MAX_PDU", metavar="BYTES", min=0,
+                 help="Largest PDU we accept (0 = unlimited; default 262144).",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+ConnectTimeout = Annotated[
+    Optional[float],
+    typer.Option("--connect-timeout", "-tc", envvar="DCMTOOL_CONNECT_TIMEOUT", metavar="S", min=0,
+                 help="TCP connect timeout in seconds (default 10).", rich_help_panel=NETWORK,
+                 show_default=False),
+]
+AcseTimeout = Annotated[
+    Optional[float],
+    typer.Option("--acse-timeout", "-ta", envvar="DCMTOOL_ACSE_TIMEOUT", metavar="S", min=0,
+                 help="Wait for association answers, in seconds (default 30).",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+DimseTimeout = Annotated[
+    Optional[float],
+    typer.Option("--dimse-timeout", "-td", envvar="DCMTOOL_DIMSE_TIMEOUT", metavar="S", min=0,
+                 help="Wait for DIMSE responses, in seconds (default 60).",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+NetworkTimeout = Annotated[
+    Optional[float],
+    typer.Option("--network-timeout", "-tn", envvar="DCMTOOL_NETWORK_TIMEOUT", metavar="S",
+                 min=0, help="Close an idle association after S seconds (default 60).",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+TlsCert = Annotated[
+    Optional[Path],
+    typer.Option("--tls-cert", envvar="DCMTOOL_TLS_CERT", metavar="PEM",
+                 help="Our certificate (PEM); turns TLS on.", rich_help_panel=NETWORK,
+                 show_default=False),
+]
+TlsKey = Annotated[
+    Optional[Path],
+    typer.Option("--tls-key", envvar="DCMTOOL_TLS_KEY", metavar="PEM",
+                 help="Private key for --tls-cert (PEM).", rich_help_panel=NETWORK,
+                 show_default=False),
+]
+TlsCA = Annotated[
+    Optional[Path],
+    typer.Option("--tls-ca", envvar="DCMTOOL_TLS_CA", metavar="PEM",
+                 help="CA certificates that sign the peer's certificate; turns TLS on.",
+                 rich_help_panel=NETWORK, show_default=False),
+]
+NoHostnameCheck = Annotated[
+    bool,
+    typer.Option("--no-hostname-check", help="Accept a peer certificate issued for another name.",
+                 rich_help_panel=NETWORK),
+]
+
+Verbose = Annotated[
+    int,
+    typer.Option("--verbose", "-v", count=True, help="More detail (-v: negotiation, info logs).",
+                 rich_help_panel=LOGGING),
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only errors on stderr.", rich_help_panel=LOGGING)
+]
+Debug = Annotated[
+    bool,
+    typer.Option("--debug", "-d", help="Debug logs, including PDU and DIMSE messages.",
+                 rich_help_panel=LOGGING),
+]
+LogFile = Annotated[
+    Optional[Path],
+    typer.Option("--log-file", metavar="FILE", help="Also write logs to FILE.",
+                 rich_help_panel=LOGGING, show_default=False),
+]
+Traceback = Annotated[
+    bool,
+    typer.Option("--traceback", help="Show the Python traceback of an error (for bug reports).",
+                 rich_help_panel=LOGGING),
+]
+
+JsonOutput = Annotated[
+    bool, typer.Option("--json", help="Print the results as JSON on stdout.", rich_help_panel=OUTPUT)
+]

@@ -1,0 +1,128 @@
+"""Typed errors and the exit-code table shared by every subcommand.
+
+The library raises these; the CLI turns them into one line on stderr and ``exit_code``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in the README and ``dcmtool --help``."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    CONNECTION_FAILED = 3
+    ASSOCIATION_REJECTED = 4
+    ASSOCIATION_ABORTED = 5
+    DIMSE_FAILURE = 6
+    PARTIAL = 7
+    INTERRUPTED = 130
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success: every operation completed (warning statuses count as success)",
+    ExitCode.ERROR: "error: bad input, configuration or an internal failure",
+    ExitCode.USAGE: "usage error: unknown option or invalid argument",
+    ExitCode.CONNECTION_FAILED: "connection failed: refused, unreachable or timed out",
+    ExitCode.ASSOCIATION_REJECTED: "association rejected by the peer",
+    ExitCode.ASSOCIATION_ABORTED: "association aborted, or no presentation context accepted",
+    ExitCode.DIMSE_FAILURE: "the peer answered with a DIMSE failure status",
+    ExitCode.PARTIAL: "partial success: some items failed, the others completed",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGINT)",
+}
+
+
+class DcmtoolError(Exception):
+    """Base of every error the library raises on purpose.
+
+    ``hint`` says what the user can do about it; the CLI prints it after the message.
+    """
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(DcmtoolError):
+    """Arguments that parse but make no sense together."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(DcmtoolError):
+    """The configuration file is unreadable or invalid; the message names file and key."""
+
+
+class PeerNotFound(DcmtoolError):
+    """A peer name that is neither a configured node nor ``AET@HOST:PORT``."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NotImplementedYet(DcmtoolError):
+    """A subcommand that exists in the CLI but is not built yet."""
+
+
+class ConnectionFailed(DcmtoolError):
+    """No TCP connection (or TLS handshake) to the peer."""
+
+    exit_code = ExitCode.CONNECTION_FAILED
+
+
+class AssociationTimeout(ConnectionFailed):
+    """Connected, but the peer never answered the association request (ACSE timeout)."""
+
+
+class AssociationRejected(DcmtoolError):
+    """The peer answered A-ASSOCIATE-RJ."""
+
+    exit_code = ExitCode.ASSOCIATION_REJECTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        result: int,
+        source: int,
+        reason: int,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+        self.source = source
+        self.reason = reason
+
+
+class AssociationAborted(DcmtoolError):
+    """The association was aborted (A-ABORT or A-P-ABORT), by the peer or the provider."""
+
+    exit_code = ExitCode.ASSOCIATION_ABORTED
+
+
+class NoAcceptableContext(AssociationAborted):
+    """The peer accepted the association but none of the proposed presentation contexts."""
+
+
+class DimseFailure(DcmtoolError):
+    """The peer answered a DIMSE request with a failure status."""
+
+    exit_code = ExitCode.DIMSE_FAILURE
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class PartialFailure(DcmtoolError):
+    """Some items of a batch failed; the others completed."""
+
+    exit_code = ExitCode.PARTIAL
