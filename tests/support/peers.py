@@ -1,0 +1,1 @@
+"""Fixtures for real DICOM peers; written by the harness work."""
