@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import weakref
 from typing import Any
 
 _applied = False
+#: pynetdicom's own get_msg, kept so a test can show the race without the fix.
+ORIGINAL_GET_MSG: Any = None
 _lock = threading.Lock()
 
 #: The OSError of a failed connect, by association.
@@ -40,10 +43,8 @@ def apply() -> None:
 def _set_nodelay(sock: socket.socket | None) -> None:
     if sock is None:
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # not a TCP socket (e.g. a test double)
-        pass
 
 
 def _patch_socket() -> None:
@@ -66,14 +67,15 @@ def _patch_socket() -> None:
             context.sslsocket_class = _recording_ssl_class(self.assoc)
         original_connect(self, primitive)
 
-    transport.AssociationSocket.__init__ = __init__
-    transport.AssociationSocket.connect = connect
+    transport.AssociationSocket.__init__ = __init__  # type: ignore[method-assign]
+    transport.AssociationSocket.connect = connect  # type: ignore[method-assign]
 
 
 class _RecordingSocket(socket.socket):
     """A socket that remembers why ``connect`` failed."""
 
     __slots__ = ("_dcmtool_assoc",)
+    _dcmtool_assoc: Any
 
     @classmethod
     def adopt(cls, sock: socket.socket, assoc: Any) -> _RecordingSocket:
@@ -112,7 +114,8 @@ def _recording_ssl_class(assoc: Any) -> type:
 def _patch_reactor_race() -> None:
     from pynetdicom import dimse
 
-    original_get_msg = dimse.DIMSEServiceProvider.get_msg
+    global ORIGINAL_GET_MSG
+    original_get_msg = ORIGINAL_GET_MSG = dimse.DIMSEServiceProvider.get_msg
 
     def get_msg(self: Any, block: bool = False) -> Any:
         item = original_get_msg(self, block)
@@ -135,4 +138,4 @@ def _patch_reactor_race() -> None:
             return None, None
         return item
 
-    dimse.DIMSEServiceProvider.get_msg = get_msg
+    dimse.DIMSEServiceProvider.get_msg = get_msg  # type: ignore[method-assign]

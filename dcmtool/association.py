@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
@@ -118,8 +119,10 @@ def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
         if tls.cert:
             context.load_cert_chain(tls.cert, tls.key)
     except (OSError, ssl.SSLError) as exc:
-        raise DcmtoolError(f"TLS setup failed: {exc}",
-                           hint="check the PEM files given as --tls-cert/--tls-key/--tls-ca") from None
+        raise DcmtoolError(
+            f"TLS setup failed: {exc}",
+            hint="check the PEM files given as --tls-cert/--tls-key/--tls-ca",
+        ) from None
     return context, (peer.host if context.check_hostname else None)
 
 
@@ -135,12 +138,12 @@ def _connection_error_message(peer: Peer, exc: OSError | None) -> ConnectionFail
     if code == errno.ECONNREFUSED:
         return ConnectionFailed(f"connection to {where} refused",
                                 hint="is the DICOM service running and listening on that port?")
-    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+    if exc is not None and code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return ConnectionFailed(f"host {peer.host} unreachable ({exc.strerror})",
                                 hint="check the address and the network route")
     if isinstance(exc, socket.gaierror):
         return ConnectionFailed(f"cannot resolve host {peer.host!r}: {exc.strerror}")
-    detail = (exc.strerror or str(exc)) if exc else "unknown error"
+    detail = "unknown error" if exc is None else (exc.strerror or str(exc))
     return ConnectionFailed(f"cannot connect to {where}: {detail}")
 
 
@@ -165,11 +168,14 @@ def _rejection(peer: Peer, primitive: Any) -> AssociationRejected:
     )
 
 
-def _context_results(assoc: Any, proposed: Sequence[PresentationContext]) -> tuple[ContextResult, ...]:
+def _context_results(
+    assoc: Any, proposed: Sequence[PresentationContext]
+) -> tuple[ContextResult, ...]:
     results: dict[int, ContextResult] = {}
     for cx in proposed:
-        results[cx.context_id] = ContextResult(
-            cx.context_id, str(cx.abstract_syntax), tuple(str(t) for t in cx.transfer_syntax), 2
+        cx_id = int(cx.context_id or 0)
+        results[cx_id] = ContextResult(
+            cx_id, str(cx.abstract_syntax), tuple(str(t) for t in cx.transfer_syntax), 2
         )
     for cx in assoc.accepted_contexts:
         results[cx.context_id] = ContextResult(
@@ -271,15 +277,13 @@ def open_association(
         contexts=proposed,
         ae_title=peer.called_ae_title,
         max_pdu=peer.max_pdu,
-        evt_handlers=evt_handlers,
-        tls_args=tls_client_context(peer),
+        evt_handlers=cast(Any, evt_handlers),
+        tls_args=cast(Any, tls_client_context(peer)),
     )
     elapsed_ms = (time.perf_counter() - started) * 1000
     for event, handler in ((evt.EVT_PDU_RECV, on_pdu_recv), (evt.EVT_CONN_OPEN, on_conn_open)):
-        try:
+        with contextlib.suppress(Exception):  # already gone with a dead association
             assoc.unbind(event, handler)
-        except Exception:  # already gone with a dead association
-            pass
 
     if assoc.is_rejected:
         raise _rejection(peer, assoc.acceptor.primitive)

@@ -43,7 +43,7 @@ from dcmtool.errors import ConfigError, PeerNotFound, UsageError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 DEFAULT_AE_TITLE = "DCMTOOL"
 DEFAULT_CALLED_AE_TITLE = "ANY-SCP"
@@ -221,7 +221,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     check = _Checker(path)
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise check.fail(f"unknown table or key {sorted(unknown)[0]!r} (expected local, nodes, serve)")
+        first = sorted(unknown)[0]
+        raise check.fail(f"unknown table or key {first!r} (expected local, nodes, serve)")
 
     local_raw = data.get("local", {})
     if not isinstance(local_raw, dict):
@@ -255,9 +256,11 @@ def _string(value: object) -> str:
 
 
 def _retrieve(value: object) -> RetrieveMethod:
-    if value not in ("move", "get"):
-        raise ValueError(f"expected 'move' or 'get', got {value!r}")
-    return value  # type: ignore[return-value]
+    if value == "move":
+        return "move"
+    if value == "get":
+        return "get"
+    raise ValueError(f"expected 'move' or 'get', got {value!r}")
 
 
 def _syntax_list(value: object) -> tuple[str, ...]:
@@ -297,7 +300,8 @@ def _parse_node(name: str, raw: object, check: _Checker, path: Path | None) -> N
         port=check(table, "port", _port, raw["port"]),
         ae_title=check(table, "ae_title", validate_ae_title, raw["ae_title"]),
         calling_ae_title=(
-            None if calling is None else check(table, "calling_ae_title", validate_ae_title, calling)
+            None if calling is None
+            else check(table, "calling_ae_title", validate_ae_title, calling)
         ),
         max_pdu=(
             None if "max_pdu" not in raw else check(table, "max_pdu", _max_pdu, raw["max_pdu"])
@@ -338,7 +342,8 @@ def read_document(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        return tomllib.loads(text)
+        document: dict[str, Any] = tomllib.loads(text)
+        return document
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -378,7 +383,10 @@ def add_node(path: Path, name: str, address: str, settings: Mapping[str, Any]) -
     """Add or replace ``[nodes.NAME]`` and keep every other entry of the file."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UsageError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
-    aet, host, port = parse_address(address)
+    try:
+        aet, host, port = parse_address(address)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if aet is None:
         raise UsageError(f"{address!r}: give the node as AET@HOST:PORT")
     document = read_document(path)
@@ -431,7 +439,7 @@ def split_peer_arguments(args: Sequence[str]) -> list[str | tuple[str, int]]:
 def resolve_peer(
     spec: str | tuple[str, int],
     config: Config,
-    overrides: PeerOverrides = PeerOverrides(),  # noqa: B008 - frozen, safe as default
+    overrides: PeerOverrides = PeerOverrides(),  # frozen: a safe default
 ) -> Peer:
     """Turn a node name, ``AET@HOST:PORT`` or ``(HOST, PORT)`` into a ``Peer``.
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support.peers import *  # noqa: F403 - fixtures for real peers (DCMTK, Orthanc, pynetdicom)
 
 

@@ -81,11 +81,11 @@ def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | N
     for handler in list(root.handlers):
         if getattr(handler, "_dcmtool", False):
             root.removeHandler(handler)
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter("dcmtool: %(levelname)s: %(message)s"))
-    handler.setLevel(level)
-    handler._dcmtool = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+    stream_handler = logging.StreamHandler(sys.stderr)
+    stream_handler.setFormatter(_OneLineFormatter("dcmtool: %(levelname)s: %(message)s"))
+    stream_handler.setLevel(level)
+    stream_handler._dcmtool = True  # type: ignore[attr-defined]
+    root.addHandler(stream_handler)
     root.setLevel(min(level, logging.INFO) if log_file else level)
     if log_file:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")

@@ -106,5 +106,6 @@ Traceback = Annotated[
 ]
 
 JsonOutput = Annotated[
-    bool, typer.Option("--json", help="Print the results as JSON on stdout.", rich_help_panel=OUTPUT)
+    bool,
+    typer.Option("--json", help="Print the results as JSON on stdout.", rich_help_panel=OUTPUT),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,7 +31,7 @@ def _path() -> Path:
     return settings.config_path
 
 
-def _guard(function):  # type: ignore[no-untyped-def]
+def _guard(function: Callable[[], None]) -> Callable[[], None]:
     from dcmtool.cli.app import guarded
 
     return guarded(function)

@@ -1,0 +1,77 @@
+"""Entry points, and what start-up imports (start-up time is part of the product)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("numpy", "pylibjpeg", "openjpeg", "libjpeg", "rle", "PIL", "imagecodecs")
+
+PROBE = """
+import atexit, json, sys
+def report():
+    sys.__stderr__.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+atexit.register(report)
+sys.argv = ["dcmtool", *json.loads(sys.argv[1])]
+from dcmtool.cli.app import main
+main()
+"""
+
+
+def loaded_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(args))],
+                          capture_output=True, text=True, timeout=60)
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("MODULES "))
+    return {m.split(".")[0] for m in json.loads(line[8:])}, proc
+
+
+def test_help_imports_no_dicom_stack() -> None:
+    roots, proc = loaded_modules("--help")
+    assert proc.returncode == 0
+    for name in (*HEAVY, "pynetdicom", "pydicom", "rich"):
+        assert name not in roots, f"dcmtool --help imported {name}"
+
+
+def test_echo_imports_the_network_stack_but_no_pixel_code() -> None:
+    with socket.socket() as closed:  # bound, never listening: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        roots, proc = loaded_modules("echo", f"X@127.0.0.1:{port}")
+    assert proc.returncode == 3, proc.stderr
+    assert "pynetdicom" in roots
+    for name in (*HEAVY, "rich"):
+        assert name not in roots, f"dcmtool echo imported {name}"
+
+
+def test_python_dash_m() -> None:
+    proc = subprocess.run([sys.executable, "-m", "dcmtool", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "Usage: python -m dcmtool" in proc.stdout or "Usage: dcmtool" in proc.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "dcmtool"
+    path = str(script) if script.exists() else shutil.which("dcmtool")
+    if path is None:
+        pytest.fail("the dcmtool console script is not installed: pip install -e .")
+    proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("dcmtool ")
+
+
+def test_library_never_imports_typer_or_rich() -> None:
+    # Also enforced by ruff's banned-api rule; this checks what actually gets imported.
+    code = (
+        "import sys, dcmtool.config, dcmtool.association, dcmtool.echo, dcmtool.netstack;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer','rich','click')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stderr
