@@ -4,7 +4,15 @@
    PDUs wait on Nagle's algorithm and delayed ACKs (~40 ms each on Linux loopback).
 2. The reason a TCP connection failed. pynetdicom logs it and drops it; dcmtool keeps the
    ``OSError`` so it can say "connection refused" or "timed out" instead of "aborted".
-3. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
+3. Received data sets stream into the archive's own folder: with chunked receive on, pynetdicom
+   writes each C-STORE data set to a temporary file in the system temp dir, behind File Meta
+   Information that names pynetdicom. For an AE that sets ``dcmtool_incoming`` (a directory),
+   the file goes there instead (same file system as the archive, so it can be renamed into
+   place) and its meta names dcmtool and the sending AE title (PS3.10 7.1).
+4. Accepting an association deep-copies every supported presentation context, re-validating
+   each UID: with every storage class x every syntax (serve) that is ~30 ms per association.
+   A context's mutable state is its transfer syntax list; copying just that is enough.
+5. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
    ``_is_paused`` flag can still be ``True`` from the previous pause, so the reactor may take the
    *response* off the DIMSE queue ("Received unexpected C-STORE service message") and the
    requestor then times out and aborts. The reactor is the only caller of the non-blocking
@@ -36,6 +44,8 @@ def apply() -> None:
         if _applied:
             return
         _patch_socket()
+        _patch_chunked_receive()
+        _patch_context_copy()
         _patch_reactor_race()
         _applied = True
 
@@ -109,6 +119,78 @@ def _recording_ssl_class(assoc: Any) -> type:
                 raise
 
     return RecordingSSLSocket
+
+
+_receiving = threading.local()
+
+
+def _patch_chunked_receive() -> None:
+    import tempfile
+
+    from pydicom.uid import UID
+    from pynetdicom import dimse_messages, dsutils
+
+    from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+
+    original_decode = dimse_messages.DIMSEMessage.decode_msg
+
+    def decode_msg(self: Any, primitive: Any, assoc: Any = None) -> bool:
+        _receiving.assoc = assoc
+        try:
+            return bool(original_decode(self, primitive, assoc))
+        finally:
+            _receiving.assoc = None
+
+    def incoming_dir() -> Any:
+        assoc = getattr(_receiving, "assoc", None)
+        return getattr(getattr(assoc, "ae", None), "dcmtool_incoming", None)
+
+    def named_temporary_file(*args: Any, **kwargs: Any) -> Any:
+        directory = incoming_dir()
+        if directory is not None:
+            kwargs.update(dir=directory, prefix="rx-")
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+    def create_file_meta(**kwargs: Any) -> Any:
+        assoc: Any = getattr(_receiving, "assoc", None)
+        if incoming_dir() is None:
+            return dsutils.create_file_meta(**kwargs)
+        meta = dsutils.create_file_meta(
+            **kwargs,
+            implementation_uid=UID(IMPLEMENTATION_CLASS_UID),
+            implementation_version=implementation_version_name(),
+        )
+        calling = str(assoc.requestor.ae_title).strip()
+        if calling:
+            meta.SourceApplicationEntityTitle = calling
+            meta.SendingApplicationEntityTitle = calling
+        called = str(assoc.acceptor.ae_title).strip()
+        if called:
+            meta.ReceivingApplicationEntityTitle = called
+        return meta
+
+    dimse_messages.DIMSEMessage.decode_msg = decode_msg  # type: ignore[method-assign]
+    dimse_messages.NamedTemporaryFile = named_temporary_file  # type: ignore[attr-defined]
+    dimse_messages.create_file_meta = create_file_meta  # type: ignore[attr-defined]
+
+
+def _patch_context_copy() -> None:
+    import copy
+
+    from pynetdicom import transport
+    from pynetdicom.presentation import PresentationContext
+
+    def copy_contexts(value: Any, memo: Any = None) -> Any:
+        if isinstance(value, list) and all(isinstance(v, PresentationContext) for v in value):
+            copies = []
+            for context in value:
+                clone = copy.copy(context)
+                clone._transfer_syntax = list(context._transfer_syntax)
+                copies.append(clone)
+            return copies
+        return copy.deepcopy(value, memo)
+
+    transport.deepcopy = copy_contexts  # type: ignore[attr-defined]
 
 
 def _patch_reactor_race() -> None:

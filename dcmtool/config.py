@@ -506,3 +506,54 @@ def _first(*values: Any) -> Any:
         if value is not None:
             return value
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# [serve]
+
+SERVE_KEYS = {
+    "root": str, "port": int, "ae_title": str, "bind": str, "layout": str, "duplicates": str,
+    "min_free": str, "max_associations": int, "accept_unknown": bool, "accept_ts": list,
+    "require_called_aet": bool, "allow": list, "max_pdu": int, "acse_timeout": float,
+    "dimse_timeout": float, "network_timeout": float, "tls_cert": str, "tls_key": str,
+    "tls_ca": str, "on_stored": str, "on_study_complete": str, "study_timeout": float,
+}
+
+
+def serve_settings(config: Config) -> dict[str, Any]:
+    """The ``[serve]`` table, type-checked; errors name the file and the key."""
+    where = str(config.path) if config.path else "<config>"
+    settings: dict[str, Any] = {}
+    for key, value in config.serve.items():
+        expected = SERVE_KEYS.get(key)
+        if expected is None:
+            raise ConfigError(f"{where}: [serve] {key}: unknown key "
+                              f"(expected one of {sorted(SERVE_KEYS)})")
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if expected is str and key == "min_free" and isinstance(value, int):
+            ok, value = True, str(value)
+        if not ok:
+            raise ConfigError(f"{where}: [serve] {key}: expected {expected.__name__}, "
+                              f"got {value!r}")
+        if key in ("tls_cert", "tls_key", "tls_ca", "root"):
+            path = Path(value).expanduser()
+            base = config.path.parent if config.path else Path.cwd()
+            value = path if path.is_absolute() else base / path
+        settings[key] = value
+    return settings
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``1.5GB``, ``0`` -> bytes (powers of 1024); raise ``ValueError``."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size like 500M or 2G")
+    number = float(match.group(1))
+    unit = (match.group(2) or "").lower()[:1]
+    scale = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[unit]
+    return int(number * scale)

@@ -15,7 +15,7 @@ from dcmtool.association import (
     open_association,
 )
 from dcmtool.config import Peer
-from dcmtool.errors import DcmtoolError, DimseFailure
+from dcmtool.errors import AssociationAborted, DcmtoolError, DimseFailure
 from dcmtool.sopclasses import VERIFICATION, storage_sop_classes
 from dcmtool.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -106,7 +106,14 @@ def echo(
                 if on_attempt:
                     on_attempt(peer, attempt)
                 if status is None:
-                    session.check_alive(f"C-ECHO {sequence}")
+                    dimse = peer.timeouts.dimse
+                    if dimse is None or rtt < dimse * 900:
+                        # No answer long before the DIMSE timeout: the peer aborted or closed.
+                        # pynetdicom wakes us before its reactor has marked the association.
+                        session.assoc.join(2.0)
+                        raise AssociationAborted(
+                            f"{peer.label} aborted the association during C-ECHO {sequence}",
+                            hint="the peer's log says why")
                     raise DcmtoolError(
                         f"{peer.label} did not answer C-ECHO {sequence} within "
                         f"{peer.timeouts.dimse} s", hint="raise --dimse-timeout for slow peers")

@@ -15,6 +15,7 @@ from dcmtool.cli import console, options
 from dcmtool.cli.commands import config as config_cmd
 from dcmtool.cli.commands import echo as echo_cmd
 from dcmtool.cli.commands import pending
+from dcmtool.cli.commands import serve as serve_cmd
 from dcmtool.cli.state import Settings, settings
 from dcmtool.errors import EXIT_CODE_MEANINGS, DcmtoolError, ExitCode
 
@@ -64,6 +65,12 @@ def guarded(function: F) -> F:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except BrokenPipeError:
+            # stdout closed early (`| head`): stop quietly, as other Unix tools do.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(int(ExitCode.ERROR)) from None
         except OSError as exc:
             if settings.traceback:
                 raise
@@ -108,7 +115,8 @@ def root(
     config: Annotated[
         Optional[Path],
         typer.Option("--config", envvar="DCMTOOL_CONFIG", metavar="FILE",
-                     help="Config file (default: the platform config dir's dcmtool/config.toml).",
+                     help="Config file (default: ~/.config/dcmtool/config.toml on Linux; "
+                     "'dcmtool config path' prints it).",
                      show_default=False),
     ] = None,
     verbose: options.Verbose = 0,
@@ -147,9 +155,10 @@ app.command("echo", epilog=echo_cmd.EPILOG)(guarded(echo_cmd.echo))
 for _name, _summary in pending.COMMANDS.items():
     app.command(
         _name,
-        help=f"{_summary} (not implemented yet)",
+        help=f"{_summary}; not implemented yet.",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(guarded(pending.make(_name)))
+app.command("serve", epilog=serve_cmd.EPILOG)(guarded(serve_cmd.serve))
 app.add_typer(config_cmd.app, name="config", callback=guarded(config_cmd.config_root))
 
 

@@ -35,8 +35,11 @@ def error(message: str, hint: str | None = None) -> None:
 def stdout_console() -> Console:
     from rich.console import Console
 
-    # Text from peers and files is never markup; colour only on a terminal.
-    return Console(file=sys.stdout, markup=False, highlight=False, emoji=False, soft_wrap=False)
+    # Text from peers and files is never markup; colour only on a terminal. Piped output keeps
+    # whole cells (rich would otherwise assume 80 columns and cut them).
+    width = None if sys.stdout.isatty() else 1000
+    return Console(file=sys.stdout, markup=False, highlight=False, emoji=False, soft_wrap=False,
+                   width=width)
 
 
 def stderr_console() -> Console:
@@ -62,9 +65,15 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
 
 
 class _OneLineFormatter(logging.Formatter):
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        # On a terminal, clear a status line (serve) before writing over it.
+        self.prefix = "\r\x1b[K" if sys.stderr.isatty() else ""
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return text.replace("\n", "\n    ")
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"{self.prefix}dcmtool: {level}{text}".replace("\n", "\n    ")
 
 
 def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | None) -> None:
@@ -82,7 +91,7 @@ def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | N
         if getattr(handler, "_dcmtool", False):
             root.removeHandler(handler)
     stream_handler = logging.StreamHandler(sys.stderr)
-    stream_handler.setFormatter(_OneLineFormatter("dcmtool: %(levelname)s: %(message)s"))
+    stream_handler.setFormatter(_OneLineFormatter("%(message)s"))
     stream_handler.setLevel(level)
     stream_handler._dcmtool = True  # type: ignore[attr-defined]
     root.addHandler(stream_handler)

@@ -35,25 +35,26 @@ MaxPDU = Annotated[
 ]
 ConnectTimeout = Annotated[
     Optional[float],
-    typer.Option("--connect-timeout", "-tc", envvar="DCMTOOL_CONNECT_TIMEOUT", metavar="S", min=0,
+    typer.Option("--connect-timeout", "-tc", envvar="DCMTOOL_CONNECT_TIMEOUT", metavar="SECONDS",
+                 min=0,
                  help="TCP connect timeout in seconds (default 10).", rich_help_panel=NETWORK,
                  show_default=False),
 ]
 AcseTimeout = Annotated[
     Optional[float],
-    typer.Option("--acse-timeout", "-ta", envvar="DCMTOOL_ACSE_TIMEOUT", metavar="S", min=0,
+    typer.Option("--acse-timeout", "-ta", envvar="DCMTOOL_ACSE_TIMEOUT", metavar="SECONDS", min=0,
                  help="Wait for association answers, in seconds (default 30).",
                  rich_help_panel=NETWORK, show_default=False),
 ]
 DimseTimeout = Annotated[
     Optional[float],
-    typer.Option("--dimse-timeout", "-td", envvar="DCMTOOL_DIMSE_TIMEOUT", metavar="S", min=0,
+    typer.Option("--dimse-timeout", "-td", envvar="DCMTOOL_DIMSE_TIMEOUT", metavar="SECONDS", min=0,
                  help="Wait for DIMSE responses, in seconds (default 60).",
                  rich_help_panel=NETWORK, show_default=False),
 ]
 NetworkTimeout = Annotated[
     Optional[float],
-    typer.Option("--network-timeout", "-tn", envvar="DCMTOOL_NETWORK_TIMEOUT", metavar="S",
+    typer.Option("--network-timeout", "-tn", envvar="DCMTOOL_NETWORK_TIMEOUT", metavar="SECONDS",
                  min=0, help="Close an idle association after S seconds (default 60).",
                  rich_help_panel=NETWORK, show_default=False),
 ]
@@ -84,7 +85,7 @@ NoHostnameCheck = Annotated[
 Verbose = Annotated[
     int,
     typer.Option("--verbose", "-v", count=True, help="More detail (-v: negotiation, info logs).",
-                 rich_help_panel=LOGGING),
+                 rich_help_panel=LOGGING, show_default=False),
 ]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="Only errors on stderr.", rich_help_panel=LOGGING)

@@ -14,6 +14,12 @@ Facts about Orthanc 1.10.1 (the Debian package) that shaped this:
   without the last four, C-FIND/C-GET/C-MOVE from an unregistered AE are refused.
 * ``DicomAssociationCloseDelay`` (default 5 s) keeps Orthanc's own SCU associations open after
   a C-MOVE; 0 closes them at once, so a move destination sees the release immediately.
+* Its DICOM side is DCMTK 3.6.7 (implementation class UID 1.2.276.0.7230010.3.0.3.6.7,
+  version OFFIS_DCMTK_367, max PDU 16384 from ``MaximumPduLength``), so it honours
+  ``TCP_NODELAY=1`` in the environment: without it a C-ECHO takes ~45 ms on loopback (Nagle
+  and delayed ACKs), with it ~3 ms. (``"TcpNoDelay"`` in the config is for HTTP only.)
+* Start-up takes ~0.1 s; SIGTERM to exit takes ~3.5 s (HTTP server 2 s, DICOM server 1 s),
+  whatever ``KeepAlive``/``HttpThreadsCount`` say: stop several servers in parallel.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from support.processes import (
     LOOPBACK,
     ManagedProcess,
+    dcmtk_env,
     port_accepts,
     require_program,
     start_with_ports,
@@ -268,7 +275,7 @@ def start_orthanc(directory: Path, *, aet: str = "ORTHANC",
 
     proc, (dicom_port, http_port) = start_with_ports(
         "Orthanc", build, ports=2, log_path=directory / "orthanc.log", ready=ready,
-        cwd=directory,
+        cwd=directory, env=dcmtk_env(),  # Orthanc's DICOM stack is DCMTK: TCP_NODELAY=1
     )
     return OrthancServer(aet=aet, dicom_port=dicom_port, http_port=http_port,
                          config=holder["config"], config_path=config_path,

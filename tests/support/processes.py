@@ -6,6 +6,7 @@ answer), polled until a deadline, and a failure says why with the tail of the pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ PEER_PROGRAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "orthanc": (("/usr/sbin/Orthanc", "orthanc", "Orthanc"),),
     "dicom3tools": (("/usr/bin/dciodvfy", "dicom3tools", "dicom3tools dciodvfy"),),
+    "gdcm": (("/usr/bin/gdcmconv", "libgdcm-tools", "GDCM gdcmconv"),),
 }
 
 
@@ -111,10 +113,8 @@ class ManagedProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         # The group id is the PID of the process we started (start_new_session=True): this
         # reaches it and the children it forked (wlmscpfs --fork, storescp --fork), nothing else.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM, wait, SIGKILL if it is still there; idempotent."""
@@ -208,11 +208,16 @@ def start_with_ports(
         chosen: list[int] = []
         while len(chosen) < ports:
             port = free_port()
-            if port not in chosen:
+            # Free on loopback but someone listening on another interface's socket would
+            # answer our readiness probe in the program's place: skip such ports.
+            if port not in chosen and not port_accepts(LOOPBACK, port, timeout=0.1):
                 chosen.append(port)
         proc = spawn(name, build(chosen), log_path, env=env, cwd=cwd)
         try:
             ready(proc, chosen)
+            if not proc.running():  # the probe reached someone else; ours died
+                raise PeerStartError(proc.describe_failure("exited while starting"),
+                                     exited=True, log=proc.log_tail())
             return proc, chosen
         except PeerStartError as exc:
             proc.stop()

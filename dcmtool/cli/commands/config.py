@@ -68,8 +68,10 @@ def show_command(json_output: options.JsonOutput = False) -> None:
 
 @app.command("add")
 def add_command(
-    name: Annotated[str, typer.Argument(help="Node name used on the command line.")],
-    address: Annotated[str, typer.Argument(metavar="AET@HOST:PORT")],
+    name: Annotated[str, typer.Argument(metavar="NAME",
+                                        help="Node name used on the command line.")],
+    address: Annotated[str, typer.Argument(metavar="AET@HOST:PORT",
+                                           help="The peer's AE title, host and port.")],
     calling_aet: options.CallingAET = None,
     max_pdu: options.MaxPDU = None,
     connect_timeout: options.ConnectTimeout = None,
@@ -86,7 +88,7 @@ def add_command(
     ] = None,
     retrieve: Annotated[
         Optional[str],
-        typer.Option("--retrieve", metavar="move|get", help="How `dcmtool move` retrieves.",
+        typer.Option("--retrieve", metavar="move|get", help="How 'dcmtool move' retrieves.",
                      show_default=False),
     ] = None,
 ) -> None:
@@ -118,7 +120,9 @@ def add_command(
 
 
 @app.command("remove")
-def remove_command(name: Annotated[str, typer.Argument(help="Node to remove.")]) -> None:
+def remove_command(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Node to remove.")],
+) -> None:
     """Remove a node; other entries of the file are kept."""
 
     def run() -> None:

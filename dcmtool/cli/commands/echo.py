@@ -29,17 +29,18 @@ EPILOG = """Examples:
 def echo(
     peers: Annotated[
         Optional[list[str]],
-        typer.Argument(metavar="PEER...", help="Node name, AET@HOST:PORT, or HOST PORT.",
+        typer.Argument(metavar="PEER", help="Node name, AET@HOST:PORT, or HOST PORT.",
                        show_default=False),
     ] = None,
     all_nodes: Annotated[
         bool, typer.Option("--all", help="Echo every node in the config file.")
     ] = False,
     count: Annotated[
-        int, typer.Option("--count", "-c", min=1, help="C-ECHO requests per peer.")
+        int, typer.Option("--count", "-c", min=1, metavar="N", help="C-ECHO requests per peer.")
     ] = 1,
     interval: Annotated[
-        float, typer.Option("--interval", "-i", min=0, help="Seconds between requests.")
+        float, typer.Option("--interval", "-i", min=0, metavar="SECONDS",
+                     help="Seconds between requests.")
     ] = 1.0,
     probe: Annotated[
         bool,

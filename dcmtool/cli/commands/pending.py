@@ -14,7 +14,6 @@ COMMANDS = {
     "move": "Retrieve with C-MOVE",
     "get": "Retrieve with C-GET",
     "mwl": "Query a modality worklist",
-    "serve": "Run the archive SCP",
     "convert": "Transcode files to another transfer syntax",
     "dicomdir": "Build a DICOMDIR for media",
 }

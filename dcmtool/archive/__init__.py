@@ -1,0 +1,1 @@
+"""The folder-backed archive: file layout, SQLite index, audit log."""

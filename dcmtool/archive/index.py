@@ -1,0 +1,261 @@
+"""The archive's SQLite index: patient / study / series / instance, with the Q/R keys.
+
+Columns carry the search and return keys of the conformance statements this project follows
+(seeds 003 and 004: PS3.4 C.6 keys plus the usual optional ones), named by DICOM keyword so that
+query matching can map keys to columns directly. Counts such as Number of Study Related
+Instances and Modalities In Study are computed at query time, never stored.
+The index can always be rebuilt from the files (``dcmtool serve --reindex``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+PATIENT_KEYS = (
+    "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientBirthTime",
+    "PatientSex", "OtherPatientIDs", "PatientComments", "ResponsiblePerson",
+    "ResponsiblePersonRole", "ResponsibleOrganization", "PatientSpeciesDescription",
+    "PatientBreedDescription",
+)
+STUDY_KEYS = (
+    "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime", "AccessionNumber",
+    "IssuerOfAccessionNumberSequence", "ReferringPhysicianName", "StudyDescription",
+    "PatientAge", "PatientSize", "PatientWeight", "NameOfPhysiciansReadingStudy",
+    "AdmittingDiagnosesDescription", "InstitutionName",
+)
+SERIES_KEYS = (
+    "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate",
+    "SeriesTime", "Laterality", "BodyPartExamined", "PatientPosition",
+    "AnatomicalOrientationType", "ProtocolName", "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime", "PerformedProcedureStepID", "RequestAttributesSequence",
+    "StationName", "Manufacturer", "ManufacturerModelName", "OperatorsName",
+    "PerformingPhysicianName",
+)
+INSTANCE_KEYS = (
+    "SOPInstanceUID", "SOPClassUID", "InstanceNumber", "InstanceCreationDate",
+    "InstanceCreationTime", "ContentDate", "ContentTime", "AcquisitionDate", "AcquisitionTime",
+    "AcquisitionNumber", "ImageType", "NumberOfFrames", "Rows", "Columns", "BitsAllocated",
+    "PhotometricInterpretation", "ImageComments",
+)
+#: Everything read from a file's header to index it.
+INDEXED_KEYWORDS = ("SpecificCharacterSet", *PATIENT_KEYS, *STUDY_KEYS, *SERIES_KEYS,
+                    *INSTANCE_KEYS)
+
+
+def _columns(keys: tuple[str, ...]) -> str:
+    return ", ".join(f'"{k}" TEXT' for k in keys)
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS patients (
+    id INTEGER PRIMARY KEY,
+    SpecificCharacterSet TEXT,
+    {_columns(PATIENT_KEYS)},
+    UNIQUE (PatientID, IssuerOfPatientID)
+);
+CREATE TABLE IF NOT EXISTS studies (
+    patient INTEGER NOT NULL REFERENCES patients(id),
+    SpecificCharacterSet TEXT,
+    {_columns(STUDY_KEYS)},
+    PRIMARY KEY (StudyInstanceUID)
+);
+CREATE TABLE IF NOT EXISTS series (
+    SpecificCharacterSet TEXT,
+    StudyInstanceUID TEXT NOT NULL REFERENCES studies(StudyInstanceUID),
+    {_columns(SERIES_KEYS)},
+    PRIMARY KEY (SeriesInstanceUID)
+);
+CREATE TABLE IF NOT EXISTS instances (
+    SpecificCharacterSet TEXT,
+    SeriesInstanceUID TEXT NOT NULL REFERENCES series(SeriesInstanceUID),
+    {_columns(INSTANCE_KEYS)},
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    source_ae TEXT,
+    PRIMARY KEY (SOPInstanceUID)
+);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient);
+CREATE INDEX IF NOT EXISTS series_study ON series(StudyInstanceUID);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID);
+CREATE INDEX IF NOT EXISTS patients_name ON patients(PatientName);
+CREATE INDEX IF NOT EXISTS studies_date ON studies(StudyDate);
+CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber);
+"""
+
+
+class IndexFailure(Exception):
+    """The index database cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the index keeps about one stored instance."""
+
+    values: Mapping[str, str | None]  # keyword -> text (INDEXED_KEYWORDS)
+    path: str  # relative to the archive root, '/' separated
+    size: int
+    transfer_syntax: str
+    received_at: str
+    source_ae: str | None
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.values["SOPInstanceUID"])
+
+
+def element_text(element: Any) -> str | None:
+    """An element's value as index text: multi-values joined by '\\', sequences as JSON."""
+    value = element.value
+    if value is None or value == "":
+        return None
+    if element.VR == "SQ":
+        return json.dumps([item.to_json_dict() for item in value], separators=(",", ":"))
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join("" if v is None else str(v) for v in value)
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+class Index:
+    """Thread-safe access to ``ROOT/index.sqlite`` (one connection, one lock, WAL mode)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # The files are fsync'd before they are acknowledged; the index can be rebuilt
+            # from them, so NORMAL (durable across a process crash) is enough here.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                             (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise IndexFailure(f"cannot open the index {path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add(self, record: InstanceRecord) -> None:
+        """Insert or replace one instance (and its patient, study and series if new)."""
+        v = record.values
+        charset = v.get("SpecificCharacterSet")
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                patient_id = self._patient(v, charset)
+                self._insert("studies", {"patient": patient_id, "SpecificCharacterSet": charset,
+                                         **{k: v.get(k) for k in STUDY_KEYS}})
+                self._insert("series", {"SpecificCharacterSet": charset,
+                                        "StudyInstanceUID": v.get("StudyInstanceUID"),
+                                        **{k: v.get(k) for k in SERIES_KEYS}})
+                row = {"SpecificCharacterSet": charset,
+                       "SeriesInstanceUID": v.get("SeriesInstanceUID"),
+                       **{k: v.get(k) for k in INSTANCE_KEYS},
+                       "path": record.path, "size": record.size,
+                       "transfer_syntax": record.transfer_syntax,
+                       "received_at": record.received_at, "source_ae": record.source_ae}
+                self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ? OR path = ?",
+                                 (record.sop_instance_uid, record.path))
+                self._insert("instances", row, replace=True)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise IndexFailure(f"index write failed: {exc}") from exc
+
+    def _patient(self, v: Mapping[str, str | None], charset: str | None) -> int:
+        key = (v.get("PatientID") or "", v.get("IssuerOfPatientID") or "")
+        row = self._db.execute(
+            "SELECT id FROM patients WHERE PatientID = ? AND IssuerOfPatientID = ?", key
+        ).fetchone()
+        if row:
+            return int(row[0])
+        values = {"SpecificCharacterSet": charset, **{k: v.get(k) for k in PATIENT_KEYS}}
+        values["PatientID"], values["IssuerOfPatientID"] = key
+        cursor = self._insert("patients", values)
+        return int(cursor.lastrowid or 0)
+
+    def _insert(self, table: str, row: Mapping[str, Any], replace: bool = False) -> sqlite3.Cursor:
+        names = ", ".join(f'"{k}"' for k in row)
+        marks = ", ".join("?" for _ in row)
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        return self._db.execute(f"{verb} INTO {table} ({names}) VALUES ({marks})",
+                                tuple(row.values()))
+
+    def remove(self, sop_instance_uid: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ?",
+                             (sop_instance_uid,))
+
+    def remove_paths(self, paths: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM instances WHERE path = ?",
+                                 [(p,) for p in paths])
+            self._prune()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.executescript(
+                "DELETE FROM instances; DELETE FROM series; DELETE FROM studies; "
+                "DELETE FROM patients;"
+            )
+
+    def _prune(self) -> None:
+        """Drop series, studies and patients left without instances."""
+        self._db.executescript(
+            "DELETE FROM series WHERE SeriesInstanceUID NOT IN "
+            "(SELECT SeriesInstanceUID FROM instances);"
+            "DELETE FROM studies WHERE StudyInstanceUID NOT IN "
+            "(SELECT StudyInstanceUID FROM series);"
+            "DELETE FROM patients WHERE id NOT IN (SELECT patient FROM studies);"
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def instance_path(self, sop_instance_uid: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT path FROM instances WHERE SOPInstanceUID = ?",
+                                   (sop_instance_uid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def paths(self) -> set[str]:
+        with self._lock:
+            return {str(r[0]) for r in self._db.execute("SELECT path FROM instances")}
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("patients", "studies", "series", "instances")
+            }
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        """Run a read-only query (for tests and Q/R)."""
+        with self._lock:
+            self._db.row_factory = sqlite3.Row
+            try:
+                rows = self._db.execute(sql, params).fetchall()
+            finally:
+                self._db.row_factory = None
+        yield from rows

@@ -1,0 +1,313 @@
+"""Storing received instances: validate, place, fsync, rename, index — then acknowledge.
+
+The received bytes are never decoded and re-encoded. pynetdicom streams the data set of a
+C-STORE into a file under ``ROOT/.incoming`` (same file system as the archive) behind File Meta
+Information that names dcmtool and the sending AE; this module checks the header, moves the file
+into place atomically and indexes it. A status is returned for every outcome; nothing raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dcmtool.archive.audit import AuditLog, utc_now
+from dcmtool.archive.index import (
+    INDEXED_KEYWORDS,
+    Index,
+    IndexFailure,
+    InstanceRecord,
+    element_text,
+)
+from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
+
+LOG = logging.getLogger("dcmtool.archive")
+
+DuplicatePolicy = Literal["reject", "ignore", "overwrite"]
+INCOMING = ".incoming"
+INDEX_FILE = "index.sqlite"
+AUDIT_FILE = "audit.jsonl"
+#: Names in ROOT that are not instances.
+RESERVED = {INCOMING, INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", AUDIT_FILE, "worklist"}
+
+# C-STORE statuses (PS3.4 B.2.3, and seed 004's table)
+SUCCESS = 0x0000
+DUPLICATE = 0x0111
+OUT_OF_RANGE = 0x0116
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def uid_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid UID (PS3.5 9.1), or ``None`` if it is one."""
+    text = "" if value is None else str(value)
+    if not text:
+        return "is empty"
+    if len(text) > 64:
+        return f"is {len(text)} characters long (the limit is 64)"
+    if not _UID.match(text):
+        return "is not a valid UID"
+    return None
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    layout: Layout = field(default_factory=lambda: Layout.parse(DEFAULT_PATTERN))
+    duplicates: DuplicatePolicy = "reject"
+    min_free_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: int
+    message: str
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+    study_instance_uid: str | None = None
+    path: Path | None = None
+    size: int = 0
+
+    @property
+    def stored(self) -> bool:
+        return self.status == SUCCESS and self.path is not None
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    removed_partial: int = 0
+    indexed_orphans: int = 0
+    dropped_missing: int = 0
+    unreadable: tuple[str, ...] = ()
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.removed_partial or self.indexed_orphans or self.dropped_missing)
+
+
+def _tags() -> list[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    tags = [tag_for_keyword(k) for k in INDEXED_KEYWORDS]
+    return [int(t) for t in tags if t is not None]
+
+
+class Archive:
+    """A folder of DICOM files with an SQLite index and an audit log."""
+
+    def __init__(self, root: Path, policy: StorePolicy | None = None) -> None:
+        self.root = root.resolve()
+        self.policy = policy or StorePolicy()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming = self.root / INCOMING
+        self.incoming.mkdir(exist_ok=True)
+        self.index = Index(self.root / INDEX_FILE)
+        self.audit = AuditLog(self.root / AUDIT_FILE)
+        self._lock = threading.Lock()
+        self._tags = _tags()
+
+    def close(self) -> None:
+        self.index.close()
+        self.audit.close()
+
+    # -- storing ----------------------------------------------------------------------------
+
+    def store_received(
+        self,
+        temp_path: Path,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        calling_ae: str | None,
+    ) -> StoreOutcome:
+        """Validate and file a received instance at ``temp_path`` (inside ``.incoming``).
+
+        On success the file has moved into the archive; otherwise it is deleted.
+        """
+        outcome = self._store(temp_path, sop_class_uid, sop_instance_uid, transfer_syntax,
+                              calling_ae)
+        if not outcome.stored:
+            temp_path.unlink(missing_ok=True)
+        return outcome
+
+    def _store(self, temp: Path, sop_class: str, sop_instance: str, transfer_syntax: str,
+               calling_ae: str | None) -> StoreOutcome:
+        def refuse(status: int, message: str, **extra: Any) -> StoreOutcome:
+            return StoreOutcome(status, message, sop_instance_uid=sop_instance,
+                                sop_class_uid=sop_class, **extra)
+
+        free = shutil.disk_usage(self.root).free
+        if free < self.policy.min_free_bytes:
+            return refuse(OUT_OF_RESOURCES,
+                          f"only {free // 2**20} MiB free in {self.root} "
+                          f"(--min-free is {self.policy.min_free_bytes // 2**20} MiB)")
+        problem = uid_problem(sop_instance)
+        if problem:
+            return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
+        try:
+            ds = self._read_header(temp)
+        except Exception as exc:  # any parse failure is the sender's data
+            return refuse(CANNOT_UNDERSTAND, f"cannot parse the data set: {exc}")
+        if str(ds.get("SOPClassUID", "")) != sop_class:
+            return refuse(DOES_NOT_MATCH,
+                          f"data set SOP Class UID {ds.get('SOPClassUID')!s} does not match "
+                          f"the request's {sop_class}")
+        if str(ds.get("SOPInstanceUID", "")) != sop_instance:
+            return refuse(DOES_NOT_MATCH,
+                          f"data set SOP Instance UID {ds.get('SOPInstanceUID')!s} does not "
+                          f"match the request's {sop_instance}")
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+            if keyword not in ds:
+                return refuse(DOES_NOT_MATCH, f"the data set has no {keyword}")
+            problem = uid_problem(ds[keyword].value)
+            if problem:
+                return refuse(OUT_OF_RANGE, f"{keyword} {str(ds[keyword].value)[:80]!r} {problem}")
+        study = str(ds.StudyInstanceUID)
+        values = {kw: element_text(ds[kw]) for kw in INDEXED_KEYWORDS if kw in ds}
+        try:
+            target = self.policy.layout.resolve(self.root, values)
+        except LayoutError as exc:
+            return refuse(CANNOT_UNDERSTAND, str(exc))
+        size = temp.stat().st_size
+        _fsync_file(temp)  # outside the lock: the slow part
+        with self._lock:
+            existing = self.index.instance_path(sop_instance)
+            if existing is not None:
+                if self.policy.duplicates == "reject":
+                    return refuse(DUPLICATE, "duplicate SOP Instance UID: already stored as "
+                                  f"{existing} (--duplicates reject)",
+                                  study_instance_uid=study)
+                if self.policy.duplicates == "ignore":
+                    return StoreOutcome(SUCCESS, "duplicate ignored: kept the stored copy "
+                                        "(--duplicates ignore)", sop_instance, sop_class, study)
+            try:
+                _ensure_directory(target.parent)
+                os.replace(temp, target)
+                _fsync_directory(target.parent)
+            except OSError as exc:
+                return refuse(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}")
+            relative = target.relative_to(self.root).as_posix()
+            record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
+            try:
+                self.index.add(record)
+            except IndexFailure as exc:
+                if existing is None:
+                    target.unlink(missing_ok=True)
+                return refuse(OUT_OF_RESOURCES, str(exc))
+            if existing is not None and existing != relative:
+                (self.root / existing).unlink(missing_ok=True)
+        note = " (replaced the stored copy)" if existing is not None else ""
+        return StoreOutcome(SUCCESS, f"stored {relative}{note}", sop_instance, sop_class, study,
+                            target, size)
+
+    def _read_header(self, path: Path) -> Any:
+        from pydicom import dcmread
+
+        return dcmread(path, stop_before_pixels=True, specific_tags=self._tags)
+
+    # -- consistency ------------------------------------------------------------------------
+
+    def instance_files(self) -> Iterator[Path]:
+        """Every file in the archive that should be an instance (not the index, log, ...)."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            here = Path(dirpath)
+            if here == self.root:
+                dirnames[:] = [d for d in dirnames if d not in RESERVED]
+                filenames = [f for f in filenames if f not in RESERVED]
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if not name.startswith("."):
+                    yield here / name
+
+    def reconcile(self, progress: Callable[[int], None] | None = None) -> ReconcileReport:
+        """Make the index agree with the folder, and report what had to change.
+
+        Partial files of interrupted transfers (``.incoming``) are deleted; files without an
+        index row are indexed; rows whose file is gone are dropped.
+        """
+        removed = 0
+        for leftover in self.incoming.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        indexed = self.index.paths()
+        on_disk = {p.relative_to(self.root).as_posix() for p in self.instance_files()}
+        missing = sorted(indexed - on_disk)
+        if missing:
+            self.index.remove_paths(missing)
+        added, unreadable = self._index_files(sorted(on_disk - indexed), progress)
+        return ReconcileReport(removed, added, len(missing), tuple(unreadable))
+
+    def reindex(self, progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+        """Rebuild the index from the files; returns (indexed, unreadable paths)."""
+        self.index.clear()
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.instance_files())
+        return self._index_files(files, progress)
+
+    def _index_files(self, relatives: list[str],
+                     progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
+        from datetime import datetime, timezone
+
+        added, unreadable = 0, []
+        for number, relative in enumerate(relatives, 1):
+            path = self.root / relative
+            try:
+                ds = self._read_header(path)
+                meta = ds.file_meta
+                values = {kw: element_text(ds[kw]) for kw in INDEXED_KEYWORDS if kw in ds}
+                if not values.get("SOPInstanceUID") or not values.get("SeriesInstanceUID"):
+                    raise ValueError("no SOP or Series Instance UID")
+                stat = path.stat()
+                received = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+                self.index.add(InstanceRecord(
+                    values, relative, stat.st_size, str(meta.TransferSyntaxUID),
+                    received.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    str(meta.get("SourceApplicationEntityTitle", "")) or None,
+                ))
+                added += 1
+            except Exception as exc:
+                LOG.warning("not indexed: %s: %s", relative, exc)
+                unreadable.append(relative)
+            if progress:
+                progress(number)
+        return added, unreadable
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # platforms without directory fds (Windows)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_directory(path: Path) -> None:
+    """Create ``path`` and make each new directory entry durable."""
+    created = []
+    probe = path
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in reversed(created):
+        _fsync_directory(directory.parent)
