@@ -190,7 +190,7 @@ def _patch_context_copy() -> None:
             return copies
         return copy.deepcopy(value, memo)
 
-    transport.deepcopy = copy_contexts  # type: ignore[attr-defined]
+    transport.deepcopy = copy_contexts  # type: ignore[attr-defined, assignment]
 
 
 def _patch_reactor_race() -> None:
