@@ -227,12 +227,17 @@ class RunningServer:
         if o.allowed_calling_aets:
             ae.require_calling_aet = list(o.allowed_calling_aets)
         ae.add_supported_context(VERIFICATION, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        register_storage_classes()
         for sop in storage_sop_classes():
             ae.add_supported_context(sop.uid, list(o.transfer_syntaxes))
         ae.dcmtool_incoming = str(self.archive.incoming)  # type: ignore[attr-defined]
         # Stream data sets to disk instead of memory; process-wide pynetdicom settings.
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.UNRESTRICTED_STORAGE_SERVICE = o.accept_unknown
+        # Values that break VR rules are the sender's business; stored as received, quietly.
+        import pydicom.config
+
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         return ae
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -266,9 +271,11 @@ class RunningServer:
     @staticmethod
     def _who(assoc: Any) -> dict[str, Any]:
         requestor = assoc.requestor
+        request = requestor.primitive  # the A-ASSOCIATE-RQ: what the peer asked for
+        called = getattr(request, "called_ae_title", None) or assoc.acceptor.ae_title
         return {
             "calling_aet": str(requestor.ae_title).strip(),
-            "called_aet": str(assoc.acceptor.ae_title).strip(),
+            "called_aet": str(called).strip(),
             "peer": f"{requestor.address}:{requestor.port}",
         }
 
@@ -397,6 +404,11 @@ class RunningServer:
         self._server.shutdown()
         deadline = time.monotonic() + grace
         for assoc in list(self._server.active_associations):
+            if not assoc.is_established:
+                # Connected but never associated (a port probe, a stalled peer): pynetdicom
+                # would wait for the ACSE timeout; nothing is in flight, so close it now.
+                assoc.abort()
+                continue
             assoc.join(max(0.0, deadline - time.monotonic()))
             if assoc.is_alive():
                 LOG.warning("aborting an association still open after %.0f s", grace)
@@ -413,6 +425,31 @@ class RunningServer:
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
+
+
+_registered = threading.Lock()
+
+
+def register_storage_classes() -> None:
+    """Teach pynetdicom the storage classes it does not know (mostly retired ones).
+
+    Without this it accepts the context but aborts when the C-STORE arrives.
+    """
+    import re
+
+    from pynetdicom import sop_class
+    from pynetdicom.service_class import StorageServiceClass
+
+    with _registered:
+        known = set(sop_class._STORAGE_CLASSES.values())
+        for sop in storage_sop_classes():
+            if sop.uid in known:
+                continue
+            keyword = "Dcmtool" + re.sub(r"[^A-Za-z0-9]", "", sop.name.title())
+            try:
+                sop_class.register_uid(sop.uid, keyword, StorageServiceClass)
+            except ValueError:
+                pass  # already registered under that keyword
 
 
 def start_server(archive: Archive, options: ServeOptions) -> RunningServer:

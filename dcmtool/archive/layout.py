@@ -18,6 +18,8 @@ from pathlib import Path
 DEFAULT_PATTERN = "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 MAX_COMPONENT = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DOTS = re.compile(r"\.{2,}")
+_UNDERSCORES = re.compile(r"_{2,}")
 
 
 class LayoutError(ValueError):
@@ -67,8 +69,9 @@ class Layout:
 def sanitise(value: object) -> str:
     """One attribute value as one safe path component."""
     text = "" if value is None else str(value)
-    cleaned = _UNSAFE.sub("_", text.replace("\x00", "")).strip("_")
-    cleaned = cleaned.lstrip(".")  # no hidden names, never "." or ".."
+    cleaned = _UNSAFE.sub("_", text.replace("\x00", ""))
+    cleaned = _DOTS.sub("_", cleaned)  # ".." never survives, even inside a name
+    cleaned = _UNDERSCORES.sub("_", cleaned).lstrip("._").rstrip("_")  # no hidden names
     if not cleaned:
         return "unknown"
     if len(cleaned) > MAX_COMPONENT:

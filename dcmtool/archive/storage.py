@@ -27,6 +27,7 @@ from dcmtool.archive.index import (
     element_text,
 )
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
+from dcmtool.archive.structure import check_data_set
 
 LOG = logging.getLogger("dcmtool.archive")
 
@@ -156,8 +157,11 @@ class Archive:
             return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
         try:
             ds = self._read_header(temp)
+            check_data_set_file(temp, str(ds.file_meta.TransferSyntaxUID))
         except Exception as exc:  # any parse failure is the sender's data
             return refuse(CANNOT_UNDERSTAND, f"cannot parse the data set: {exc}")
+        if "SOPClassUID" not in ds:
+            return refuse(DOES_NOT_MATCH, "the data set has no SOP Class UID")
         if str(ds.get("SOPClassUID", "")) != sop_class:
             return refuse(DOES_NOT_MATCH,
                           f"data set SOP Class UID {ds.get('SOPClassUID')!s} does not match "
@@ -280,6 +284,16 @@ class Archive:
             if progress:
                 progress(number)
         return added, unreadable
+
+
+def check_data_set_file(path: Path, transfer_syntax: str) -> None:
+    """Walk the data set after the File Meta Information (see ``structure``)."""
+    with path.open("rb") as fh:
+        fh.seek(128 + 4 + 8)
+        group_length = int.from_bytes(fh.read(4), "little")
+        start = 144 + group_length
+        end = fh.seek(0, 2)
+        check_data_set(fh, start, end, transfer_syntax)
 
 
 def _fsync_file(path: Path) -> None:

@@ -48,6 +48,8 @@ def make_dataset(
         (rows * columns * 2) % 256)
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
 
 

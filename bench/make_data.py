@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Test data for bench/run's serve cases: deterministic DICOM files made with pydicom.
+
+bench/run itself uses only the standard library; it runs this script with the Python that
+dcmtool runs on (which has pydicom), once per bench run, into a temporary folder it deletes.
+
+    make_data.py OUT ct [--count 500] [--series 5] [--seed 1]
+        CT-like images: 512x512, 16 bit (12 stored), explicit VR little endian, ~513 KB each,
+        one patient, one study, COUNT instances spread over SERIES series.
+    make_data.py OUT small [--count 2000] [--series 20] [--seed 1]
+        Small images: 64x64, 16 bit, explicit VR little endian, ~9 KB each, 4 patients with
+        one study each, COUNT instances spread over SERIES series.
+    make_data.py OUT big [--size 1GiB] [--seed 1]
+        One multi-frame image (Multi-frame Grayscale Word Secondary Capture, 512x512 frames
+        of 16 bit) whose pixel data is SIZE bytes; streamed to disk, so it never needs SIZE
+        bytes of memory.
+
+The files go flat into OUT (created if needed). Same arguments, same bytes: UIDs are derived
+from the seed (``2.25.<digest>``), pixel data from a seeded generator. The last line on
+stdout is a JSON summary: {"files": N, "bytes": TOTAL, "dir": OUT, "sop_class": UID}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import struct
+import sys
+from pathlib import Path
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MF_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
+#: Pixel data element header (7FE0,0010) OW in explicit VR little endian, before the length.
+PIXEL_DATA_HEADER = b"\xe0\x7f\x10\x00OW\x00\x00"
+
+
+def uid(seed: int, *parts: object) -> str:
+    """A deterministic UID under 2.25 (a UUID-derived root, PS3.5 B.2) from the seed and parts."""
+    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
+def pixel_bytes(rng: random.Random, size: int) -> bytes:
+    """``size`` bytes of 16-bit little-endian noise within 12 bits (BitsStored 12)."""
+    data = bytearray(rng.randbytes(size))
+    data[1::2] = bytes(data[1::2]).translate(bytes(b & 0x0F for b in range(256)))
+    return bytes(data)
+
+
+def base_dataset(seed: int, sop_class: str, sop_instance: str, patient: int, study_uid: str,
+                 series_uid: str, series_number: int, instance_number: int, modality: str,
+                 rows: int, columns: int) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    ds.StudyDate = "20260101"
+    ds.SeriesDate = "20260101"
+    ds.ContentDate = "20260101"
+    ds.StudyTime = "120000"
+    ds.SeriesTime = f"12{series_number:02d}00"
+    ds.ContentTime = f"12{series_number:02d}{instance_number % 60:02d}"
+    ds.AccessionNumber = f"BENCH{seed}{patient:03d}"
+    ds.Modality = modality
+    ds.Manufacturer = "dcmtool bench"
+    ds.InstitutionName = "Benchmark Hospital"
+    ds.ReferringPhysicianName = "Referring^Doctor"
+    ds.StudyDescription = "Benchmark study"
+    ds.SeriesDescription = f"Benchmark series {series_number}"
+    ds.PatientName = f"Bench^Patient{patient:03d}"
+    ds.PatientID = f"BENCH-{seed}-{patient:03d}"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def ct_attributes(ds: Dataset, instance_number: int, frame_of_reference: str) -> None:
+    """The usual CT image plane and pixel value attributes, so headers are a realistic size."""
+    ds.SliceThickness = "1.0"
+    ds.KVP = "120"
+    ds.BodyPartExamined = "CHEST"
+    ds.PatientPosition = "HFS"
+    ds.ImagePositionPatient = ["-250.0", "-250.0", f"{-instance_number * 1.0:.1f}"]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.FrameOfReferenceUID = frame_of_reference
+    ds.SliceLocation = f"{-instance_number * 1.0:.1f}"
+    ds.PixelSpacing = ["0.976562", "0.976562"]
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+
+
+def save(ds: Dataset, path: Path) -> int:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)
+    return path.stat().st_size
+
+
+def make_series_set(out: Path, kind: str, count: int, series: int, seed: int) -> dict[str, object]:
+    if kind == "ct":
+        rows = columns = 512
+        patients = 1
+    else:
+        rows = columns = 64
+        patients = min(4, series)
+    rng = random.Random(f"{seed}/{kind}")
+    frame = rows * columns * 2
+    # A few distinct pixel blocks, reused: generating 250 MB of noise would dominate the setup.
+    blocks = [pixel_bytes(rng, frame) for _ in range(8)]
+    total = 0
+    for i in range(count):
+        series_index = i * series // count  # contiguous series, sizes differ by at most one
+        patient = series_index * patients // series
+        study_uid = uid(seed, kind, "study", patient)
+        series_uid = uid(seed, kind, "series", series_index)
+        number = i + 1
+        ds = base_dataset(seed, CT_IMAGE_STORAGE, uid(seed, kind, "instance", i), patient,
+                          study_uid, series_uid, series_index + 1, number, "CT", rows, columns)
+        ct_attributes(ds, number, uid(seed, kind, "frame-of-reference", patient))
+        ds.PixelData = blocks[i % len(blocks)]
+        total += save(ds, out / f"{kind}-{i:05d}.dcm")
+    return {"files": count, "bytes": total, "dir": str(out), "sop_class": CT_IMAGE_STORAGE}
+
+
+def make_big(out: Path, size: int, seed: int) -> dict[str, object]:
+    """One multi-frame image, its pixel data appended by hand in 8 MiB chunks."""
+    rows = columns = 512
+    frame = rows * columns * 2
+    frames = max(1, size // frame)
+    length = frames * frame
+    if length >= 2**32 - 1:
+        raise SystemExit("make_data.py: pixel data must stay below 4 GiB")
+    ds = base_dataset(seed, MF_GRAYSCALE_WORD_SC, uid(seed, "big", "instance"), 0,
+                      uid(seed, "big", "study"), uid(seed, "big", "series"), 1, 1, "OT",
+                      rows, columns)
+    ds.ConversionType = "WSD"
+    ds.NumberOfFrames = frames
+    ds.FrameIncrementPointer = 0x00181063  # Frame Time
+    ds.FrameTime = "33.3"
+    path = out / "big-00000.dcm"
+    save(ds, path)  # everything but the pixel data, which must be the last element
+    rng = random.Random(f"{seed}/big")
+    chunk = pixel_bytes(rng, 8 * 2**20)
+    with open(path, "ab") as fh:
+        fh.write(PIXEL_DATA_HEADER + struct.pack("<I", length))
+        left = length
+        while left:
+            piece = chunk[: min(left, len(chunk))]
+            fh.write(piece)
+            left -= len(piece)
+    return {"files": 1, "bytes": path.stat().st_size, "dir": str(out),
+            "sop_class": MF_GRAYSCALE_WORD_SC, "frames": frames}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GiB, 512MiB)")
+    unit = (match.group(2) or "").upper().rstrip("B")
+    factor = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3,
+              "KI": 2**10, "MI": 2**20, "GI": 2**30}[unit]
+    return int(match.group(1)) * factor
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="make_data.py", description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path, help="folder for the files (created if needed)")
+    parser.add_argument("kind", choices=("ct", "small", "big"))
+    parser.add_argument("--count", type=int, help="instances (ct: 500, small: 2000)")
+    parser.add_argument("--series", type=int, help="series (ct: 5, small: 20)")
+    parser.add_argument("--size", type=parse_size, default=2**30,
+                        help="big: pixel data size (default 1GiB)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.kind == "big":
+        summary = make_big(args.out, args.size, args.seed)
+    else:
+        count = args.count or (500 if args.kind == "ct" else 2000)
+        series = args.series or (5 if args.kind == "ct" else 20)
+        if not 1 <= series <= count:
+            parser.error("--series must be between 1 and --count")
+        summary = make_series_set(args.out, args.kind, count, series, args.seed)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

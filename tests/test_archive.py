@@ -1,0 +1,136 @@
+"""The archive's pieces without a network: layout, UID checks, sizes, the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dcmtool.archive.index import Index, InstanceRecord
+from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError, sanitise
+from dcmtool.archive.storage import uid_problem
+from dcmtool.config import parse_size
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("PAT001", "PAT001"),
+        ("../../etc", "etc"),
+        ("/etc/passwd", "etc_passwd"),
+        ("..", "unknown"),
+        ("...", "unknown"),
+        ("", "unknown"),
+        (None, "unknown"),
+        ("a\x00b", "ab"),
+        ("Müller^Hans", "M_ller_Hans"),
+        (".hidden", "hidden"),
+        ("C:\\Windows", "C_Windows"),
+    ],
+)
+def test_sanitise_makes_one_safe_component(value: object, expected: str) -> None:
+    assert sanitise(value) == expected
+
+
+def test_overlong_values_are_cut_but_stay_distinct() -> None:
+    a, b = sanitise("x" * 300 + "a"), sanitise("x" * 300 + "b")
+    assert len(a) == len(b) == 64
+    assert a != b
+
+
+def test_layout_never_leaves_the_root(tmp_path: Path) -> None:
+    layout = Layout.parse(DEFAULT_PATTERN)
+    values = {"PatientID": "../../../../tmp", "StudyInstanceUID": "..",
+              "SeriesInstanceUID": "/", "SOPInstanceUID": "1.2.3"}
+    target = layout.resolve(tmp_path, values)
+    assert tmp_path.resolve() in target.parents
+    assert target.relative_to(tmp_path.resolve()).parts == ("tmp", "unknown", "unknown",
+                                                            "1.2.3.dcm")
+
+
+def test_layout_refuses_a_symlink_out_of_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "PAT").symlink_to(outside)
+    with pytest.raises(LayoutError, match="outside the archive"):
+        Layout.parse(DEFAULT_PATTERN).resolve(root, {"PatientID": "PAT",
+                                                     "SOPInstanceUID": "1.2"})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("{PatientID}/{StudyInstanceUID}.dcm", "must contain {SOPInstanceUID}"),
+        ("{NotAKeyword}/{SOPInstanceUID}", "is not a DICOM keyword"),
+        ("/abs/{SOPInstanceUID}", "relative pattern"),
+        ("{PatientID}/../{SOPInstanceUID}", "'..'"),
+        ("{PatientID!r}/{SOPInstanceUID}", "is not a DICOM keyword"),
+    ],
+)
+def test_bad_layouts_are_refused(pattern: str, message: str) -> None:
+    with pytest.raises(LayoutError, match=message.replace("{", r"\{").replace("}", r"\}")
+                       .replace("(", r"\(").replace(".", r"\.")):
+        Layout.parse(pattern)
+
+
+def test_other_layouts() -> None:
+    layout = Layout.parse("{Modality}/{StudyDate}/{SOPInstanceUID}")
+    assert layout.relative_path({"Modality": "CT", "StudyDate": "20260101",
+                                 "SOPInstanceUID": "1.2"}) == Path("CT/20260101/1.2")
+
+
+@pytest.mark.parametrize(
+    ("uid", "problem"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", None),
+        ("", "is empty"),
+        ("1." + "2" * 63, "is 65 characters long (the limit is 64)"),
+        ("1.2.abc", "is not a valid UID"),
+        ("1.02.3", "is not a valid UID"),
+        ("1..2", "is not a valid UID"),
+        ("../1.2", "is not a valid UID"),
+    ],
+)
+def test_uid_problems(uid: str, problem: str | None) -> None:
+    assert uid_problem(uid) == problem
+
+
+@pytest.mark.parametrize(("text", "size"), [("0", 0), ("100M", 100 * 2**20), ("2G", 2 * 2**30),
+                                            ("1.5GB", int(1.5 * 2**30)), ("512k", 512 * 1024)])
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_parse_size_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")
+
+
+def record(sop: str, series: str, study: str, patient: str, path: str) -> InstanceRecord:
+    return InstanceRecord(
+        {"SOPInstanceUID": sop, "SeriesInstanceUID": series, "StudyInstanceUID": study,
+         "PatientID": patient, "PatientName": "Doe^J", "Modality": "CT"},
+        path, 10, "1.2.840.10008.1.2.1", "2026-01-01T00:00:00Z", "SCU")
+
+
+def test_index_keeps_the_hierarchy_and_prunes_empty_levels(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    index.add(record("1.1", "2.1", "3.1", "P1", "a/1.dcm"))
+    index.add(record("1.2", "2.1", "3.1", "P1", "a/2.dcm"))
+    index.add(record("1.3", "2.2", "3.2", "P2", "b/3.dcm"))
+    assert index.counts() == {"patients": 2, "studies": 2, "series": 2, "instances": 3}
+    assert index.instance_path("1.2") == "a/2.dcm"
+    index.remove_paths(["b/3.dcm"])
+    assert index.counts() == {"patients": 1, "studies": 1, "series": 1, "instances": 2}
+    assert index.paths() == {"a/1.dcm", "a/2.dcm"}
+    index.close()
+
+
+def test_index_replaces_an_instance_that_moved(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    index.add(record("1.1", "2.1", "3.1", "P1", "old/1.dcm"))
+    index.add(record("1.1", "2.1", "3.1", "P1", "new/1.dcm"))
+    assert index.paths() == {"new/1.dcm"}
+    index.close()
