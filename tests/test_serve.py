@@ -32,8 +32,13 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
 @contextmanager
-def associated(served: ServedArchive, contexts: Sequence[tuple[str, Sequence[str]]] = (
-        (CT, (EXPLICIT,)),), *, calling: str = "SENDER", called: str | None = None) -> Iterator[Any]:
+def associated(
+    served: ServedArchive,
+    contexts: Sequence[tuple[str, Sequence[str]]] = ((CT, (EXPLICIT,)),),
+    *,
+    calling: str = "SENDER",
+    called: str | None = None,
+) -> Iterator[Any]:
     ae = AE(calling)
     for sop, syntaxes in contexts:
         ae.add_requested_context(sop, list(syntaxes))
