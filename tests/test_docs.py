@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dcmtool.config import load_config
+from dcmtool.config import load_config, serve_settings
 from dcmtool.errors import EXIT_CODE_MEANINGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,9 @@ def test_example_config_is_valid() -> None:
     config = load_config(ROOT / "examples" / "config.toml")
     assert {"ORTHANC", "PACS", "SECURE"} <= set(config.nodes)
     assert config.nodes["SECURE"].tls.ca == ROOT / "examples" / "ca.pem"
+    serve = serve_settings(config)
+    assert serve["root"] == ROOT / "examples" / "dcmtool-archive"
+    assert serve["min_free"] == "1G"
 
 
 def test_readme_config_example_is_valid(tmp_path: Path) -> None:
