@@ -12,7 +12,19 @@
 4. Accepting an association deep-copies every supported presentation context, re-validating
    each UID: with every storage class x every syntax (serve) that is ~30 ms per association.
    A context's mutable state is its transfer syntax list; copying just that is enough.
-5. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
+5. The event loops poll. The DUL thread sleeps 1 ms whenever it finds nothing to do, and so
+   does the association reactor, so every DIMSE message waits up to a few ms in queues
+   (~200 small C-STOREs/s at best). Both threads now block on what they are waiting for: the
+   DUL thread in ``select()`` on its socket and a wake-up socketpair (written when a PDU is
+   queued to send or it is told to stop); the reactor on an Event set when a DIMSE message or
+   an ACSE primitive arrives, when a requestor pauses it, or when it is killed. The patch is a
+   ``time`` stand-in for those two modules whose ``sleep()`` does that waiting on the two
+   reactor threads and is the real ``time.sleep`` everywhere else, so pynetdicom's loops and
+   their checks stay exactly as written. Timeouts still bound every wait.
+6. With TLS, pynetdicom's server does the handshake on its accept thread with no timeout, so
+   one silent client stops it from accepting anyone (and from shutting down). The handshake
+   now happens on the connection's own thread, bounded by the ACSE timeout.
+7. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
    ``_is_paused`` flag can still be ``True`` from the previous pause, so the reactor may take the
    *response* off the DIMSE queue ("Received unexpected C-STORE service message") and the
    requestor then times out and aborts. The reactor is the only caller of the non-blocking
@@ -23,9 +35,12 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 _applied = False
@@ -46,6 +61,8 @@ def apply() -> None:
         _patch_socket()
         _patch_chunked_receive()
         _patch_context_copy()
+        _patch_event_loops()
+        _patch_tls_accept()
         _patch_reactor_race()
         _applied = True
 
@@ -191,6 +208,179 @@ def _patch_context_copy() -> None:
         return copy.deepcopy(value, memo)
 
     transport.deepcopy = copy_contexts  # type: ignore[attr-defined, assignment]
+
+
+#: Longest a blocked reactor waits before re-checking its timers (ARTIM, idle) by itself.
+IDLE_WAIT = 0.05
+
+
+class _TimeShim:
+    """``time`` for pynetdicom's dul and association modules: see point 5 above."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        idle = getattr(threading.current_thread(), "_dcmtool_idle", None)
+        if idle is None or seconds < 0.001:
+            time.sleep(seconds)
+        else:
+            idle(seconds)
+
+
+class _WakingEvent(threading.Event):
+    """The reactor checkpoint: a requestor clearing it (to pause the reactor) wakes it."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
+
+
+def _wake_on_put(q: Any, wake: Callable[[], None]) -> None:
+    put = q.put
+
+    def put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        put(item, block, timeout)
+        wake()
+
+    q.put = put_and_wake
+
+
+def _patch_event_loops() -> None:
+    from pynetdicom import association, dul
+
+    shim = _TimeShim()
+    association.time = shim  # type: ignore[attr-defined, assignment]
+    dul.time = shim  # type: ignore[attr-defined, assignment]
+
+    original_assoc_init = association.Association.__init__
+    original_dul_init = dul.DULServiceProvider.__init__
+    original_kill = association.Association.kill
+    original_kill_dul = dul.DULServiceProvider.kill_dul
+    original_dul_run = dul.DULServiceProvider.run
+
+    def assoc_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_assoc_init(self, *args, **kwargs)
+        wake = threading.Event()
+        self._dcmtool_wake = wake
+        checkpoint = _WakingEvent(wake)
+        checkpoint.set()
+        self._reactor_checkpoint = checkpoint
+        _wake_on_put(self.dimse.msg_queue, wake.set)
+        _wake_on_put(self.dul.to_user_queue, wake.set)
+
+        def idle(seconds: float) -> None:
+            # The reactor's loop-top sleep: block until something happens.
+            wake.wait(max(seconds, IDLE_WAIT))
+            wake.clear()
+
+        self._dcmtool_idle = idle
+
+    def kill(self: Any) -> None:
+        wake = getattr(self, "_dcmtool_wake", None)
+        if wake is not None:
+            wake.set()
+        original_kill(self)
+
+    def dul_init(self: Any, assoc: Any) -> None:
+        original_dul_init(self, assoc)
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._dcmtool_wake_pair = (reader, writer)
+
+        def wake() -> None:
+            try:
+                writer.send(b"\0")
+            except OSError:  # buffer full (a wake-up is pending anyway) or closed
+                pass
+
+        self._dcmtool_wake = wake
+        _wake_on_put(self.to_provider_queue, wake)
+        _wake_on_put(self.event_queue, wake)
+
+        def idle(seconds: float) -> None:
+            transport = self.socket
+            sock = getattr(transport, "socket", None)
+            waiting: list[Any] = [reader]
+            if sock is not None and getattr(transport, "_is_connected", False):
+                pending = getattr(sock, "pending", None)
+                if pending is not None and pending():
+                    return  # TLS: decrypted bytes already buffered
+                waiting.append(sock)
+            try:
+                select.select(waiting, [], [], max(seconds, IDLE_WAIT))
+            except (OSError, ValueError):
+                return  # socket closed under us: the loop notices
+            try:
+                while reader.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+        self._dcmtool_idle = idle
+
+    def kill_dul(self: Any) -> None:
+        original_kill_dul(self)
+        wake = getattr(self, "_dcmtool_wake", None)
+        if wake is not None:
+            wake()
+
+    def dul_run(self: Any) -> None:
+        try:
+            original_dul_run(self)
+        finally:
+            for end in getattr(self, "_dcmtool_wake_pair", ()):
+                end.close()
+            assoc_wake = getattr(self.assoc, "_dcmtool_wake", None)
+            if assoc_wake is not None:
+                assoc_wake.set()  # the reactor checks whether its DUL is alive
+
+    association.Association.__init__ = assoc_init  # type: ignore[method-assign]
+    association.Association.kill = kill  # type: ignore[method-assign]
+    dul.DULServiceProvider.__init__ = dul_init  # type: ignore[method-assign]
+    dul.DULServiceProvider.kill_dul = kill_dul  # type: ignore[method-assign]
+    dul.DULServiceProvider.run = dul_run  # type: ignore[method-assign]
+
+
+def _patch_tls_accept() -> None:
+    import logging
+    import ssl
+
+    from pynetdicom import transport
+
+    log = logging.getLogger("dcmtool.serve")
+    original_handle = transport.RequestHandler.handle
+
+    def get_request(self: Any) -> tuple[Any, Any]:
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True,
+                                                  do_handshake_on_connect=False)
+        return client, address
+
+    def handle(self: Any) -> None:
+        sock = self.request
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.settimeout(self.server.ae.acse_timeout)
+                sock.do_handshake()
+                sock.settimeout(None)
+            except (OSError, ValueError) as exc:
+                log.warning("TLS handshake with %s:%s failed: %s", *self.client_address[:2],
+                            getattr(exc, "reason", None) or exc)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                return
+        original_handle(self)
+
+    transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
+    transport.RequestHandler.handle = handle  # type: ignore[method-assign]
 
 
 def _patch_reactor_race() -> None:

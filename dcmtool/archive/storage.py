@@ -115,6 +115,9 @@ class Archive:
         self.audit = AuditLog(self.root / AUDIT_FILE)
         self._lock = threading.Lock()
         self._tags = _tags()
+        from pydicom.datadict import keyword_for_tag
+
+        self._keywords = {tag: keyword_for_tag(tag) for tag in self._tags}
 
     def close(self) -> None:
         self.index.close()
@@ -177,7 +180,7 @@ class Archive:
             if problem:
                 return refuse(OUT_OF_RANGE, f"{keyword} {str(ds[keyword].value)[:80]!r} {problem}")
         study = str(ds.StudyInstanceUID)
-        values = {kw: element_text(ds[kw]) for kw in INDEXED_KEYWORDS if kw in ds}
+        values = self._values(ds)
         try:
             target = self.policy.layout.resolve(self.root, values)
         except LayoutError as exc:
@@ -213,6 +216,11 @@ class Archive:
         note = " (replaced the stored copy)" if existing is not None else ""
         return StoreOutcome(SUCCESS, f"stored {relative}{note}", sop_instance, sop_class, study,
                             target, size)
+
+    def _values(self, ds: Any) -> dict[str, str | None]:
+        """Index text for the indexed attributes present (``ds`` holds only those)."""
+        keywords = self._keywords
+        return {keywords[int(e.tag)]: element_text(e) for e in ds if int(e.tag) in keywords}
 
     def _read_header(self, path: Path) -> Any:
         from pydicom import dcmread
@@ -267,7 +275,7 @@ class Archive:
             try:
                 ds = self._read_header(path)
                 meta = ds.file_meta
-                values = {kw: element_text(ds[kw]) for kw in INDEXED_KEYWORDS if kw in ds}
+                values = self._values(ds)
                 if not values.get("SOPInstanceUID") or not values.get("SeriesInstanceUID"):
                     raise ValueError("no SOP or Series Instance UID")
                 stat = path.stat()
