@@ -191,6 +191,7 @@ def _context_results(
 
 
 def make_ae(peer: Peer) -> AE:
+    _pynetdicom_fixes.sync_pdu_logging()
     ae = AE(ae_title=peer.calling_ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = implementation_version_name()

@@ -215,6 +215,7 @@ class RunningServer:
 
     def _make_ae(self) -> AE:
         o = self.options
+        _pynetdicom_fixes.sync_pdu_logging()
         ae = AE(ae_title=o.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = implementation_version_name()

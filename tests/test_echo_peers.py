@@ -349,7 +349,9 @@ def test_peer_aborting_during_echo_is_exit_5(pynetdicom_scp: ScpFactory) -> None
     assert lines(result.stderr)[0] == (
         f"dcmtool: error: {scp.address} aborted the association during C-ECHO 1")
     assert "status=no response" in result.stdout
-    assert scp.wait_closed()[0].outcome == "aborted"
+    # The SCP's own bookkeeping of a local abort is pynetdicom's (its EVT_ABORTED does not
+    # always fire for an abort made inside a handler); what matters here is that it closed.
+    assert scp.wait_closed()[0].closed
 
 
 def test_peer_without_verification_is_exit_5(pynetdicom_scp: ScpFactory) -> None:
