@@ -118,6 +118,7 @@ class Archive:
         from pydicom.datadict import keyword_for_tag
 
         self._keywords = {tag: keyword_for_tag(tag) for tag in self._tags}
+        self._wanted = frozenset(self._tags)
 
     def close(self) -> None:
         self.index.close()
@@ -159,8 +160,7 @@ class Archive:
         if problem:
             return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
         try:
-            ds = self._read_header(temp)
-            check_data_set_file(temp, str(ds.file_meta.TransferSyntaxUID))
+            ds = self._read_received(temp, transfer_syntax)
         except Exception as exc:  # any parse failure is the sender's data
             return refuse(CANNOT_UNDERSTAND, f"cannot parse the data set: {exc}")
         if "SOPClassUID" not in ds:
@@ -221,6 +221,25 @@ class Archive:
         """Index text for the indexed attributes present (``ds`` holds only those)."""
         keywords = self._keywords
         return {keywords[int(e.tag)]: element_text(e) for e in ds if int(e.tag) in keywords}
+
+    def _read_received(self, path: Path, transfer_syntax: str) -> Any:
+        """Check the data set's structure and get the indexed attributes in one pass."""
+        from pydicom.dataelem import RawDataElement
+        from pydicom.dataset import Dataset
+        from pydicom.tag import BaseTag
+
+        with path.open("rb") as fh:
+            start, end = _data_set_bounds(fh)
+            walk = check_data_set(fh, start, end, transfer_syntax, self._wanted)
+        if walk is None:  # deflated: let pydicom inflate it
+            return self._read_header(path)
+        implicit = not walk.explicit
+        raw = {
+            BaseTag(tag): RawDataElement(BaseTag(tag), e.vr, e.length, e.value, e.offset,
+                                         implicit, walk.little)
+            for tag, e in sorted(walk.elements.items())
+        }
+        return Dataset(raw)
 
     def _read_header(self, path: Path) -> Any:
         from pydicom import dcmread
@@ -294,13 +313,20 @@ class Archive:
         return added, unreadable
 
 
+def _data_set_bounds(fh: Any) -> tuple[int, int]:
+    """(start, end) of the data set in a file written with a meta group length."""
+    fh.seek(128)
+    head = fh.read(16)
+    if head[:4] != b"DICM" or head[4:8] != b"\x02\x00\x00\x00":
+        raise ValueError("no File Meta Information group length")
+    start = 144 + int.from_bytes(head[12:16], "little")
+    return start, fh.seek(0, 2)
+
+
 def check_data_set_file(path: Path, transfer_syntax: str) -> None:
     """Walk the data set after the File Meta Information (see ``structure``)."""
     with path.open("rb") as fh:
-        fh.seek(128 + 4 + 8)
-        group_length = int.from_bytes(fh.read(4), "little")
-        start = 144 + group_length
-        end = fh.seek(0, 2)
+        start, end = _data_set_bounds(fh)
         check_data_set(fh, start, end, transfer_syntax)
 
 

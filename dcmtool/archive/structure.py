@@ -9,6 +9,7 @@ fragments once, seeking over values, so that a truncated or garbled data set is 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
@@ -26,11 +27,34 @@ class StructureError(ValueError):
     """The bytes are not a well-formed data set."""
 
 
-def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str) -> None:
-    """Raise ``StructureError`` if the data set in ``fh[start:end]`` is not well formed."""
+@dataclass(frozen=True)
+class RawElement:
+    """A top-level element's encoded value, as the walk found it."""
+
+    tag: int
+    vr: str | None  # None under implicit VR
+    length: int
+    value: bytes
+    offset: int
+
+
+@dataclass
+class WalkResult:
+    explicit: bool
+    little: bool
+    elements: dict[int, RawElement] = field(default_factory=dict)
+
+
+def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str,
+                   wanted: frozenset[int] = frozenset()) -> WalkResult | None:
+    """Raise ``StructureError`` if the data set in ``fh[start:end]`` is not well formed.
+
+    Returns the encoded values of the top-level elements in ``wanted`` (so that the caller
+    need not parse the file a second time), or ``None`` for a deflated data set.
+    """
     if transfer_syntax in DEFLATED:
-        return
-    walker = _Walker(fh, end, little=transfer_syntax != EXPLICIT_BE)
+        return None
+    walker = _Walker(fh, end, little=transfer_syntax != EXPLICIT_BE, wanted=wanted)
     explicit = transfer_syntax != IMPLICIT_LE
     if explicit:
         # Some writers encode implicit VR under an explicit syntax; readers (pydicom, DCMTK)
@@ -40,13 +64,17 @@ def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str) -> 
         explicit = len(first_vr) < 2 or (first_vr.isalpha() and first_vr.isupper())
     fh.seek(start)
     walker.data_set(explicit=explicit, until=end, depth=0)
+    return WalkResult(explicit, walker.prefix == "<", walker.found)
 
 
 class _Walker:
-    def __init__(self, fh: BinaryIO, end: int, *, little: bool) -> None:
+    def __init__(self, fh: BinaryIO, end: int, *, little: bool,
+                 wanted: frozenset[int] = frozenset()) -> None:
         self.fh = fh
         self.end = end
         self.prefix = "<" if little else ">"
+        self.wanted = wanted
+        self.found: dict[int, RawElement] = {}
 
     def _read(self, size: int, what: str) -> bytes:
         data = self.fh.read(size)
@@ -93,10 +121,23 @@ class _Walker:
                     (length,) = struct.unpack(self.prefix + "H", self._read(2, "a length"))
             else:
                 (length,) = struct.unpack(self.prefix + "L", self._read(4, "a length"))
+            keep = depth == 0 and tag in self.wanted
+            value_start = self.fh.tell()
             if length == _UNDEFINED:
                 # Sequences, encapsulated pixel data, and UN (whose content is implicit VR).
                 nested_explicit = explicit and vr != b"UN"
                 self.items(explicit=nested_explicit, depth=depth + 1)
+                if keep:
+                    value_end = self.fh.tell()
+                    self.fh.seek(value_start)
+                    value = self.fh.read(value_end - value_start)
+                    self.found[tag] = RawElement(tag, vr.decode() or None, length, value,
+                                                 value_start)
+            elif keep:
+                if value_start + length > self.end:
+                    self._skip(length, tag)  # raises: truncated
+                self.found[tag] = RawElement(tag, vr.decode() or None, length,
+                                             self._read(length, "a value"), value_start)
             else:
                 self._skip(length, tag)
 
