@@ -224,7 +224,7 @@ class Archive:
 
     def _read_received(self, path: Path, transfer_syntax: str) -> Any:
         """Check the data set's structure and get the indexed attributes in one pass."""
-        from pydicom.dataelem import RawDataElement
+        from pydicom.dataelem import DataElement, RawDataElement
         from pydicom.dataset import Dataset
         from pydicom.tag import BaseTag
 
@@ -234,7 +234,7 @@ class Archive:
         if walk is None:  # deflated: let pydicom inflate it
             return self._read_header(path)
         implicit = not walk.explicit
-        raw = {
+        raw: dict[BaseTag, DataElement | RawDataElement] = {
             BaseTag(tag): RawDataElement(BaseTag(tag), e.vr, e.length, e.value, e.offset,
                                          implicit, walk.little)
             for tag, e in sorted(walk.elements.items())
