@@ -1,0 +1,108 @@
+"""How echo results look: JSON documents and the probe matrix (data for stdout)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dcmtool.cli import console
+
+if TYPE_CHECKING:
+    from dcmtool.association import Negotiation
+    from dcmtool.echo import EchoResult, ProbeResult
+
+
+def negotiation_json(negotiation: Negotiation | None) -> dict[str, Any] | None:
+    if negotiation is None:
+        return None
+    return {
+        "associate_ms": round(negotiation.associate_ms, 3),
+        "implementation_class_uid": negotiation.peer_implementation_class_uid,
+        "implementation_version_name": negotiation.peer_implementation_version_name,
+        "max_pdu": negotiation.peer_max_pdu,
+        "contexts": [
+            {"id": cx.context_id, "abstract_syntax": cx.abstract_syntax,
+             "transfer_syntaxes": list(cx.transfer_syntaxes), "result": cx.reason}
+            for cx in negotiation.contexts
+        ],
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def result_json(result: EchoResult) -> dict[str, Any]:
+    peer = result.peer
+    return {
+        "peer": peer.label,
+        "host": peer.host,
+        "port": peer.port,
+        "called_ae_title": peer.called_ae_title,
+        "calling_ae_title": peer.calling_ae_title,
+        "ok": result.succeeded,
+        "sent": result.sent,
+        "succeeded": result.ok,
+        "rtt_ms": {"min": _round(result.rtt_min), "avg": _round(result.rtt_avg),
+                   "max": _round(result.rtt_max)},
+        "attempts": [
+            {"sequence": a.sequence, "status": a.status, "rtt_ms": _round(a.rtt_ms)}
+            for a in result.attempts
+        ],
+        "negotiation": negotiation_json(result.negotiation),
+        "error": None if result.error is None else {
+            "type": type(result.error).__name__,
+            "message": result.error.message,
+            "exit_code": int(result.error.exit_code),
+        },
+    }
+
+
+def probe_json(result: ProbeResult) -> dict[str, Any]:
+    from dcmtool.sopclasses import sop_class_name
+    from dcmtool.syntaxes import describe
+
+    return {
+        "peer": result.peer.label,
+        "address": result.peer.address,
+        "proposed_contexts": result.proposed,
+        "associations": result.associations,
+        "implementation_class_uid": result.negotiation.peer_implementation_class_uid
+        if result.negotiation else None,
+        "implementation_version_name": result.negotiation.peer_implementation_version_name
+        if result.negotiation else None,
+        "accepted": [
+            {"sop_class_uid": uid, "sop_class": sop_class_name(uid),
+             "transfer_syntaxes": syntaxes,
+             "transfer_syntax_names": [describe(t) for t in syntaxes]}
+            for uid, syntaxes in result.accepted.items()
+        ],
+        "rejected": [
+            {"sop_class_uid": uid, "sop_class": sop_class_name(uid), "reason": reason}
+            for uid, reason in result.rejected.items()
+        ],
+    }
+
+
+def print_probe(result: ProbeResult, name_of: Any) -> None:
+    from dcmtool.syntaxes import FAMILIES, TRANSFER_SYNTAXES
+
+    members: dict[str, set[str]] = {}
+    for ts in TRANSFER_SYNTAXES:
+        members.setdefault(ts.family, set()).add(ts.uid)
+    rows = []
+    for uid, accepted in result.accepted.items():
+        accepted_set = set(accepted)
+        cells = []
+        for family in FAMILIES:
+            got = members[family] & accepted_set
+            cells.append("yes" if got == members[family] else ("part" if got else ""))
+        rows.append([name_of(uid), *cells])
+    console.print_table(["SOP class", *FAMILIES], rows,
+                        title=f"{result.peer.label} ({result.peer.address}) accepts:")
+    accepted_contexts = sum(len(v) for v in result.accepted.values())
+    console.out(
+        f"{len(result.accepted)} of {len(result.accepted) + len(result.rejected)} storage SOP "
+        f"classes accepted; {accepted_contexts} of {result.proposed} contexts, "
+        f"{result.associations} associations. 'part': some syntaxes of the family "
+        "(--json lists them)."
+    )
