@@ -158,9 +158,9 @@ _receiving = threading.local()
 def _patch_chunked_receive() -> None:
     import tempfile
 
-    from pydicom.uid import UID
     from pynetdicom import dimse_messages, dsutils
 
+    from dcmtool.filemeta import FileMeta
     from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
     original_decode = dimse_messages.DIMSEMessage.decode_msg
@@ -186,23 +186,28 @@ def _patch_chunked_receive() -> None:
         assoc: Any = getattr(_receiving, "assoc", None)
         if incoming_dir() is None:
             return dsutils.create_file_meta(**kwargs)
-        meta = dsutils.create_file_meta(
-            **kwargs,
-            implementation_uid=UID(IMPLEMENTATION_CLASS_UID),
-            implementation_version=implementation_version_name(),
+        return FileMeta(
+            sop_class_uid=str(kwargs["sop_class_uid"]),
+            sop_instance_uid=str(kwargs["sop_instance_uid"]),
+            transfer_syntax_uid=str(kwargs["transfer_syntax"]),
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=implementation_version_name(),
+            source_ae_title=str(assoc.requestor.ae_title).strip() or None,
+            receiving_ae_title=str(assoc.acceptor.ae_title).strip() or None,
         )
-        calling = str(assoc.requestor.ae_title).strip()
-        if calling:
-            meta.SourceApplicationEntityTitle = calling
-            meta.SendingApplicationEntityTitle = calling
-        called = str(assoc.acceptor.ae_title).strip()
-        if called:
-            meta.ReceivingApplicationEntityTitle = called
-        return meta
+
+    original_write_meta = dimse_messages.write_file_meta_info  # type: ignore[attr-defined]
+
+    def write_file_meta_info(fh: Any, meta: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(meta, FileMeta):
+            fh.write(meta.encode())
+        else:
+            original_write_meta(fh, meta, *args, **kwargs)
 
     dimse_messages.DIMSEMessage.decode_msg = decode_msg  # type: ignore[method-assign]
     dimse_messages.NamedTemporaryFile = named_temporary_file  # type: ignore[attr-defined]
     dimse_messages.create_file_meta = create_file_meta  # type: ignore[attr-defined]
+    dimse_messages.write_file_meta_info = write_file_meta_info  # type: ignore[attr-defined, assignment]
 
 
 def _patch_context_copy() -> None:

@@ -373,23 +373,15 @@ class RunningServer:
             return StoreOutcome(CANNOT_UNDERSTAND, "no data set in the C-STORE request")
         import tempfile
 
-        from pydicom.filewriter import write_file_meta_info
-        from pydicom.uid import UID
-        from pynetdicom.dsutils import create_file_meta
+        from dcmtool.filemeta import FileMeta
 
-        meta = create_file_meta(
-            sop_class_uid=UID(sop_class), sop_instance_uid=UID(sop_instance),
-            transfer_syntax=UID(transfer_syntax),
-            implementation_uid=UID(IMPLEMENTATION_CLASS_UID),
-            implementation_version=implementation_version_name(),
-        )
-        if who["calling_aet"]:
-            meta.SourceApplicationEntityTitle = who["calling_aet"]
+        meta = FileMeta(sop_class, sop_instance, transfer_syntax, IMPLEMENTATION_CLASS_UID,
+                        implementation_version_name(), who["calling_aet"] or None,
+                        who["called_aet"] or None)
         try:
             with tempfile.NamedTemporaryFile(dir=self.archive.incoming, prefix="rx-",
                                              delete=False) as fh:
-                fh.write(b"\x00" * 128 + b"DICM")
-                write_file_meta_info(fh, meta)  # type: ignore[arg-type]
+                fh.write(b"\x00" * 128 + b"DICM" + meta.encode())
                 fh.write(data.getbuffer())
         except OSError as exc:
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot write: {exc.strerror or exc}")

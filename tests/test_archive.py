@@ -134,3 +134,60 @@ def test_index_replaces_an_instance_that_moved(tmp_path: Path) -> None:
     index.add(record("1.1", "2.1", "3.1", "P1", "new/1.dcm"))
     assert index.paths() == {"new/1.dcm"}
     index.close()
+
+
+def test_file_meta_encoding_matches_pydicom(tmp_path: Path) -> None:
+    from io import BytesIO
+
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom.dsutils import create_file_meta
+
+    from dcmtool.filemeta import FileMeta
+
+    ours = FileMeta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1",
+                    "2.25.1", "DCMTOOL_0.1.0", "MODALITY", "ARCHIVE1")
+    meta = create_file_meta(sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                            sop_instance_uid="1.2.3.4", transfer_syntax="1.2.840.10008.1.2.1",
+                            implementation_uid="2.25.1", implementation_version="DCMTOOL_0.1.0")
+    meta.SourceApplicationEntityTitle = "MODALITY"
+    meta.SendingApplicationEntityTitle = "MODALITY"
+    meta.ReceivingApplicationEntityTitle = "ARCHIVE1"
+    reference = BytesIO()
+    write_file_meta_info(reference, meta)  # type: ignore[arg-type]
+    assert ours.encode() == reference.getvalue()
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm",
+                                  "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+                                  "SC_rgb_rle.dcm", "chrFren.dcm", "chrArab.dcm", "chrX1.dcm",
+                                  "chrH31.dcm"])
+def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from dcmtool.archive.storage import Archive, StorePolicy, _data_set_bounds, decode_simple
+    from dcmtool.archive.structure import check_data_set
+
+    found = get_testdata_file(name, download=False)
+    if found is None:
+        from pydicom.data import get_charset_files
+
+        found = get_charset_files(name)[0]
+    path = Path(str(found))
+    archive = Archive(tmp_path / "a", StorePolicy(min_free_bytes=0))
+    try:
+        ds = archive._read_header(path)
+        expected = archive._values(ds)
+        with path.open("rb") as fh:
+            start, end = _data_set_bounds(fh)
+            walk = check_data_set(fh, start, end, str(ds.file_meta.TransferSyntaxUID),
+                                  archive._wanted)
+        assert walk is not None
+        fast = decode_simple(walk, archive._keywords, archive._dictionary_vrs)
+        if fast is None:  # a code extension or a sequence: the pydicom path must be taken
+            assert name in ("chrArab.dcm", "chrH31.dcm") or any(
+                archive._dictionary_vrs.get(t) == "SQ" for t in walk.elements)
+            return
+        assert fast == expected
+        assert archive._read_received(path, str(ds.file_meta.TransferSyntaxUID)) == expected
+    finally:
+        archive.close()

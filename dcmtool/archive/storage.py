@@ -12,8 +12,10 @@ import logging
 import os
 import re
 import shutil
+import struct
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -119,6 +121,10 @@ class Archive:
 
         self._keywords = {tag: keyword_for_tag(tag) for tag in self._tags}
         self._wanted = frozenset(self._tags)
+        from pydicom.datadict import dictionary_VR
+
+        self._dictionary_vrs = {tag: dictionary_VR(tag) for tag in self._tags}
+        self._checked_dirs: set[Path] = set()
 
     def close(self) -> None:
         self.index.close()
@@ -159,34 +165,40 @@ class Archive:
         problem = uid_problem(sop_instance)
         if problem:
             return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
+        # The file's fsync runs while this thread checks and indexes (it releases the GIL);
+        # it is awaited before the rename, so nothing is acknowledged before it is durable.
+        synced = _SYNC.submit(_fsync_file, temp)
         try:
-            ds = self._read_received(temp, transfer_syntax)
+            values = self._read_received(temp, transfer_syntax)
         except Exception as exc:  # any parse failure is the sender's data
             return refuse(CANNOT_UNDERSTAND, f"cannot parse the data set: {exc}")
-        if "SOPClassUID" not in ds:
+        if not values.get("SOPClassUID"):
             return refuse(DOES_NOT_MATCH, "the data set has no SOP Class UID")
-        if str(ds.get("SOPClassUID", "")) != sop_class:
+        if values["SOPClassUID"] != sop_class:
             return refuse(DOES_NOT_MATCH,
-                          f"data set SOP Class UID {ds.get('SOPClassUID')!s} does not match "
+                          f"data set SOP Class UID {values['SOPClassUID']} does not match "
                           f"the request's {sop_class}")
-        if str(ds.get("SOPInstanceUID", "")) != sop_instance:
+        if values.get("SOPInstanceUID") != sop_instance:
             return refuse(DOES_NOT_MATCH,
-                          f"data set SOP Instance UID {ds.get('SOPInstanceUID')!s} does not "
+                          f"data set SOP Instance UID {values.get('SOPInstanceUID')} does not "
                           f"match the request's {sop_instance}")
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
-            if keyword not in ds:
+            value = values.get(keyword)
+            if value is None:
                 return refuse(DOES_NOT_MATCH, f"the data set has no {keyword}")
-            problem = uid_problem(ds[keyword].value)
+            problem = uid_problem(value)
             if problem:
-                return refuse(OUT_OF_RANGE, f"{keyword} {str(ds[keyword].value)[:80]!r} {problem}")
-        study = str(ds.StudyInstanceUID)
-        values = self._values(ds)
+                return refuse(OUT_OF_RANGE, f"{keyword} {value[:80]!r} {problem}")
+        study = str(values["StudyInstanceUID"])
         try:
-            target = self.policy.layout.resolve(self.root, values)
+            target = self._target(values)
         except LayoutError as exc:
             return refuse(CANNOT_UNDERSTAND, str(exc))
         size = temp.stat().st_size
-        _fsync_file(temp)  # outside the lock: the slow part
+        try:
+            synced.result()
+        except OSError as exc:
+            return refuse(OUT_OF_RESOURCES, f"cannot write {temp}: {exc.strerror or exc}")
         with self._lock:
             existing = self.index.instance_path(sop_instance)
             if existing is not None:
@@ -200,14 +212,18 @@ class Archive:
             try:
                 _ensure_directory(target.parent)
                 os.replace(temp, target)
-                _fsync_directory(target.parent)
             except OSError as exc:
                 return refuse(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}")
+            # The directory's fsync (making the rename durable) overlaps the index write;
+            # both finish before the sender hears success.
+            dir_synced = _SYNC.submit(_fsync_directory, target.parent)
             relative = target.relative_to(self.root).as_posix()
             record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
             try:
                 self.index.add(record)
-            except IndexFailure as exc:
+                dir_synced.result()
+            except (IndexFailure, OSError) as exc:
+                self.index.remove(sop_instance)
                 if existing is None:
                     target.unlink(missing_ok=True)
                 return refuse(OUT_OF_RESOURCES, str(exc))
@@ -217,12 +233,24 @@ class Archive:
         return StoreOutcome(SUCCESS, f"stored {relative}{note}", sop_instance, sop_class, study,
                             target, size)
 
+    def _target(self, values: dict[str, str | None]) -> Path:
+        """The file's path; each new parent directory is checked once to be inside the root."""
+        relative = self.policy.layout.relative_path(values)
+        target = self.root / relative
+        parent = target.parent
+        if parent not in self._checked_dirs:
+            self.policy.layout.resolve(self.root, values)  # raises LayoutError if outside
+            if len(self._checked_dirs) > 10_000:
+                self._checked_dirs.clear()
+            self._checked_dirs.add(parent)
+        return target
+
     def _values(self, ds: Any) -> dict[str, str | None]:
         """Index text for the indexed attributes present (``ds`` holds only those)."""
         keywords = self._keywords
         return {keywords[int(e.tag)]: element_text(e) for e in ds if int(e.tag) in keywords}
 
-    def _read_received(self, path: Path, transfer_syntax: str) -> Any:
+    def _read_received(self, path: Path, transfer_syntax: str) -> dict[str, str | None]:
         """Check the data set's structure and get the indexed attributes in one pass."""
         from pydicom.dataelem import DataElement, RawDataElement
         from pydicom.dataset import Dataset
@@ -232,14 +260,17 @@ class Archive:
             start, end = _data_set_bounds(fh)
             walk = check_data_set(fh, start, end, transfer_syntax, self._wanted)
         if walk is None:  # deflated: let pydicom inflate it
-            return self._read_header(path)
+            return self._values(self._read_header(path))
+        fast = decode_simple(walk, self._keywords, self._dictionary_vrs)
+        if fast is not None:
+            return fast
         implicit = not walk.explicit
         raw: dict[BaseTag, DataElement | RawDataElement] = {
             BaseTag(tag): RawDataElement(BaseTag(tag), e.vr, e.length, e.value, e.offset,
                                          implicit, walk.little)
             for tag, e in sorted(walk.elements.items())
         }
-        return Dataset(raw)
+        return self._values(Dataset(raw))
 
     def _read_header(self, path: Path) -> Any:
         from pydicom import dcmread
@@ -311,6 +342,54 @@ class Archive:
             if progress:
                 progress(number)
         return added, unreadable
+
+
+#: fsync calls run here, beside the CPU work of the association's thread.
+_SYNC = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dcmtool-fsync")
+
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UI", "UR", "UT"}
+_STRIP_BOTH = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"}
+_INTEGER_VRS = {"US": "H", "SS": "h", "UL": "L", "SL": "l"}
+
+
+def decode_simple(walk: Any, keywords: dict[int, str],
+                  dictionary_vrs: dict[int, str]) -> dict[str, str | None] | None:
+    """Index text straight from the encoded values, for the common case.
+
+    Covers text and integer VRs in the default repertoire, ISO_IR 100 and ISO_IR 192; returns
+    ``None`` for anything else (sequences, code extensions), which pydicom then decodes.
+    """
+    charset = walk.elements.get(0x00080005)
+    encoding = "latin-1"
+    if charset is not None:
+        terms = [t.strip() for t in charset.value.decode("ascii", "replace").split("\\")]
+        terms = [t for t in terms if t]
+        if terms in ([], ["ISO_IR 6"], ["ISO_IR 100"]):
+            encoding = "latin-1"
+        elif terms == ["ISO_IR 192"]:
+            encoding = "utf-8"
+        else:
+            return None
+    prefix = "<" if walk.little else ">"
+    values: dict[str, str | None] = {}
+    for tag, element in walk.elements.items():
+        vr = element.vr or dictionary_vrs.get(tag, "")
+        raw = element.value
+        if vr in _TEXT_VRS:
+            text = raw.decode(encoding, "replace")
+            text = text.strip(" \x00") if vr in _STRIP_BOTH else text.rstrip(" \x00")
+            if vr == "PN":  # as pydicom: no empty trailing component groups
+                text = "\\".join(name.rstrip("=") for name in text.split("\\"))
+            values[keywords[tag]] = text or None
+        elif vr in _INTEGER_VRS:
+            code = _INTEGER_VRS[vr]
+            count = len(raw) // struct.calcsize(code)
+            numbers = struct.unpack(f"{prefix}{count}{code}", raw[: count * struct.calcsize(code)])
+            values[keywords[tag]] = "\\".join(str(n) for n in numbers) or None
+        else:
+            return None
+    return values
 
 
 def _data_set_bounds(fh: Any) -> tuple[int, int]:
