@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,36 @@ def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None
         assert archive._read_received(path, str(ds.file_meta.TransferSyntaxUID)) == expected
     finally:
         archive.close()
+
+
+def test_command_sets_encode_as_pydicom_does() -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+    from pynetdicom.dsutils import encode
+
+    from dcmtool._pynetdicom_fixes import encode_command_set
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 7
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    rsp.AffectedSOPInstanceUID = "1.2.3.4.5"
+    rsp.Status = 0xA900
+    rsp.ErrorComment = "odd"
+    rq = C_STORE()
+    rq.MessageID = 7
+    rq.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    rq.AffectedSOPInstanceUID = "1.2.3.4.55"
+    rq.Priority = 2
+    rq.MoveOriginatorApplicationEntityTitle = "MOVER"
+    rq.MoveOriginatorMessageID = 3
+    rq.DataSet = BytesIO(b"")
+    echo = C_ECHO()
+    echo.MessageID = 1
+    echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    for message, primitive in ((C_STORE_RSP(), rsp), (C_STORE_RQ(), rq), (C_ECHO_RQ(), echo)):
+        message.primitive_to_message(primitive)
+        fast = encode_command_set(message.command_set)
+        assert fast is not None
+        assert fast == encode(message.command_set, True, True)
+    assert encode_command_set(Dataset({})) == b""

@@ -134,6 +134,8 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        #: Series whose series, study and patient rows exist: later instances skip 3 inserts.
+        self._known_series: set[str | None] = set()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -161,15 +163,18 @@ class Index:
         """Insert or replace one instance (and its patient, study and series if new)."""
         v = record.values
         charset = v.get("SpecificCharacterSet")
+        series_uid = v.get("SeriesInstanceUID")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                patient_id = self._patient(v, charset)
-                self._insert("studies", {"patient": patient_id, "SpecificCharacterSet": charset,
-                                         **{k: v.get(k) for k in STUDY_KEYS}})
-                self._insert("series", {"SpecificCharacterSet": charset,
-                                        "StudyInstanceUID": v.get("StudyInstanceUID"),
-                                        **{k: v.get(k) for k in SERIES_KEYS}})
+                if series_uid not in self._known_series:  # the first instance of its series
+                    patient_id = self._patient(v, charset)
+                    self._insert("studies", {"patient": patient_id,
+                                             "SpecificCharacterSet": charset,
+                                             **{k: v.get(k) for k in STUDY_KEYS}})
+                    self._insert("series", {"SpecificCharacterSet": charset,
+                                            "StudyInstanceUID": v.get("StudyInstanceUID"),
+                                            **{k: v.get(k) for k in SERIES_KEYS}})
                 row = {"SpecificCharacterSet": charset,
                        "SeriesInstanceUID": v.get("SeriesInstanceUID"),
                        **{k: v.get(k) for k in INSTANCE_KEYS},
@@ -183,6 +188,9 @@ class Index:
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise IndexFailure(f"index write failed: {exc}") from exc
+            if len(self._known_series) > 100_000:
+                self._known_series.clear()
+            self._known_series.add(series_uid)
 
     def _patient(self, v: Mapping[str, str | None], charset: str | None) -> int:
         key = (v.get("PatientID") or "", v.get("IssuerOfPatientID") or "")
@@ -210,12 +218,14 @@ class Index:
 
     def remove_paths(self, paths: list[str]) -> None:
         with self._lock:
+            self._known_series.clear()
             self._db.executemany("DELETE FROM instances WHERE path = ?",
                                  [(p,) for p in paths])
             self._prune()
 
     def clear(self) -> None:
         with self._lock:
+            self._known_series.clear()
             self._db.executescript(
                 "DELETE FROM instances; DELETE FROM series; DELETE FROM studies; "
                 "DELETE FROM patients;"
