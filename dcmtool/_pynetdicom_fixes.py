@@ -26,7 +26,9 @@
    now happens on the connection's own thread, bounded by the ACSE timeout.
 7. DIMSE command sets (a dozen group-0000 elements) are encoded with struct instead of
    pydicom's general writer, which costs ~0.1 ms per message; anything unusual falls back.
-8. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
+8. Socket reads: pynetdicom reads a PDU 4 KiB per ``recv()`` into a growing bytearray (128
+   calls and copies for a 512 KB CT image); ``recv_into`` one buffer of the PDU's size.
+9. pynetdicom#875: ``send_c_*()`` pauses the reactor thread with a checkpoint, but the reactor's
    ``_is_paused`` flag can still be ``True`` from the previous pause, so the reactor may take the
    *response* off the DIMSE queue ("Received unexpected C-STORE service message") and the
    requestor then times out and aborts. The reactor is the only caller of the non-blocking
@@ -112,6 +114,20 @@ def _patch_socket() -> None:
             context.sslsocket_class = _recording_ssl_class(self.assoc)
         original_connect(self, primitive)
 
+    def recv(self: Any, nr_bytes: int) -> bytearray:
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        received = 0
+        while received < nr_bytes:
+            count = self.socket.recv_into(view[received:], nr_bytes - received)
+            if not count:  # connection closed: return what arrived, as pynetdicom does
+                del view
+                del buffer[received:]
+                return buffer
+            received += count
+        return buffer
+
+    transport.AssociationSocket.recv = recv  # type: ignore[method-assign]
     transport.AssociationSocket.__init__ = __init__  # type: ignore[method-assign]
     transport.AssociationSocket.connect = connect  # type: ignore[method-assign]
 

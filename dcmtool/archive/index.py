@@ -159,7 +159,7 @@ class Index:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def add(self, record: InstanceRecord) -> None:
+    def add(self, record: InstanceRecord, *, replace: bool = True) -> None:
         """Insert or replace one instance (and its patient, study and series if new)."""
         v = record.values
         charset = v.get("SpecificCharacterSet")
@@ -181,8 +181,10 @@ class Index:
                        "path": record.path, "size": record.size,
                        "transfer_syntax": record.transfer_syntax,
                        "received_at": record.received_at, "source_ae": record.source_ae}
-                self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ? OR path = ?",
-                                 (record.sop_instance_uid, record.path))
+                if replace:  # an instance that moved, or a file that replaced another
+                    self._db.execute(
+                        "DELETE FROM instances WHERE SOPInstanceUID = ? OR path = ?",
+                        (record.sop_instance_uid, record.path))
                 self._insert("instances", row, replace=True)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal
 
@@ -220,7 +221,7 @@ class Archive:
             relative = target.relative_to(self.root).as_posix()
             record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
             try:
-                self.index.add(record)
+                self.index.add(record, replace=existing is not None)
                 dir_synced.result()
             except (IndexFailure, OSError) as exc:
                 self.index.remove(sop_instance)
@@ -256,7 +257,12 @@ class Archive:
         from pydicom.dataset import Dataset
         from pydicom.tag import BaseTag
 
-        with path.open("rb") as fh:
+        with path.open("rb") as raw_file:
+            fh: Any = raw_file
+            if raw_file.seek(0, 2) <= _IN_MEMORY:
+                # Small files are walked in memory: a file's tell() is a system call.
+                raw_file.seek(0)
+                fh = BytesIO(raw_file.read())
             start, end = _data_set_bounds(fh)
             walk = check_data_set(fh, start, end, transfer_syntax, self._wanted)
         if walk is None:  # deflated: let pydicom inflate it
@@ -343,6 +349,9 @@ class Archive:
                 progress(number)
         return added, unreadable
 
+
+#: Received files up to this size are checked in memory.
+_IN_MEMORY = 4 * 1024 * 1024
 
 #: fsync calls run here, beside the CPU work of the association's thread.
 _SYNC = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dcmtool-fsync")
