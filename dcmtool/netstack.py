@@ -1,24 +1,42 @@
 """Loading pynetdicom: lean when only the network is needed, and with dcmtool's fixes applied.
 
-``import pynetdicom`` pulls in pydicom's pixel handlers, which import numpy and probe every
-installed pixel codec (about 100 ms here). A process that only talks to the network
-(``dcmtool echo``) calls :func:`load_network_only` first: numpy and the codecs are hidden while
-pydicom is imported, so pydicom records them as unavailable *in that process only*.
-Everything else just imports :mod:`dcmtool.association`, which loads the full stack.
+``import pynetdicom`` imports pydicom, whose config imports its pixel-data machinery (numpy,
+every installed codec, the decoder registries): about 150 ms here, for a process that will
+never decode a pixel. A process that only talks to the network (``dcmtool echo``) calls
+:func:`load_network_only` first: while pydicom is imported, numpy and the codecs are hidden and
+pydicom's pixel modules are stand-ins that load the real module on first use. Everything else
+just imports :mod:`dcmtool.association`, which loads the full stack.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+import types
 from collections.abc import Sequence
-from types import ModuleType
+from typing import Any
 
 #: Top-level packages a network-only process never needs.
 PIXEL_PACKAGES = frozenset(
     {"numpy", "pylibjpeg", "openjpeg", "libjpeg", "rle", "PIL", "gdcm", "jpeg_ls", "pyjpegls",
      "imagecodecs"}
+)
+
+#: pydicom's pixel modules that its core imports at start-up (pydicom 3.0).
+PYDICOM_PIXEL_MODULES = (
+    "pydicom.pixels",
+    "pydicom.pixels.utils",
+    "pydicom.pixel_data_handlers",
+    "pydicom.pixel_data_handlers.numpy_handler",
+    "pydicom.pixel_data_handlers.rle_handler",
+    "pydicom.pixel_data_handlers.pillow_handler",
+    "pydicom.pixel_data_handlers.jpeg_ls_handler",
+    "pydicom.pixel_data_handlers.gdcm_handler",
+    "pydicom.pixel_data_handlers.pylibjpeg_handler",
+    "pydicom.waveforms.numpy_handler",
+    "pydicom.examples",  # loads pydicom.data, and with it urllib, http and ssl
 )
 
 
@@ -27,7 +45,7 @@ class _HidePixelPackages(importlib.abc.MetaPathFinder):
         self,
         fullname: str,
         path: Sequence[str] | None = None,
-        target: ModuleType | None = None,
+        target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname.partition(".")[0] in PIXEL_PACKAGES:
             raise ModuleNotFoundError(f"{fullname} is not loaded by dcmtool's network-only mode",
@@ -35,20 +53,63 @@ class _HidePixelPackages(importlib.abc.MetaPathFinder):
         return None
 
 
+class _DeferredModule(types.ModuleType):
+    """Stands in for a pixel module: names imported from it are functions that load the
+    real module on their first call; any other use loads it at once."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        module_name = self.__name__
+        child = sys.modules.get(f"{module_name}.{name}")
+        if child is not None:
+            return child
+
+        def deferred(*args: Any, **kwargs: Any) -> Any:
+            return getattr(_real(module_name), name)(*args, **kwargs)
+
+        deferred.__name__ = name
+        return deferred
+
+
+def _real(name: str) -> types.ModuleType:
+    """Replace the stand-ins by pydicom's real modules (numpy allowed from now on)."""
+    for stub in PYDICOM_PIXEL_MODULES:
+        if isinstance(sys.modules.get(stub), _DeferredModule):
+            del sys.modules[stub]
+    return importlib.import_module(name)
+
+
 def load_network_only() -> None:
-    """Import pynetdicom without numpy or pixel codecs, unless pydicom is already loaded.
+    """Import pynetdicom without numpy, pixel codecs or pydicom's pixel machinery.
 
     Only for short-lived processes that never touch pixel data: pydicom decides at import time
     whether numpy exists, so pixel decoding stays unavailable for the rest of the process.
+    Does nothing when pydicom is already loaded.
     """
     if "pydicom" in sys.modules:
         return
     finder = _HidePixelPackages()
     sys.meta_path.insert(0, finder)
+    stubs = {name: _DeferredModule(name) for name in PYDICOM_PIXEL_MODULES}
+    for name, stub in stubs.items():
+        stub.__path__ = []  # a package, so that "import pkg.sub as x" finds sub in sys.modules
+        sys.modules[name] = stub
     try:
         import pynetdicom  # noqa: F401
     finally:
         sys.meta_path.remove(finder)
+    for name, stub in stubs.items():  # "pydicom.examples" works as an attribute, as usual
+        parent, _, child = name.rpartition(".")
+        if sys.modules.get(parent) is not None and not hasattr(sys.modules[parent], child):
+            setattr(sys.modules[parent], child, stub)
+    _apply_fixes()
+
+
+def _apply_fixes() -> None:
     from dcmtool import _pynetdicom_fixes
 
     _pynetdicom_fixes.apply()
+
+
+__all__: Sequence[str] = ("load_network_only",)

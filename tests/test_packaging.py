@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,36 @@ def test_library_never_imports_typer_or_rich() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_network_only_echo_and_probe_work_without_pixel_code(pynetdicom_scp: Any) -> None:
+    # In-process tests already have pydicom loaded, so network-only mode is a no-op there;
+    # this runs the real start-up path in a fresh process: echo -v, --json and --probe.
+    scp = pynetdicom_scp(storage=True)
+    probe = """
+import atexit, json, sys
+atexit.register(lambda: sys.__stderr__.write(
+    "HEAVY " + json.dumps(sorted(m for m in sys.modules
+                                 if m.split('.')[0] in ('numpy', 'pylibjpeg', 'openjpeg')
+                                 or m.startswith('pydicom.pixels.decoders'))) + "\\n"))
+sys.argv = ["dcmtool", *json.loads(sys.argv[1])]
+from dcmtool.cli.app import main
+main()
+"""
+    for args in (["echo", "-v", scp.address], ["echo", "--json", "-c", "2", "-i", "0",
+                                                scp.address],
+                 ["echo", "--probe", "--json", scp.address]):
+        proc = subprocess.run([sys.executable, "-c", probe, json.dumps(args)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        heavy = next(x for x in proc.stderr.splitlines() if x.startswith("HEAVY "))
+        assert json.loads(heavy[6:]) == [], heavy
+        if "--probe" in args:
+            result = json.loads(proc.stdout)
+            ct = next(e for e in result["accepted"]
+                      if e["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2")
+            assert "1.2.840.10008.1.2.1" in ct["transfer_syntaxes"]
+        elif "--json" in args:
+            assert json.loads(proc.stdout)[0]["succeeded"] == 2
+        else:
+            assert "peer implementation class UID" in proc.stdout
