@@ -459,3 +459,25 @@ def test_serve_config_section_is_validated(isolated_config: Path, tmp_path: Path
     result = run_cli("serve", str(tmp_path / "a"))
     assert result.exit_code == 1
     assert result.stderr.startswith(f"dcmtool: error: {isolated_config}: [serve] prot: unknown key")
+
+
+def test_serve_settings_precedence(tmp_path: Path) -> None:
+    from dcmtool.config import load_config
+    from dcmtool.server import ServeRequest, build_serve_options
+
+    path = tmp_path / "config.toml"
+    path.write_text('[serve]\nport = 4242\nae_title = "FROMFILE"\nroot = "store"\n'
+                    'duplicates = "overwrite"\nallow = ["CT1"]\nmin_free = "1G"\n')
+    config = load_config(path)
+    options, policy, root = build_serve_options(ServeRequest(), config)
+    assert (options.port, options.ae_title, options.allowed_calling_aets) == (
+        4242, "FROMFILE", ("CT1",))
+    assert (policy.duplicates, policy.min_free_bytes, root) == (
+        "overwrite", 2**30, tmp_path / "store")
+    options, policy, root = build_serve_options(
+        ServeRequest(port=104, ae_title="FLAG", root=tmp_path / "x", duplicates="reject"), config)
+    assert (options.port, options.ae_title, policy.duplicates, root) == (
+        104, "FLAG", "reject", tmp_path / "x")
+    defaults, _, default_root = build_serve_options(ServeRequest(), load_config(None))
+    assert (defaults.port, defaults.ae_title, defaults.bind, str(default_root)) == (
+        11112, "DCMTOOL", "127.0.0.1", "dcmtool-archive")
