@@ -16,6 +16,7 @@ from dcmtool.cli.commands import config as config_cmd
 from dcmtool.cli.commands import echo as echo_cmd
 from dcmtool.cli.commands import pending
 from dcmtool.cli.commands import serve as serve_cmd
+from dcmtool.cli.commands import store as store_cmd
 from dcmtool.cli.state import Settings, settings
 from dcmtool.errors import EXIT_CODE_MEANINGS, DcmtoolError, ExitCode
 
@@ -152,6 +153,7 @@ def apply_logging(
 
 
 app.command("echo", epilog=echo_cmd.EPILOG)(guarded(echo_cmd.echo))
+app.command("store", epilog=store_cmd.EPILOG)(guarded(store_cmd.store))
 for _name, _summary in pending.COMMANDS.items():
     app.command(
         _name,

@@ -108,3 +108,5 @@ def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | N
     # line, so its own logs appear only with -d (PDU/DIMSE dumps) or -v (warnings).
     net_level = logging.DEBUG if debug else (logging.WARNING if verbose else logging.CRITICAL)
     logging.getLogger("pynetdicom").setLevel(net_level)
+    # pydicom logs a codec failure with its traceback; dcmtool reports it in one line.
+    logging.getLogger("pydicom").setLevel(logging.DEBUG if debug else logging.CRITICAL)

@@ -9,7 +9,6 @@ import typer
 from dcmtool.errors import NotImplementedYet
 
 COMMANDS = {
-    "store": "Send DICOM files to a peer (C-STORE)",
     "find": "Query a peer (C-FIND)",
     "move": "Retrieve with C-MOVE",
     "get": "Retrieve with C-GET",

@@ -1,0 +1,153 @@
+"""dcmtool store: send files, folders, globs or a list on stdin to a peer (C-STORE)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from dcmtool.cli import console, options
+
+if TYPE_CHECKING:
+    from dcmtool.store import FileOutcome, StoreSummary
+
+EPILOG = """Examples:
+
+\b
+  dcmtool store PACS ./export                 # a folder, recursively
+  dcmtool store ORTHANC@127.0.0.1:4242 'study/*.dcm' --report sent.csv
+  find /data -name '*.dcm' | dcmtool store PACS -
+  dcmtool store 10.0.0.5 104 -aec STORESCP file.dcm
+
+Files are sent as their bytes when the peer accepts their transfer syntax; a compressed file
+the peer refuses is decompressed on the fly. Exit code 0 only when every file was stored
+(warning statuses count as stored unless --strict), 7 when some failed.
+"""
+
+
+def store(
+    peer: Annotated[str, typer.Argument(metavar="PEER", help="Node name, AET@HOST:PORT, or "
+                                        "HOST PORT.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Files, folders, "
+                                                "glob patterns, or - for paths on stdin.",
+                                                show_default=False)],
+    report: Annotated[Optional[Path], typer.Option("--report", metavar="FILE",
+                      help="Write every file's outcome to FILE (.json or .csv).",
+                      show_default=False)] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Non-DICOM inputs and warning "
+                                         "statuses count as failures.")] = False,
+    json_output: options.JsonOutput = False,
+    calling_aet: options.CallingAET = None,
+    called_aet: options.CalledAET = None,
+    max_pdu: options.MaxPDU = None,
+    connect_timeout: options.ConnectTimeout = None,
+    acse_timeout: options.AcseTimeout = None,
+    dimse_timeout: options.DimseTimeout = None,
+    network_timeout: options.NetworkTimeout = None,
+    tls_cert: options.TlsCert = None,
+    tls_key: options.TlsKey = None,
+    tls_ca: options.TlsCA = None,
+    no_hostname_check: options.NoHostnameCheck = False,
+    verbose: options.Verbose = 0,
+    quiet: options.Quiet = False,
+    debug: options.Debug = False,
+    log_file: options.LogFile = None,
+    traceback: options.Traceback = False,
+) -> None:
+    """Send DICOM files to a peer (C-STORE), decompressing what it refuses."""
+    from dcmtool.cli.app import apply_logging
+    from dcmtool.cli.state import overrides, settings
+    from dcmtool.config import resolve_peer, split_peer_arguments
+    from dcmtool.errors import UsageError
+    from dcmtool.store import check, find_files, scan
+    from dcmtool.store import store as send
+
+    apply_logging(verbose, quiet, debug, log_file, traceback)
+    config = settings.config()
+    spec: str | tuple[str, int] = peer
+    if inputs and peer not in config.nodes:
+        grouped = split_peer_arguments([peer, inputs[0]])
+        if isinstance(grouped[0], tuple):
+            spec, inputs = grouped[0], inputs[1:]
+    if not inputs:
+        raise UsageError("give at least one INPUT (file, folder, glob or -)")
+    flags = overrides(calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
+                      dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
+                      no_hostname_check)
+    target = resolve_peer(spec, config, flags)
+    instances, skipped = scan(find_files(inputs, sys.stdin))
+    for path in skipped:
+        if settings.verbose or strict:
+            console.err(f"dcmtool: skipped, not DICOM: {path}")
+    if strict and skipped:
+        raise UsageError(f"{len(skipped)} input file(s) are not DICOM (--strict)")
+    if not instances:
+        raise UsageError(f"no DICOM files in the inputs ({len(skipped)} other file(s) skipped)")
+    progress = _Progress() if sys.stderr.isatty() and not settings.quiet else None
+    summary = send(target, instances, on_file=progress)
+    if progress:
+        progress.clear()
+    summary.skipped = skipped
+    if report:
+        _write_report(report, summary.outcomes)
+    _print_summary(summary, json_output, strict)
+    if strict and summary.warnings:
+        from dcmtool.errors import PartialFailure
+
+        raise PartialFailure(f"{summary.warnings} file(s) stored with a warning (--strict)")
+    check(summary)
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def __call__(self, outcome: FileOutcome, done: int, total: int) -> None:
+        sys.stderr.write(f"\r\x1b[Kstore: {done}/{total} files")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def _rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
+    return [{"path": str(o.path), "sop_instance_uid": o.sop_instance_uid,
+             "status": None if o.status is None else f"0x{o.status:04X}",
+             "stored": o.stored, "transfer_syntax": o.sent_as, "message": o.message}
+            for o in outcomes]
+
+
+def _write_report(path: Path, outcomes: list[FileOutcome]) -> None:
+    rows = _rows(outcomes)
+    if path.suffix.lower() == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["path"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+def _print_summary(summary: StoreSummary, as_json: bool, strict: bool) -> None:
+    megabytes = summary.bytes_sent / 1e6
+    rate = megabytes / summary.seconds if summary.seconds else 0.0
+    if as_json:
+        console.out(json.dumps({
+            "sent": len(summary.outcomes), "stored": summary.stored,
+            "warnings": summary.warnings, "failed": summary.failed,
+            "skipped": len(summary.skipped), "megabytes": round(megabytes, 3),
+            "seconds": round(summary.seconds, 3), "files": _rows(summary.outcomes),
+        }, indent=2))
+        return
+    for outcome in summary.outcomes:
+        if not outcome.stored:
+            console.err(f"dcmtool: failed: {outcome.path}: {outcome.message}")
+    console.out(f"{len(summary.outcomes)} sent, {summary.stored} stored "
+                f"({summary.warnings} with warnings), {summary.failed} failed, "
+                f"{len(summary.skipped)} skipped; {megabytes:.2f} MB in "
+                f"{summary.seconds:.2f} s ({rate:.1f} MB/s)")

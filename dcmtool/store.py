@@ -1,0 +1,281 @@
+"""C-STORE SCU: send files to a peer as they are, decompressing only what the peer refuses.
+
+Each file's header is read first (stopping before pixel data); files are grouped by SOP class,
+and for each class the files' own transfer syntaxes are proposed plus explicit and implicit VR
+little endian as fallbacks (seed 004's STORAGE-SCU policy). A file whose syntax was accepted is
+sent as its bytes (pynetdicom's chunked send: never decoded); otherwise an uncompressed one is
+re-encoded and a compressed one decompressed by pydicom's plugins. Every file gets an outcome;
+nothing raises for one bad file.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from dcmtool.association import MAX_CONTEXTS, ContextRequest, open_association
+from dcmtool.config import Peer
+from dcmtool.errors import (
+    AssociationAborted,
+    DcmtoolError,
+    DimseFailure,
+    PartialFailure,
+    UsageError,
+)
+from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
+
+UNCOMPRESSED = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.2"}
+#: Warning statuses of C-STORE (PS3.4 B.2.3): the instance was stored.
+WARNINGS = {0xB000, 0xB006, 0xB007}
+
+
+@dataclass(frozen=True)
+class Instance:
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    study_instance_uid: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: Path
+    sop_instance_uid: str | None
+    status: int | None  # None: never answered (not sent, or the association failed)
+    message: str
+    sent_as: str | None = None  # the transfer syntax on the wire
+
+    @property
+    def stored(self) -> bool:
+        return self.status == 0x0000 or self.status in WARNINGS
+
+    @property
+    def warning(self) -> bool:
+        return self.status in WARNINGS
+
+
+@dataclass
+class StoreSummary:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # not DICOM
+    seconds: float = 0.0
+    bytes_sent: int = 0
+
+    @property
+    def stored(self) -> int:
+        return sum(1 for o in self.outcomes if o.stored)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for o in self.outcomes if o.warning)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if not o.stored)
+
+
+Progress = Callable[[FileOutcome, int, int], None]
+
+
+def find_files(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterator[Path]:
+    """Files named by ``inputs``: files, folders (recursive), glob patterns, ``-`` (stdin)."""
+    for item in inputs:
+        if item == "-":
+            source = stdin or sys.stdin
+            for line in source:
+                if line.strip():
+                    yield from find_files([line.strip()])
+            continue
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            yield path
+        elif glob.has_magic(item):
+            for match in sorted(glob.glob(item, recursive=True)):
+                yield from find_files([match])
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+
+
+def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
+    """Read each file's header; return (DICOM instances, files that are not DICOM)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    instances, skipped = [], []
+    for path in paths:
+        try:
+            ds = dcmread(path, stop_before_pixels=True,
+                         specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+            meta = ds.file_meta
+            instances.append(Instance(
+                path,
+                str(meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID),
+                str(meta.get("MediaStorageSOPInstanceUID") or ds.SOPInstanceUID),
+                str(meta.TransferSyntaxUID),
+                str(ds.get("StudyInstanceUID", "")),
+                path.stat().st_size,
+            ))
+        except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, EOFError):
+            skipped.append(path)
+    return instances, skipped
+
+
+def plan(instances: Sequence[Instance]) -> list[tuple[list[ContextRequest], list[Instance]]]:
+    """Split the files into batches whose presentation contexts fit in one association.
+
+    Per SOP class: one context per transfer syntax the files use, plus one offering explicit
+    and implicit VR little endian for the fallback.
+    """
+    by_class: dict[str, dict[str, list[Instance]]] = {}
+    for instance in instances:
+        by_class.setdefault(instance.sop_class_uid, {}).setdefault(
+            instance.transfer_syntax, []).append(instance)
+    batches: list[tuple[list[ContextRequest], list[Instance]]] = []
+    contexts: list[ContextRequest] = []
+    files: list[Instance] = []
+    for sop_class, by_syntax in by_class.items():
+        wanted = [ContextRequest(sop_class, (ts,)) for ts in by_syntax
+                  if ts != EXPLICIT_VR_LITTLE_ENDIAN]
+        wanted.append(ContextRequest(sop_class, (EXPLICIT_VR_LITTLE_ENDIAN,
+                                                 IMPLICIT_VR_LITTLE_ENDIAN)))
+        if len(contexts) + len(wanted) > MAX_CONTEXTS and contexts:
+            batches.append((contexts, files))
+            contexts, files = [], []
+        contexts.extend(wanted[:MAX_CONTEXTS])
+        files.extend(i for group in by_syntax.values() for i in group)
+    if contexts:
+        batches.append((contexts, files))
+    return batches
+
+
+def store(
+    peer: Peer,
+    instances: Sequence[Instance],
+    *,
+    on_file: Progress | None = None,
+) -> StoreSummary:
+    """Send ``instances`` to ``peer``; every file gets an outcome in the summary.
+
+    Raises
+    ------
+    ConnectionFailed, AssociationRejected, ...
+        Only when not a single association could be opened.
+    """
+    from pynetdicom import _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send file bytes, never decode them
+    summary = StoreSummary()
+    started = time.perf_counter()
+    total = len(instances)
+    opened_any = False
+    for contexts, files in plan(instances):
+        try:
+            with open_association(peer, contexts, require_accepted=False) as session:
+                opened_any = True
+                for instance in files:
+                    outcome = _send_one(session, instance)
+                    summary.outcomes.append(outcome)
+                    if outcome.sent_as is not None and outcome.status is not None:
+                        summary.bytes_sent += instance.size
+                    if on_file:
+                        on_file(outcome, len(summary.outcomes), total)
+                    if outcome.status is None and not session.assoc.is_established:
+                        break
+        except DcmtoolError as exc:
+            if not opened_any and not summary.outcomes:
+                raise
+            sent = {o.path for o in summary.outcomes}
+            for instance in files:
+                if instance.path not in sent:
+                    summary.outcomes.append(FileOutcome(
+                        instance.path, instance.sop_instance_uid, None, exc.message))
+        # files of a batch left unsent by an association that died
+        sent = {o.path for o in summary.outcomes}
+        for instance in files:
+            if instance.path not in sent:
+                summary.outcomes.append(FileOutcome(
+                    instance.path, instance.sop_instance_uid, None,
+                    f"not sent: {peer.label} aborted the association"))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _send_one(session: Any, instance: Instance) -> FileOutcome:
+    assoc = session.assoc
+    accepted = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == instance.sop_class_uid}
+    name = describe(instance.transfer_syntax)
+
+    def outcome(status: Any, sent_as: str) -> FileOutcome:
+        code = getattr(status, "Status", None)
+        if code is None:
+            return FileOutcome(instance.path, instance.sop_instance_uid, None,
+                               "no response: the association was aborted or timed out",
+                               sent_as)
+        comment = str(getattr(status, "ErrorComment", "") or "")
+        text = "stored" if code == 0 else ("stored with warning" if code in WARNINGS
+                                           else "refused")
+        return FileOutcome(instance.path, instance.sop_instance_uid, int(code),
+                           f"{text} (0x{int(code):04X}){': ' + comment if comment else ''}",
+                           sent_as)
+
+    if not accepted:
+        return FileOutcome(instance.path, instance.sop_instance_uid, None,
+                           f"the peer refused SOP class {instance.sop_class_uid}")
+    try:
+        if instance.transfer_syntax in accepted:
+            return outcome(assoc.send_c_store(instance.path), instance.transfer_syntax)
+        fallback = next((ts for ts in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+                         if ts in accepted), None)
+        if fallback is None:
+            offered = ", ".join(describe(t) for t in sorted(accepted))
+            return FileOutcome(instance.path, instance.sop_instance_uid, None,
+                               f"the peer accepts SOP class {instance.sop_class_uid} only as "
+                               f"{offered}, not {name}")
+        ds = _decoded(instance)
+        return outcome(assoc.send_c_store(ds), fallback)
+    except DcmtoolError as exc:
+        return FileOutcome(instance.path, instance.sop_instance_uid, None, exc.message)
+    except Exception as exc:  # a bad file costs one outcome, never the batch
+        return FileOutcome(instance.path, instance.sop_instance_uid, None,
+                           f"cannot send: {type(exc).__name__}: {exc}")
+
+
+def _decoded(instance: Instance) -> Any:
+    """The data set in an uncompressed syntax: re-encoded by pynetdicom, or decompressed."""
+    from pydicom import dcmread
+
+    ds = dcmread(instance.path)
+    if instance.transfer_syntax in UNCOMPRESSED:
+        return ds
+    try:
+        # The instance stays the same one (pydicom would give it a new UID by default).
+        ds.decompress(generate_instance_uid=False)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())  # one line: codecs report several
+        raise DcmtoolError(
+            f"the peer refused {describe(instance.transfer_syntax)} and the file cannot be "
+            f"decompressed: {detail}") from None
+    return ds
+
+
+def check(summary: StoreSummary) -> None:
+    """Raise the error that gives the right exit code when not everything was stored."""
+    if summary.failed == 0:
+        return
+    if summary.stored:
+        raise PartialFailure(f"{summary.failed} of {len(summary.outcomes)} files failed")
+    statuses = [o.status for o in summary.outcomes if o.status is not None]
+    if statuses:
+        raise DimseFailure(f"every file was refused (first: {summary.outcomes[0].message})",
+                           status=statuses[0])
+    raise AssociationAborted(f"no file was stored: {summary.outcomes[0].message}")

@@ -1,0 +1,136 @@
+"""dcmtool store against real peers: dcmtool serve, DCMTK storescp, pynetdicom SCPs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from pynetdicom import evt
+from support.archive import ServedArchive
+from support.datasets import dataset_bytes, pydicom_test_file, write_instance
+from support.peers import run_cli
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def test_a_folder_is_stored_byte_for_byte(serve_archive: Callable[..., ServedArchive],
+                                          tmp_path: Path) -> None:
+    served = serve_archive()
+    folder = tmp_path / "export"
+    sources = [folder / f"sub{i % 2}" / f"{i}.dcm" for i in range(6)]
+    for path in sources:
+        write_instance(path)
+    (folder / "README.txt").write_text("not DICOM")
+    result = run_cli("store", served.address, str(folder), catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("6 sent, 6 stored (0 with warnings), 0 failed, 1 skipped;")
+    stored = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in served.files()}
+    for path in sources:
+        uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        assert dataset_bytes(stored[uid]) == dataset_bytes(path)
+
+
+@pytest.mark.peer("dcmtk")
+def test_compressed_files_are_decompressed_for_a_peer_that_refuses_them(
+        dcmtk_storescp: Callable[..., Any], tmp_path: Path) -> None:
+    scp = dcmtk_storescp()  # DCMTK's default: uncompressed syntaxes only
+    names = ["MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle.dcm", "MR_small_RLE.dcm",
+             "JPEG2000.dcm", "SC_rgb_jpeg_gdcm.dcm"]
+    files = []
+    for name in names:  # pydicom's files share SOP Instance UIDs: give each its own
+        ds = dcmread(pydicom_test_file(name))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        files.append(tmp_path / name)
+    report = tmp_path / "report.json"
+    result = run_cli("store", scp.address, *map(str, files), "--report", str(report))
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(report.read_text())
+    assert [r["transfer_syntax"] for r in rows] == [EXPLICIT] * len(names)
+    received = {dcmread(p).SOPInstanceUID: p for p in scp.output_dir.iterdir()}
+    for path in files:
+        original = dcmread(path)
+        copy = dcmread(received[original.SOPInstanceUID])
+        assert copy.file_meta.TransferSyntaxUID in (EXPLICIT, "1.2.840.10008.1.2")
+        if "JPEG2000" in path.name:
+            continue  # lossy J2K: decoded, not compared bit for bit
+        assert (copy.pixel_array == original.pixel_array).all(), path.name
+
+
+def test_statuses_decide_the_exit_code(pynetdicom_scp: Callable[..., Any],
+                                       tmp_path: Path) -> None:
+    files = [tmp_path / f"{i}.dcm" for i in range(4)]
+    for path in files:
+        write_instance(path)
+    counter = {"n": 0}
+
+    def every_second_refused(event: Any) -> int:
+        counter["n"] += 1
+        return 0xA700 if counter["n"] % 2 else 0x0000
+
+    mixed = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, every_second_refused)], storage=True)
+    result = run_cli("store", mixed.address, *map(str, files), "--json")
+    assert result.exit_code == 7
+    summary = json.loads(result.stdout)
+    assert (summary["stored"], summary["failed"]) == (2, 2)
+    assert sorted(f["status"] for f in summary["files"]) == ["0x0000", "0x0000", "0xA700",
+                                                              "0xA700"]
+
+    full = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, lambda e: 0xA700)], storage=True)
+    report = tmp_path / "report.csv"
+    result = run_cli("store", full.address, str(tmp_path), "--report", str(report))
+    assert result.exit_code == 6
+    assert "every file was refused" in result.stderr
+    rows = list(csv.DictReader(io.StringIO(report.read_text())))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"0xA700"}
+    assert {r["path"] for r in rows} == {str(p) for p in files}
+
+
+def test_store_errors(closed_port: int, tmp_path: Path) -> None:
+    write_instance(tmp_path / "a.dcm")
+    (tmp_path / "b.txt").write_text("x")
+    result = run_cli("store", f"X@127.0.0.1:{closed_port}", str(tmp_path))
+    assert result.exit_code == 3
+    assert f"connection to 127.0.0.1:{closed_port} refused" in result.stderr
+    result = run_cli("store", f"X@127.0.0.1:{closed_port}", str(tmp_path), "--strict")
+    assert result.exit_code == 2
+    assert f"skipped, not DICOM: {tmp_path / 'b.txt'}" in result.stderr
+    result = run_cli("store", f"X@127.0.0.1:{closed_port}", str(tmp_path / "nope"))
+    assert result.exit_code == 2
+    assert "no such file or folder" in result.stderr
+    result = run_cli("store", f"X@127.0.0.1:{closed_port}", str(tmp_path / "b.txt"))
+    assert result.exit_code == 2
+    assert "no DICOM files in the inputs" in result.stderr
+
+
+def test_paths_on_stdin(serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    served = serve_archive()
+    files = [tmp_path / f"{i}.dcm" for i in range(3)]
+    for path in files:
+        write_instance(path)
+    result = run_cli("store", served.address, "-", input="\n".join(map(str, files)) + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert len(served.files()) == 3
+
+
+def test_more_than_128_contexts_are_split_over_associations() -> None:
+    from dcmtool.store import Instance, plan
+
+    classes = [f"1.2.826.0.1.3680043.9.{n}" for n in range(100)]
+    instances = [Instance(Path(f"{c}-{ts}.dcm"), c, f"{c}.{i}", ts, "1.2.3", 10)
+                 for i, c in enumerate(classes)
+                 for ts in (EXPLICIT, "1.2.840.10008.1.2.4.70")]
+    batches = plan(instances)
+    assert len(batches) == 2
+    assert all(len(contexts) <= 128 for contexts, _ in batches)
+    assert sum(len(files) for _, files in batches) == len(instances)
+    for contexts, files in batches:  # every file's class and syntax is proposed with it
+        proposed = {(cx.abstract_syntax, ts) for cx in contexts for ts in cx.transfer_syntaxes}
+        assert all((f.sop_class_uid, f.transfer_syntax) in proposed for f in files)
