@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import glob
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +24,7 @@ from dcmtool.association import MAX_CONTEXTS, ContextRequest, open_association
 from dcmtool.config import Peer
 from dcmtool.errors import (
     AssociationAborted,
+    ConnectionFailed,
     DcmtoolError,
     DimseFailure,
     PartialFailure,
@@ -157,56 +160,129 @@ def plan(instances: Sequence[Instance]) -> list[tuple[list[ContextRequest], list
     return batches
 
 
+def partition(instances: Sequence[Instance], jobs: int) -> list[list[Instance]]:
+    """Split into at most ``jobs`` groups, whole studies only, balanced by bytes."""
+    studies: dict[str, list[Instance]] = {}
+    for instance in instances:
+        studies.setdefault(instance.study_instance_uid, []).append(instance)
+    groups: list[list[Instance]] = [[] for _ in range(max(1, min(jobs, len(studies))))]
+    sizes = [0] * len(groups)
+    for files in sorted(studies.values(), key=lambda f: -sum(i.size for i in f)):
+        smallest = sizes.index(min(sizes))
+        groups[smallest].extend(files)
+        sizes[smallest] += sum(i.size for i in files)
+    return [g for g in groups if g]
+
+
 def store(
     peer: Peer,
     instances: Sequence[Instance],
     *,
+    jobs: int = 1,
+    retries: int = 0,
+    retry_delay: float = 0.5,
     on_file: Progress | None = None,
+    on_retry: Callable[[str, int, float], None] | None = None,
 ) -> StoreSummary:
     """Send ``instances`` to ``peer``; every file gets an outcome in the summary.
+
+    ``jobs`` associations run in parallel, each with whole studies. A connection failure or
+    an abort re-opens the association up to ``retries`` times (delay doubling from
+    ``retry_delay``) and goes on from the file that was not acknowledged.
 
     Raises
     ------
     ConnectionFailed, AssociationRejected, ...
-        Only when not a single association could be opened.
+        Only when no association could be opened at all.
     """
     from pynetdicom import _config
 
     _config.STORE_SEND_CHUNKED_DATASET = True  # send file bytes, never decode them
-    summary = StoreSummary()
     started = time.perf_counter()
+    lock = threading.Lock()
+    summary = StoreSummary()
     total = len(instances)
-    opened_any = False
-    for contexts, files in plan(instances):
-        try:
-            with open_association(peer, contexts, require_accepted=False) as session:
-                opened_any = True
-                for instance in files:
-                    outcome = _send_one(session, instance)
-                    summary.outcomes.append(outcome)
-                    if outcome.sent_as is not None and outcome.status is not None:
-                        summary.bytes_sent += instance.size
-                    if on_file:
-                        on_file(outcome, len(summary.outcomes), total)
-                    if outcome.status is None and not session.assoc.is_established:
-                        break
-        except DcmtoolError as exc:
-            if not opened_any and not summary.outcomes:
-                raise
-            sent = {o.path for o in summary.outcomes}
-            for instance in files:
-                if instance.path not in sent:
-                    summary.outcomes.append(FileOutcome(
-                        instance.path, instance.sop_instance_uid, None, exc.message))
-        # files of a batch left unsent by an association that died
-        sent = {o.path for o in summary.outcomes}
-        for instance in files:
-            if instance.path not in sent:
-                summary.outcomes.append(FileOutcome(
-                    instance.path, instance.sop_instance_uid, None,
-                    f"not sent: {peer.label} aborted the association"))
+
+    def record(instance: Instance, outcome: FileOutcome) -> None:
+        with lock:
+            summary.outcomes.append(outcome)
+            if outcome.sent_as is not None and outcome.status is not None:
+                summary.bytes_sent += instance.size
+            done = len(summary.outcomes)
+        if on_file:
+            on_file(outcome, done, total)
+
+    groups = partition(instances, jobs)
+    worker = _Group(peer, retries, retry_delay, record, on_retry)
+    if len(groups) == 1:
+        errors = [worker.run(groups[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            errors = list(pool.map(worker.run, groups))
+    if all(error is not None for error in errors):
+        first = errors[0]
+        assert first is not None
+        raise first  # not one association opened: the connection's own exit code
+    order = {instance.path: n for n, instance in enumerate(instances)}
+    summary.outcomes.sort(key=lambda o: order.get(o.path, 0))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Group:
+    """Sends one group of files over one association at a time, retrying failures."""
+
+    def __init__(self, peer: Peer, retries: int, retry_delay: float,
+                 record: Callable[[Instance, FileOutcome], None],
+                 on_retry: Callable[[str, int, float], None] | None) -> None:
+        self.peer = peer
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.record = record
+        self.on_retry = on_retry
+
+    def run(self, files: list[Instance]) -> DcmtoolError | None:
+        """Returns the error when no association of this group could be opened."""
+        opened = False
+        first_error: DcmtoolError | None = None
+        for contexts, batch in plan(files):
+            pending = list(batch)
+            failures = 0
+            while pending:
+                try:
+                    with open_association(self.peer, contexts, require_accepted=False) as s:
+                        opened = True
+                        while pending:
+                            outcome = _send_one(s, pending[0])
+                            if outcome.status is None and outcome.sent_as is not None:
+                                # Sent, never answered: the association is going down.
+                                # pynetdicom returns before its reactor has marked it.
+                                s.assoc.join(2.0)
+                                raise AssociationAborted(
+                                    f"{self.peer.label} aborted the association while "
+                                    f"{pending[0].path.name} was being sent")
+                            self.record(pending.pop(0), outcome)
+                except (ConnectionFailed, AssociationAborted) as exc:
+                    failures += 1
+                    first_error = first_error or exc
+                    if failures <= self.retries:
+                        delay = min(30.0, self.retry_delay * 2 ** (failures - 1))
+                        if self.on_retry:
+                            self.on_retry(exc.message, failures, delay)
+                        time.sleep(delay)  # back-off before the peer is tried again
+                        continue
+                    self._give_up(pending, exc)
+                    pending = []
+                except DcmtoolError as exc:  # rejected: retrying would not help
+                    first_error = first_error or exc
+                    self._give_up(pending, exc)
+                    pending = []
+        return None if opened else first_error
+
+    def _give_up(self, pending: list[Instance], exc: DcmtoolError) -> None:
+        for instance in pending:
+            self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
+                                              f"not stored: {exc.message}"))
 
 
 def _send_one(session: Any, instance: Instance) -> FileOutcome:

@@ -134,3 +134,93 @@ def test_more_than_128_contexts_are_split_over_associations() -> None:
     for contexts, files in batches:  # every file's class and syntax is proposed with it
         proposed = {(cx.abstract_syntax, ts) for cx in contexts for ts in cx.transfer_syntaxes}
         assert all((f.sop_class_uid, f.transfer_syntax) in proposed for f in files)
+
+
+def test_retries_reopen_and_continue_from_the_failed_file(
+        pynetdicom_scp: Callable[..., Any], tmp_path: Path) -> None:
+    files = [tmp_path / f"{i}.dcm" for i in range(4)]
+    for path in files:
+        write_instance(path)
+    seen: list[str] = []
+
+    def abort_once(event: Any) -> int:
+        seen.append(str(event.request.AffectedSOPInstanceUID))
+        if len(seen) == 2:  # the second instance: abort instead of answering
+            event.assoc.abort()
+        return 0x0000
+
+    scp = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, abort_once)], storage=True)
+    result = run_cli("store", scp.address, *map(str, files), "--retries", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "retry 1 of 2" in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["stored"], summary["failed"]) == (4, 0)
+    uids = [dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in files]
+    assert seen == [uids[0], uids[1], uids[1], uids[2], uids[3]]  # resent from the failed one
+    assert len(scp.wait_closed(2)) == 2
+
+
+def test_without_retries_an_abort_fails_the_rest(pynetdicom_scp: Callable[..., Any],
+                                                 tmp_path: Path) -> None:
+    files = [tmp_path / f"{i}.dcm" for i in range(3)]
+    for path in files:
+        write_instance(path)
+    count = {"n": 0}
+
+    def abort_second(event: Any) -> int:
+        count["n"] += 1
+        if count["n"] == 2:
+            event.assoc.abort()
+        return 0x0000
+
+    scp = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, abort_second)], storage=True)
+    result = run_cli("store", scp.address, *map(str, files), "--json")
+    assert result.exit_code == 7
+    summary = json.loads(result.stdout)
+    assert (summary["stored"], summary["failed"]) == (1, 2)
+    assert all("aborted" in f["message"] for f in summary["files"] if not f["stored"])
+
+
+def test_resume_sends_only_what_was_not_stored(pynetdicom_scp: Callable[..., Any],
+                                               serve_archive: Callable[..., ServedArchive],
+                                               tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    files = [folder / f"{i}.dcm" for i in range(4)]
+    for path in files:
+        write_instance(path)
+    count = {"n": 0}
+
+    def refuse_odd(event: Any) -> int:
+        count["n"] += 1
+        return 0xA700 if count["n"] % 2 else 0x0000
+
+    first = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, refuse_odd)], storage=True)
+    report = tmp_path / "report.json"
+    assert run_cli("store", first.address, str(folder), "--report", str(report)).exit_code == 7
+    served = serve_archive()
+    result = run_cli("store", served.address, str(folder), "--resume", str(report))
+    assert result.exit_code == 0, result.stderr
+    assert "--resume: 2 file(s) already stored" in result.stderr
+    assert result.stdout.startswith("2 sent, 2 stored")
+    assert len(served.files()) == 2
+
+
+def test_jobs_use_parallel_associations_with_whole_studies(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    served = serve_archive()
+    for study in range(4):
+        study_uid = generate_uid()
+        for i in range(3):
+            write_instance(tmp_path / f"s{study}" / f"{i}.dcm", StudyInstanceUID=study_uid)
+    result = run_cli("store", served.address, str(tmp_path), "--jobs", "2")
+    assert result.exit_code == 0, result.stderr
+    assert len(served.files()) == 12
+    audit = [json.loads(line) for line in (served.root / "audit.jsonl").read_text().splitlines()]
+    opened = [e for e in audit if e["event"] == "association-opened"]
+    assert len(opened) == 2
+    by_peer: dict[str, set[str]] = {}
+    for event in audit:
+        if event["event"] == "instance-stored":
+            study_dir = event["path"].split("/")[1]
+            by_peer.setdefault(event["calling_aet"], set()).add(study_dir)
+    assert sum(len(s) for s in by_peer.values()) == 4  # each study went over one association

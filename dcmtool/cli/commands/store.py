@@ -40,6 +40,14 @@ def store(
                       show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Non-DICOM inputs and warning "
                                          "statuses count as failures.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, metavar="N",
+                    help="Parallel associations (whole studies each).")] = 1,
+    retries: Annotated[int, typer.Option("--retries", min=0, metavar="N",
+                       help="Re-open the association after a connection failure or abort "
+                       "and go on from the file that failed, up to N times.")] = 0,
+    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="REPORT",
+                      help="Skip files that a previous --report lists as stored.",
+                      show_default=False)] = None,
     json_output: options.JsonOutput = False,
     calling_aet: options.CallingAET = None,
     called_aet: options.CalledAET = None,
@@ -80,15 +88,28 @@ def store(
                       no_hostname_check)
     target = resolve_peer(spec, config, flags)
     instances, skipped = scan(find_files(inputs, sys.stdin))
+    if resume:
+        done = _stored_in_report(resume)
+        before = len(instances)
+        instances = [i for i in instances if str(i.path.resolve()) not in done]
+        console.err(f"dcmtool: --resume: {before - len(instances)} file(s) already stored")
     for path in skipped:
         if settings.verbose or strict:
             console.err(f"dcmtool: skipped, not DICOM: {path}")
     if strict and skipped:
         raise UsageError(f"{len(skipped)} input file(s) are not DICOM (--strict)")
-    if not instances:
+    if not instances and not resume:
         raise UsageError(f"no DICOM files in the inputs ({len(skipped)} other file(s) skipped)")
+    if not instances:
+        console.out("0 sent: every file was already stored")
+        return
     progress = _Progress() if sys.stderr.isatty() and not settings.quiet else None
-    summary = send(target, instances, on_file=progress)
+
+    def retrying(message: str, attempt: int, delay: float) -> None:
+        console.err(f"dcmtool: {message}; retry {attempt} of {retries} in {delay:g} s")
+
+    summary = send(target, instances, jobs=jobs, retries=retries, on_file=progress,
+                   on_retry=retrying)
     if progress:
         progress.clear()
     summary.skipped = skipped
@@ -115,8 +136,24 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _stored_in_report(path: Path) -> set[str]:
+    """Absolute paths a previous --report (JSON or CSV) lists as stored."""
+    from dcmtool.errors import UsageError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".csv":
+            rows: list[dict[str, Any]] = list(csv.DictReader(text.splitlines()))
+        else:
+            rows = json.loads(text)
+        return {str(Path(r["path"]).resolve()) for r in rows
+                if r.get("stored") in (True, "True", "true")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--resume {path}: not a store report ({exc})") from None
+
+
 def _rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
-    return [{"path": str(o.path), "sop_instance_uid": o.sop_instance_uid,
+    return [{"path": str(o.path.resolve()), "sop_instance_uid": o.sop_instance_uid,
              "status": None if o.status is None else f"0x{o.status:04X}",
              "stored": o.stored, "transfer_syntax": o.sent_as, "message": o.message}
             for o in outcomes]
