@@ -4,12 +4,14 @@
 bench/run itself uses only the standard library; it runs this script with the Python that
 dcmtool runs on (which has pydicom), once per bench run, into a temporary folder it deletes.
 
-    make_data.py OUT ct [--count 500] [--series 5] [--seed 1]
+    make_data.py OUT ct [--count 500] [--series 5] [--studies 1] [--seed 1]
         CT-like images: 512x512, 16 bit (12 stored), explicit VR little endian, ~513 KB each,
-        one patient, one study, COUNT instances spread over SERIES series.
-    make_data.py OUT small [--count 2000] [--series 20] [--seed 1]
-        Small images: 64x64, 16 bit, explicit VR little endian, ~9 KB each, 4 patients with
-        one study each, COUNT instances spread over SERIES series.
+        COUNT instances spread over SERIES series, spread over STUDIES studies (one patient
+        each; default one).
+    make_data.py OUT small [--count 2000] [--series 20] [--studies 4] [--seed 1]
+        Small images: 64x64, 16 bit, explicit VR little endian, ~9 KB each, COUNT instances
+        spread over SERIES series, spread over STUDIES studies (one patient each; default
+        4, or SERIES if fewer).
     make_data.py OUT big [--size 1GiB] [--seed 1]
         One multi-frame image (Multi-frame Grayscale Word Secondary Capture, 512x512 frames
         of 16 bit) whose pixel data is SIZE bytes; streamed to disk, so it never needs SIZE
@@ -122,13 +124,11 @@ def save(ds: Dataset, path: Path) -> int:
     return path.stat().st_size
 
 
-def make_series_set(out: Path, kind: str, count: int, series: int, seed: int) -> dict[str, object]:
-    if kind == "ct":
-        rows = columns = 512
-        patients = 1
-    else:
-        rows = columns = 64
-        patients = min(4, series)
+def make_series_set(out: Path, kind: str, count: int, series: int, studies: int,
+                    seed: int) -> dict[str, object]:
+    """COUNT instances in contiguous series, the series in contiguous studies; each study is
+    its own patient's (patient N has study N), so UIDs stay those of earlier versions."""
+    rows = columns = 512 if kind == "ct" else 64
     rng = random.Random(f"{seed}/{kind}")
     frame = rows * columns * 2
     # A few distinct pixel blocks, reused: generating 250 MB of noise would dominate the setup.
@@ -136,7 +136,7 @@ def make_series_set(out: Path, kind: str, count: int, series: int, seed: int) ->
     total = 0
     for i in range(count):
         series_index = i * series // count  # contiguous series, sizes differ by at most one
-        patient = series_index * patients // series
+        patient = series_index * studies // series  # = the study's index
         study_uid = uid(seed, kind, "study", patient)
         series_uid = uid(seed, kind, "series", series_index)
         number = i + 1
@@ -194,6 +194,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("kind", choices=("ct", "small", "big"))
     parser.add_argument("--count", type=int, help="instances (ct: 500, small: 2000)")
     parser.add_argument("--series", type=int, help="series (ct: 5, small: 20)")
+    parser.add_argument("--studies", type=int,
+                        help="studies, one patient each (ct: 1, small: 4 or SERIES if fewer)")
     parser.add_argument("--size", type=parse_size, default=2**30,
                         help="big: pixel data size (default 1GiB)")
     parser.add_argument("--seed", type=int, default=1)
@@ -204,9 +206,12 @@ def main(argv: list[str]) -> int:
     else:
         count = args.count or (500 if args.kind == "ct" else 2000)
         series = args.series or (5 if args.kind == "ct" else 20)
+        studies = args.studies or (1 if args.kind == "ct" else min(4, series))
         if not 1 <= series <= count:
             parser.error("--series must be between 1 and --count")
-        summary = make_series_set(args.out, args.kind, count, series, args.seed)
+        if not 1 <= studies <= series:
+            parser.error("--studies must be between 1 and --series")
+        summary = make_series_set(args.out, args.kind, count, series, studies, args.seed)
     print(json.dumps(summary))
     return 0
 

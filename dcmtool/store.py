@@ -113,12 +113,23 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    instances, skipped = [], []
-    for path in paths:
+    instances: list[Instance] = []
+    skipped: list[Path] = []
+    seen: set[Path] = set()
+    queue = list(paths)
+    while queue:
+        path = queue.pop(0)
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
         try:
             ds = dcmread(path, stop_before_pixels=True,
                          specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
             meta = ds.file_meta
+            if meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+                queue[:0] = dicomdir_files(path)  # send what it references, not itself
+                continue
             instances.append(Instance(
                 path,
                 str(meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID),
@@ -130,6 +141,23 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
         except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, EOFError):
             skipped.append(path)
     return instances, skipped
+
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def dicomdir_files(path: Path) -> list[Path]:
+    """The files a DICOMDIR references (Referenced File ID, relative to its folder)."""
+    from pydicom import dcmread
+
+    ds = dcmread(path)
+    files = []
+    for record in ds.get("DirectoryRecordSequence", []):
+        file_id = record.get("ReferencedFileID")
+        if file_id:
+            parts = [file_id] if isinstance(file_id, str) else list(file_id)
+            files.append(path.parent.joinpath(*parts))
+    return files
 
 
 def plan(instances: Sequence[Instance]) -> list[tuple[list[ContextRequest], list[Instance]]]:
@@ -183,6 +211,7 @@ def store(
     retry_delay: float = 0.5,
     on_file: Progress | None = None,
     on_retry: Callable[[str, int, float], None] | None = None,
+    modify: Callable[[Any], None] | None = None,
 ) -> StoreSummary:
     """Send ``instances`` to ``peer``; every file gets an outcome in the summary.
 
@@ -213,7 +242,7 @@ def store(
             on_file(outcome, done, total)
 
     groups = partition(instances, jobs)
-    worker = _Group(peer, retries, retry_delay, record, on_retry)
+    worker = _Group(peer, retries, retry_delay, record, on_retry, modify)
     if len(groups) == 1:
         errors = [worker.run(groups[0])]
     else:
@@ -234,7 +263,9 @@ class _Group:
 
     def __init__(self, peer: Peer, retries: int, retry_delay: float,
                  record: Callable[[Instance, FileOutcome], None],
-                 on_retry: Callable[[str, int, float], None] | None) -> None:
+                 on_retry: Callable[[str, int, float], None] | None,
+                 modify: Callable[[Any], None] | None = None) -> None:
+        self.modify = modify
         self.peer = peer
         self.retries = retries
         self.retry_delay = retry_delay
@@ -253,7 +284,7 @@ class _Group:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
                         while pending:
-                            outcome = _send_one(s, pending[0])
+                            outcome = _send_one(s, pending[0], self.modify)
                             if outcome.status is None and outcome.sent_as is not None:
                                 # Sent, never answered: the association is going down.
                                 # pynetdicom returns before its reactor has marked it.
@@ -285,7 +316,8 @@ class _Group:
                                               f"not stored: {exc.message}"))
 
 
-def _send_one(session: Any, instance: Instance) -> FileOutcome:
+def _send_one(session: Any, instance: Instance,
+              modify: Callable[[Any], None] | None = None) -> FileOutcome:
     assoc = session.assoc
     accepted = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
                 if cx.abstract_syntax == instance.sop_class_uid}
@@ -308,6 +340,17 @@ def _send_one(session: Any, instance: Instance) -> FileOutcome:
         return FileOutcome(instance.path, instance.sop_instance_uid, None,
                            f"the peer refused SOP class {instance.sop_class_uid}")
     try:
+        if modify is not None:
+            from pydicom import dcmread
+
+            ds = dcmread(instance.path)
+            modify(ds)
+            if instance.transfer_syntax not in accepted:
+                ds = _decoded(instance, ds)
+            sent_as = instance.transfer_syntax if instance.transfer_syntax in accepted else None
+            result = outcome(assoc.send_c_store(ds), sent_as or EXPLICIT_VR_LITTLE_ENDIAN)
+            return FileOutcome(result.path, str(ds.SOPInstanceUID), result.status,
+                               result.message, result.sent_as)
         if instance.transfer_syntax in accepted:
             return outcome(assoc.send_c_store(instance.path), instance.transfer_syntax)
         fallback = next((ts for ts in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
@@ -326,11 +369,11 @@ def _send_one(session: Any, instance: Instance) -> FileOutcome:
                            f"cannot send: {type(exc).__name__}: {exc}")
 
 
-def _decoded(instance: Instance) -> Any:
+def _decoded(instance: Instance, ds: Any = None) -> Any:
     """The data set in an uncompressed syntax: re-encoded by pynetdicom, or decompressed."""
     from pydicom import dcmread
 
-    ds = dcmread(instance.path)
+    ds = ds if ds is not None else dcmread(instance.path)
     if instance.transfer_syntax in UNCOMPRESSED:
         return ds
     try:
@@ -342,6 +385,51 @@ def _decoded(instance: Instance) -> Any:
             f"the peer refused {describe(instance.transfer_syntax)} and the file cannot be "
             f"decompressed: {detail}") from None
     return ds
+
+
+class Modifier:
+    """``--set Keyword=Value`` and ``--new-uids``: applied to each data set before sending.
+
+    New UIDs are consistent across the batch: every file of a study gets the same new Study
+    Instance UID, and so on (like storescu's +II/+IS/+IR together).
+    """
+
+    UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+    def __init__(self, assignments: Sequence[str], new_uids: bool) -> None:
+        from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+        self.values: list[tuple[str, str]] = []
+        for item in assignments:
+            keyword, sep, value = item.partition("=")
+            keyword = keyword.strip()
+            tag = tag_for_keyword(keyword)
+            if not sep or tag is None:
+                raise UsageError(f"--set {item!r}: expected Keyword=Value with a DICOM keyword")
+            if dictionary_VR(tag) == "SQ":
+                raise UsageError(f"--set {keyword}: sequences cannot be set this way")
+            self.values.append((keyword, value))
+        self.new_uids = new_uids
+        self._uids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _new(self, old: str) -> str:
+        from pydicom.uid import generate_uid
+
+        with self._lock:
+            if old not in self._uids:
+                self._uids[old] = generate_uid()
+            return self._uids[old]
+
+    def __call__(self, ds: Any) -> None:
+        for keyword, value in self.values:
+            setattr(ds, keyword, value)
+        if self.new_uids:
+            for keyword in self.UID_KEYWORDS:
+                if keyword in ds:
+                    setattr(ds, keyword, self._new(str(ds.data_element(keyword).value)))
+            if hasattr(ds, "file_meta"):
+                ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
 def check(summary: StoreSummary) -> None:

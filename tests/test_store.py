@@ -224,3 +224,73 @@ def test_jobs_use_parallel_associations_with_whole_studies(
             study_dir = event["path"].split("/")[1]
             by_peer.setdefault(event["calling_aet"], set()).add(study_dir)
     assert sum(len(s) for s in by_peer.values()) == 4  # each study went over one association
+
+
+def test_a_dicomdir_sends_what_it_references(serve_archive: Callable[..., ServedArchive],
+                                             tmp_path: Path) -> None:
+    from pydicom.fileset import FileSet
+    from support.datasets import make_dataset
+
+    fileset = FileSet()
+    sent = []
+    for _ in range(3):
+        ds = make_dataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        fileset.add(ds)
+        sent.append(ds.SOPInstanceUID)
+    fileset.write(tmp_path / "media")
+    served = serve_archive()
+    result = run_cli("store", served.address, str(tmp_path / "media" / "DICOMDIR"))
+    assert result.exit_code == 0, result.stderr
+    stored = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in served.files()}
+    assert stored == set(sent)
+    # The folder itself: the DICOMDIR is expanded, its files are not sent twice.
+    again = serve_archive()
+    result = run_cli("store", again.address, str(tmp_path / "media"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["sent"] == 3
+
+
+def test_new_uids_and_set_make_fresh_test_data(serve_archive: Callable[..., ServedArchive],
+                                               tmp_path: Path) -> None:
+    study, series = generate_uid(), generate_uid()
+    originals = [write_instance(tmp_path / "in" / f"{i}.dcm", StudyInstanceUID=study,
+                                SeriesInstanceUID=series) for i in range(3)]
+    served = serve_archive()
+    for _ in range(2):
+        result = run_cli("store", served.address, str(tmp_path / "in"), "--new-uids",
+                         "--set", "PatientID=ANON1", "--set", "PatientName=Test^Anon")
+        assert result.exit_code == 0, result.stderr
+    stored = [dcmread(p) for p in served.files()]
+    assert len(stored) == 6  # new instance UIDs each run: no duplicates
+    assert {d.PatientID for d in stored} == {"ANON1"}
+    assert {str(d.PatientName) for d in stored} == {"Test^Anon"}
+    assert len({d.StudyInstanceUID for d in stored}) == 2  # one new study per run
+    assert study not in {d.StudyInstanceUID for d in stored}
+    assert not {d.SOPInstanceUID for d in stored} & {d.SOPInstanceUID for d in originals}
+    assert all(d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID for d in stored)
+    result = run_cli("store", served.address, str(tmp_path / "in"), "--set", "NotAKey=1")
+    assert result.exit_code == 2
+    assert "expected Keyword=Value with a DICOM keyword" in result.stderr
+
+
+@pytest.mark.peer("orthanc")
+def test_store_to_orthanc(orthanc: Callable[..., Any], tmp_path: Path) -> None:
+    server = orthanc()
+    for i in range(5):
+        write_instance(tmp_path / f"{i}.dcm")
+    result = run_cli("store", server.address, str(tmp_path), "--jobs", "2")
+    assert result.exit_code == 0, result.stderr
+    assert server.rest.instance_count() == 5
+
+
+@pytest.mark.peer("dcmtk")
+def test_a_peer_that_aborts_every_time_exhausts_the_retries(
+        dcmtk_storescp: Callable[..., Any], tmp_path: Path) -> None:
+    scp = dcmtk_storescp("--abort-after")
+    write_instance(tmp_path / "a.dcm")
+    result = run_cli("store", scp.address, str(tmp_path), "--retries", "1")
+    assert result.exit_code == 5
+    assert "retry 1 of 1" in result.stderr
+    assert "no file was stored" in result.stderr

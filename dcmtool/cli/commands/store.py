@@ -22,6 +22,8 @@ EPILOG = """Examples:
   dcmtool store ORTHANC@127.0.0.1:4242 'study/*.dcm' --report sent.csv
   find /data -name '*.dcm' | dcmtool store PACS -
   dcmtool store 10.0.0.5 104 -aec STORESCP file.dcm
+  dcmtool store TESTPACS ./sample --new-uids --set PatientID=TEST01   # a fresh copy each run
+  dcmtool store PACS /media/cdrom/DICOMDIR    # what the DICOMDIR references
 
 Files are sent as their bytes when the peer accepts their transfer syntax; a compressed file
 the peer refuses is decompressed on the fly. Exit code 0 only when every file was stored
@@ -48,6 +50,11 @@ def store(
     resume: Annotated[Optional[Path], typer.Option("--resume", metavar="REPORT",
                       help="Skip files that a previous --report lists as stored.",
                       show_default=False)] = None,
+    assignments: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                           help="Set an attribute in every data set sent (repeatable; test "
+                           "data).", show_default=False)] = None,
+    new_uids: Annotated[bool, typer.Option("--new-uids", help="Give the batch new study, "
+                        "series and instance UIDs, consistently (test data).")] = False,
     json_output: options.JsonOutput = False,
     calling_aet: options.CallingAET = None,
     called_aet: options.CalledAET = None,
@@ -108,8 +115,11 @@ def store(
     def retrying(message: str, attempt: int, delay: float) -> None:
         console.err(f"dcmtool: {message}; retry {attempt} of {retries} in {delay:g} s")
 
+    from dcmtool.store import Modifier
+
+    modify = Modifier(assignments or [], new_uids) if (assignments or new_uids) else None
     summary = send(target, instances, jobs=jobs, retries=retries, on_file=progress,
-                   on_retry=retrying)
+                   on_retry=retrying, modify=modify)
     if progress:
         progress.clear()
     summary.skipped = skipped
