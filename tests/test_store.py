@@ -294,3 +294,36 @@ def test_a_peer_that_aborts_every_time_exhausts_the_retries(
     assert result.exit_code == 5
     assert "retry 1 of 1" in result.stderr
     assert "no file was stored" in result.stderr
+
+
+def test_more_than_128_contexts_over_real_associations(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    from support.datasets import make_dataset
+
+    from dcmtool._pynetdicom_fixes import apply
+
+    apply()
+    served = serve_archive(accept_unknown=True)
+    try:
+        for n in range(90):  # 45 explicit (1 context) + 45 implicit (2) = 135 contexts
+            ds = make_dataset(sop_class=f"1.2.826.0.1.3680043.9.7777.{n}")
+            write_instance(tmp_path / f"{n}.dcm", ds,
+                           transfer_syntax="1.2.840.10008.1.2" if n % 2 else EXPLICIT)
+        result = run_cli("store", served.address, str(tmp_path), "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["stored"] == 90
+        audit = [json.loads(x) for x in (served.root / "audit.jsonl").read_text().splitlines()]
+        assert len([e for e in audit if e["event"] == "association-opened"]) == 2
+    finally:
+        from pynetdicom import _config
+
+        _config.UNRESTRICTED_STORAGE_SERVICE = False
+
+
+def test_a_rejected_association_is_exit_4(pynetdicom_scp: Callable[..., Any],
+                                          tmp_path: Path) -> None:
+    scp = pynetdicom_scp(storage=True, require_calling_aet=["SOMEONE"])
+    write_instance(tmp_path / "a.dcm")
+    result = run_cli("store", scp.address, str(tmp_path))
+    assert result.exit_code == 4
+    assert "calling ae title not recognised" in result.stderr

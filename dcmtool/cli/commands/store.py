@@ -110,7 +110,8 @@ def store(
     if not instances:
         console.out("0 sent: every file was already stored")
         return
-    progress = _Progress() if sys.stderr.isatty() and not settings.quiet else None
+    progress = (_Progress({i.path: i.size for i in instances})
+                if sys.stderr.isatty() and not settings.quiet else None)
 
     def retrying(message: str, attempt: int, delay: float) -> None:
         console.err(f"dcmtool: {message}; retry {attempt} of {retries} in {delay:g} s")
@@ -134,11 +135,26 @@ def store(
 
 
 class _Progress:
-    def __init__(self) -> None:
+    """files, bytes, rate and ETA on one line of a terminal's stderr."""
+
+    def __init__(self, sizes: dict[Path, int]) -> None:
+        import time
+
+        self.sizes = sizes
+        self.total_bytes = sum(sizes.values())
         self.bytes = 0
+        self.started = time.monotonic()
 
     def __call__(self, outcome: FileOutcome, done: int, total: int) -> None:
-        sys.stderr.write(f"\r\x1b[Kstore: {done}/{total} files")
+        import time
+
+        self.bytes += self.sizes.get(outcome.path, 0)
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.bytes / elapsed
+        left = (self.total_bytes - self.bytes) / rate if rate else 0.0
+        sys.stderr.write(f"\r\x1b[Kstore: {done}/{total} files, {self.bytes / 1e6:.1f}/"
+                         f"{self.total_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, "
+                         f"ETA {left:.0f} s")
         sys.stderr.flush()
 
     def clear(self) -> None:
