@@ -39,6 +39,7 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import select
 import socket
 import struct
@@ -94,6 +95,10 @@ def _set_nodelay(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+#: Receive buffer allocated before any byte of a PDU has arrived.
+_RECV_CHUNK = 1 << 20
+
+
 def _patch_socket() -> None:
     from pynetdicom import transport
 
@@ -115,13 +120,15 @@ def _patch_socket() -> None:
         original_connect(self, primitive)
 
     def recv(self: Any, nr_bytes: int) -> bytearray:
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
+        # The PDU length is the peer's claim: allocate as the bytes arrive, not up front.
+        buffer = bytearray(min(nr_bytes, _RECV_CHUNK))
         received = 0
         while received < nr_bytes:
-            count = self.socket.recv_into(view[received:], nr_bytes - received)
+            if received == len(buffer):
+                buffer.extend(bytes(min(nr_bytes - received, len(buffer))))
+            with memoryview(buffer) as view, view[received:] as free:
+                count = self.socket.recv_into(free)
             if not count:  # connection closed: return what arrived, as pynetdicom does
-                del view
                 del buffer[received:]
                 return buffer
             received += count
@@ -290,6 +297,17 @@ def _wake_on_put(q: Any, wake: Callable[[], None]) -> None:
     q.put = put_and_wake
 
 
+def _wait_readable(socks: list[Any], timeout: float) -> None:
+    """select() raises for descriptors >= FD_SETSIZE (1024) on POSIX: use poll() there."""
+    if not hasattr(select, "poll"):  # Windows: no such limit on descriptor values
+        select.select(socks, [], [], timeout)
+        return
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock, select.POLLIN)
+    poller.poll(timeout * 1000)
+
+
 def _patch_event_loops() -> None:
     from pynetdicom import association, dul
 
@@ -314,7 +332,10 @@ def _patch_event_loops() -> None:
         _wake_on_put(self.dul.to_user_queue, wake.set)
 
         def idle(seconds: float) -> None:
-            # The reactor's loop-top sleep: block until something happens.
+            # The reactor's loop-top sleep: block until something happens. A pass takes one
+            # DIMSE message, so never wait while more are queued (one wake-up, several puts).
+            if not self.dimse.msg_queue.empty():
+                return
             wake.wait(max(seconds, IDLE_WAIT))
             wake.clear()
 
@@ -353,7 +374,7 @@ def _patch_event_loops() -> None:
                     return  # TLS: decrypted bytes already buffered
                 waiting.append(sock)
             try:
-                select.select(waiting, [], [], max(seconds, IDLE_WAIT))
+                _wait_readable(waiting, max(seconds, IDLE_WAIT))
             except (OSError, ValueError):
                 return  # socket closed under us: the loop notices
             try:
@@ -418,6 +439,9 @@ def _patch_tls_accept() -> None:
                 return
         original_handle(self)
 
+    # A handshake in progress (bounded by the ACSE timeout) must not hold up shutdown.
+    transport.ThreadedAssociationServer.block_on_close = False
+    transport.ThreadedAssociationServer.daemon_threads = True
     transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
     transport.RequestHandler.handle = handle  # type: ignore[method-assign]
 
@@ -476,19 +500,17 @@ def _patch_reactor_race() -> None:
     original_get_msg = ORIGINAL_GET_MSG = dimse.DIMSEServiceProvider.get_msg
 
     def get_msg(self: Any, block: bool = False) -> Any:
-        item = original_get_msg(self, block)
         if block:
-            return item
-        _context_id, msg = item
+            return original_get_msg(self, block)
+        q = self.msg_queue
+        try:
+            item = q.get(block=False)
+        except queue.Empty:
+            return None, None
         checkpoint = getattr(self.assoc, "_reactor_checkpoint", None)
-        if (
-            msg is not None
-            and checkpoint is not None
-            and not checkpoint.is_set()
-            and getattr(msg, "Status", None) is not None  # a response, not a request
-        ):
-            # A requestor is waiting for this response: give it back, first in line.
-            q = self.msg_queue
+        if checkpoint is not None and not checkpoint.is_set():
+            # Whoever paused the reactor reads the queue itself: its response, the
+            # (None, None) that wakes it on an abort, or a C-GET sub-operation.
             with q.mutex:
                 q.queue.appendleft(item)
                 q.unfinished_tasks += 1

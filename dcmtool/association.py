@@ -319,7 +319,7 @@ def open_association(
             raise _connection_error_message(peer, error)
         if not received:
             acse = peer.timeouts.acse
-            if acse is not None and elapsed_ms >= acse * 1000 * 0.95:
+            if acse and elapsed_ms >= acse * 1000 * 0.95:  # 0/None: no timeout
                 raise AssociationTimeout(
                     f"{peer.label} ({peer.host}:{peer.port}) did not answer the association "
                     f"request within {acse:g} s",

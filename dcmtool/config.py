@@ -490,15 +490,22 @@ def resolve_peer(
         max_pdu=_first(o.max_pdu, node.max_pdu if node else None, DEFAULT_MAX_PDU),
         timeouts=replace(
             base_timeouts,
-            connect=_first(o.connect_timeout, base_timeouts.connect),
-            acse=_first(o.acse_timeout, base_timeouts.acse),
-            dimse=_first(o.dimse_timeout, base_timeouts.dimse),
-            network=_first(o.network_timeout, base_timeouts.network),
+            connect=_override_timeout(o.connect_timeout, base_timeouts.connect),
+            acse=_override_timeout(o.acse_timeout, base_timeouts.acse),
+            dimse=_override_timeout(o.dimse_timeout, base_timeouts.dimse),
+            network=_override_timeout(o.network_timeout, base_timeouts.network),
         ),
         tls=tls,
         transfer_syntaxes=node.transfer_syntaxes if node else (),
         retrieve=node.retrieve if node else "move",
     )
+
+
+def _override_timeout(flag: float | None, base: float | None) -> float | None:
+    """A flag or variable of 0 means "no timeout", as 0 does in the config file."""
+    if flag is None:
+        return base
+    return None if flag == 0 else float(flag)
 
 
 def _first(*values: Any) -> Any:

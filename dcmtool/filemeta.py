@@ -34,9 +34,9 @@ class FileMeta:
         """The group-2 elements, group length first (without preamble and 'DICM')."""
         body = [
             _element(2, 0x0001, b"OB", b"\x00\x01"),
-            _element(2, 0x0002, b"UI", self.sop_class_uid.encode("ascii")),
-            _element(2, 0x0003, b"UI", self.sop_instance_uid.encode("ascii")),
-            _element(2, 0x0010, b"UI", self.transfer_syntax_uid.encode("ascii")),
+            _element(2, 0x0002, b"UI", self.sop_class_uid.encode("ascii", "replace")),
+            _element(2, 0x0003, b"UI", self.sop_instance_uid.encode("ascii", "replace")),
+            _element(2, 0x0010, b"UI", self.transfer_syntax_uid.encode("ascii", "replace")),
             _element(2, 0x0012, b"UI", self.implementation_class_uid.encode("ascii")),
             _element(2, 0x0013, b"SH", self.implementation_version_name.encode("ascii")),
         ]

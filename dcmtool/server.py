@@ -5,9 +5,11 @@ Handlers never raise: every outcome is a DIMSE status, a log line and an audit r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import shlex
+import socket
 import ssl
 import subprocess
 import threading
@@ -400,6 +402,12 @@ class RunningServer:
             if not assoc.is_established:
                 # Connected but never associated (a port probe, a stalled peer): pynetdicom
                 # would wait for the ACSE timeout; nothing is in flight, so close it now.
+                # Shut the socket first: a DUL blocked in recv() mid-PDU never reaches Sta1,
+                # and abort() waits for that forever.
+                sock = getattr(assoc.dul.socket, "socket", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                 assoc.abort()
                 continue
             assoc.join(max(0.0, deadline - time.monotonic()))
@@ -553,9 +561,9 @@ def build_serve_options(request: ServeRequest, config: Any) -> tuple[ServeOption
         allowed_calling_aets=allow,
         max_associations=int(pick("max_associations", default=100)),
         max_pdu=int(pick("max_pdu", default=262144)),
-        acse_timeout=pick("acse_timeout", default=30.0),
-        dimse_timeout=pick("dimse_timeout", default=60.0),
-        network_timeout=pick("network_timeout", default=60.0),
+        acse_timeout=pick("acse_timeout", default=30.0) or None,  # 0: no timeout
+        dimse_timeout=pick("dimse_timeout", default=60.0) or None,
+        network_timeout=pick("network_timeout", default=60.0) or None,
         tls_cert=pick("tls_cert"),
         tls_key=pick("tls_key"),
         tls_ca=pick("tls_ca"),

@@ -54,7 +54,9 @@ def associated(
 def send_file(served: ServedArchive, path: Path, monkeypatch: pytest.MonkeyPatch,
               **kwargs: Any) -> Dataset:
     """Send a file's data set bytes as they are (pynetdicom's chunked send)."""
-    meta = dcmread(path, stop_before_pixels=True).file_meta
+    from pydicom.filereader import read_file_meta_info
+
+    meta = read_file_meta_info(path)
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
     with associated(served, ((str(meta.MediaStorageSOPClassUID),
                               (str(meta.TransferSyntaxUID),)),), **kwargs) as assoc:
@@ -481,3 +483,58 @@ def test_serve_settings_precedence(tmp_path: Path) -> None:
     defaults, _, default_root = build_serve_options(ServeRequest(), load_config(None))
     assert (defaults.port, defaults.ae_title, defaults.bind, str(default_root)) == (
         11112, "DCMTOOL", "127.0.0.1", "dcmtool-archive")
+
+
+def test_a_non_ascii_uid_is_refused_and_the_association_survives(
+        serve_archive: ServeFactory) -> None:
+    served = serve_archive()
+    bad, good = make_dataset(), make_dataset()
+    bad.SOPInstanceUID = "1.2.3.\u00e94"
+    with associated(served) as assoc:
+        assert assoc.send_c_store(bad).Status == 0x0116
+        assert assoc.send_c_store(good).Status == 0x0000
+    assert len(served.files()) == 1
+    assert not any((served.root / ".incoming").iterdir())
+
+
+def test_reserved_names_do_not_hide_instances(serve_archive: ServeFactory,
+                                              tmp_path: Path) -> None:
+    root = tmp_path / "arch"
+    served = serve_archive(root=root)
+    for patient in ("worklist", "index.sqlite", "audit.jsonl"):
+        assert send(served, make_dataset(PatientID=patient)).Status == 0x0000
+    served.stop()
+    from dcmtool.archive.storage import Archive
+
+    archive = Archive(root, StorePolicy(min_free_bytes=0))
+    assert archive.reconcile().consistent
+    assert archive.index.counts()["instances"] == 3
+    archive.close()
+
+
+def test_a_truncated_deflated_data_set_is_refused(
+        serve_archive: ServeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zlib
+
+    served = serve_archive()
+    source = tmp_path / "deflated.dcm"
+    write_instance(source)
+    data = source.read_bytes()
+    head = len(data) - len(dataset_bytes(source))
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(dataset_bytes(source)) + compressor.flush()
+    meta = dcmread(source, stop_before_pixels=True).file_meta
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    from io import BytesIO
+
+    from pydicom.filewriter import write_file_meta_info
+
+    header = BytesIO()
+    header.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(header, meta)  # type: ignore[arg-type]
+    assert head > 0
+    source.write_bytes(header.getvalue() + deflated[: len(deflated) // 2])
+    status = send_file(served, source, monkeypatch)
+    assert status.Status == 0xC000
+    assert "truncated" in status.ErrorComment
+    assert served.files() == []

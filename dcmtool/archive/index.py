@@ -120,7 +120,9 @@ def element_text(element: Any) -> str | None:
     if value is None or value == "":
         return None
     if element.VR == "SQ":
-        return json.dumps([item.to_json_dict() for item in value], separators=(",", ":"))
+        # Values that break VR rules are stored as received; here they are left out.
+        return json.dumps([item.to_json_dict(suppress_invalid_tags=True) for item in value],
+                          separators=(",", ":"))
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join("" if v is None else str(v) for v in value)
     if isinstance(value, bytes):
@@ -188,7 +190,8 @@ class Index:
                 self._insert("instances", row, replace=True)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # BEGIN itself can fail ("database is locked")
+                    self._db.execute("ROLLBACK")
                 raise IndexFailure(f"index write failed: {exc}") from exc
             if len(self._known_series) > 100_000:
                 self._known_series.clear()
@@ -215,8 +218,11 @@ class Index:
 
     def remove(self, sop_instance_uid: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ?",
-                             (sop_instance_uid,))
+            try:
+                self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ?",
+                                 (sop_instance_uid,))
+            except sqlite3.Error as exc:
+                raise IndexFailure(f"index write failed: {exc}") from exc
 
     def remove_paths(self, paths: list[str]) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ into place atomically and indexes it. A status is returned for every outcome; no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from dcmtool.archive.index import (
     element_text,
 )
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
-from dcmtool.archive.structure import check_data_set
+from dcmtool.archive.structure import DEFLATED, StructureError, check_data_set
 
 LOG = logging.getLogger("dcmtool.archive")
 
@@ -210,26 +211,42 @@ class Archive:
                 if self.policy.duplicates == "ignore":
                     return StoreOutcome(SUCCESS, "duplicate ignored: kept the stored copy "
                                         "(--duplicates ignore)", sop_instance, sop_class, study)
+            relative = target.relative_to(self.root).as_posix()
+            # An overwrite keeps the stored copy aside until the new one is indexed.
+            backup = self.incoming / f"old-{os.getpid()}-{threading.get_ident()}"
+            kept = False
             try:
                 _ensure_directory(target.parent)
+                if existing is not None and existing == relative and target.exists():
+                    os.link(target, backup)
+                    kept = True
                 os.replace(temp, target)
             except OSError as exc:
+                if kept:
+                    backup.unlink(missing_ok=True)
                 return refuse(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}")
             # The directory's fsync (making the rename durable) overlaps the index write;
             # both finish before the sender hears success.
             dir_synced = _SYNC.submit(_fsync_directory, target.parent)
-            relative = target.relative_to(self.root).as_posix()
             record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
             try:
                 self.index.add(record, replace=existing is not None)
                 dir_synced.result()
-            except (IndexFailure, OSError) as exc:
-                self.index.remove(sop_instance)
-                if existing is None:
+            except Exception as exc:  # undo: nothing refused may stay in the archive
+                if kept:
+                    os.replace(backup, target)
+                else:
                     target.unlink(missing_ok=True)
-                return refuse(OUT_OF_RESOURCES, str(exc))
+                    if existing is None:
+                        with contextlib.suppress(IndexFailure):
+                            self.index.remove(sop_instance)
+                return refuse(OUT_OF_RESOURCES, f"cannot index {relative}: {exc}")
+            if kept:
+                backup.unlink(missing_ok=True)
             if existing is not None and existing != relative:
-                (self.root / existing).unlink(missing_ok=True)
+                old = self.root / existing
+                old.unlink(missing_ok=True)
+                _fsync_directory(old.parent)  # or a crash brings the replaced copy back
         note = " (replaced the stored copy)" if existing is not None else ""
         return StoreOutcome(SUCCESS, f"stored {relative}{note}", sop_instance, sop_class, study,
                             target, size)
@@ -237,6 +254,8 @@ class Archive:
     def _target(self, values: dict[str, str | None]) -> Path:
         """The file's path; each new parent directory is checked once to be inside the root."""
         relative = self.policy.layout.relative_path(values)
+        if relative.parts[0] in RESERVED:  # e.g. PatientID "worklist": reconcile skips those
+            relative = Path(relative.parts[0] + "_", *relative.parts[1:])
         target = self.root / relative
         parent = target.parent
         if parent not in self._checked_dirs:
@@ -264,8 +283,11 @@ class Archive:
                 raw_file.seek(0)
                 fh = BytesIO(raw_file.read())
             start, end = _data_set_bounds(fh)
-            walk = check_data_set(fh, start, end, transfer_syntax, self._wanted)
-        if walk is None:  # deflated: let pydicom inflate it
+            if transfer_syntax == DEFLATED[0]:  # Deflated Explicit VR Little Endian
+                walk = self._walk_deflated(fh, start)
+            else:
+                walk = check_data_set(fh, start, end, transfer_syntax, self._wanted)
+        if walk is None:  # not walked: let pydicom read it
             return self._values(self._read_header(path))
         fast = decode_simple(walk, self._keywords, self._dictionary_vrs)
         if fast is not None:
@@ -277,6 +299,28 @@ class Archive:
             for tag, e in sorted(walk.elements.items())
         }
         return self._values(Dataset(raw))
+
+    def _walk_deflated(self, fh: Any, start: int) -> Any:
+        """Inflate into a scratch file, bounded, and walk that: never the whole thing in memory
+        (pydicom inflates a deflated data set in one call: a 1 MB C-STORE can claim GBs)."""
+        import tempfile
+        import zlib
+
+        fh.seek(start)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        with tempfile.TemporaryFile(dir=self.incoming) as out:
+            total = 0
+            while not inflater.eof:
+                chunk = inflater.unconsumed_tail or fh.read(1 << 20)
+                if not chunk:
+                    raise StructureError("the deflated data set is truncated")
+                data = inflater.decompress(chunk, 1 << 22)
+                total += len(data)
+                if total > _MAX_INFLATED:
+                    raise StructureError(f"the deflated data set inflates past "
+                                         f"{_MAX_INFLATED >> 20} MiB")
+                out.write(data)
+            return check_data_set(out, 0, out.tell(), EXPLICIT_LE, self._wanted)
 
     def _read_header(self, path: Path) -> Any:
         from pydicom import dcmread
@@ -349,6 +393,10 @@ class Archive:
                 progress(number)
         return added, unreadable
 
+
+#: Largest inflated size accepted for a deflated data set.
+_MAX_INFLATED = 1 << 30
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 #: Received files up to this size are checked in memory.
 _IN_MEMORY = 4 * 1024 * 1024
