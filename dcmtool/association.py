@@ -211,21 +211,17 @@ class Association:
     assoc: Any  # pynetdicom.association.Association
     negotiation: Negotiation
 
-    def check_alive(self, during: str) -> None:
-        """Raise ``AssociationAborted`` if the peer aborted or the link dropped."""
-        if self.assoc.is_aborted or not self.assoc.is_established:
-            raise AssociationAborted(
-                f"{self.peer.label} aborted the association during {during}",
-                hint="the peer's log says why; it may have refused the data or hit a limit",
-            )
+    def lost(self, during: str) -> AssociationAborted:
+        """The error for a request sent and never answered: the association is going down.
 
-    def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None) -> Any:
-        for cx in self.assoc.accepted_contexts:
-            if cx.abstract_syntax == abstract_syntax and (
-                transfer_syntax is None or cx.transfer_syntax[0] == transfer_syntax
-            ):
-                return cx
-        return None
+        pynetdicom wakes the requestor before its reactor has marked the association aborted;
+        waiting for that thread lets the caller see a settled association afterwards.
+        """
+        self.assoc.join(2.0)
+        return AssociationAborted(
+            f"{self.peer.label} aborted the association during {during}",
+            hint="the peer's log says why; it may have refused the data or hit a limit",
+        )
 
 
 @contextmanager

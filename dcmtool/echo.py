@@ -15,7 +15,7 @@ from dcmtool.association import (
     open_association,
 )
 from dcmtool.config import Peer
-from dcmtool.errors import AssociationAborted, DcmtoolError, DimseFailure
+from dcmtool.errors import DcmtoolError, DimseFailure
 from dcmtool.sopclasses import VERIFICATION, storage_sop_classes
 from dcmtool.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -109,11 +109,7 @@ def echo(
                     dimse = peer.timeouts.dimse
                     if dimse is None or rtt < dimse * 900:
                         # No answer long before the DIMSE timeout: the peer aborted or closed.
-                        # pynetdicom wakes us before its reactor has marked the association.
-                        session.assoc.join(2.0)
-                        raise AssociationAborted(
-                            f"{peer.label} aborted the association during C-ECHO {sequence}",
-                            hint="the peer's log says why")
+                        raise session.lost(f"C-ECHO {sequence}")
                     raise DcmtoolError(
                         f"{peer.label} did not answer C-ECHO {sequence} within "
                         f"{peer.timeouts.dimse} s", hint="raise --dimse-timeout for slow peers")

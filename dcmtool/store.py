@@ -286,12 +286,7 @@ class _Group:
                         while pending:
                             outcome = _send_one(s, pending[0], self.modify)
                             if outcome.status is None and outcome.sent_as is not None:
-                                # Sent, never answered: the association is going down.
-                                # pynetdicom returns before its reactor has marked it.
-                                s.assoc.join(2.0)
-                                raise AssociationAborted(
-                                    f"{self.peer.label} aborted the association while "
-                                    f"{pending[0].path.name} was being sent")
+                                raise s.lost(f"the C-STORE of {pending[0].path.name}")
                             self.record(pending.pop(0), outcome)
                 except (ConnectionFailed, AssociationAborted) as exc:
                     failures += 1

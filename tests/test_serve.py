@@ -231,30 +231,23 @@ def test_an_unparseable_data_set_answers_cannot_understand(
     assert not any((served.root / ".incoming").iterdir())
 
 
-def test_a_data_set_of_another_sop_class_answers_a900(serve_archive: ServeFactory) -> None:
+def test_a_data_set_of_another_sop_class_answers_a900(
+        serve_archive: ServeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served = serve_archive()
+    source = tmp_path / "mismatch.dcm"
     ds = make_dataset(sop_class="1.2.840.10008.5.1.4.1.1.4")  # MR in the data set
-    with associated(served, ((CT, (EXPLICIT,)),)) as assoc:
-        # pynetdicom takes the request's SOP class from the data set: claim CT in the request
-        from pynetdicom.dimse_primitives import C_STORE
-        from pynetdicom.dsutils import encode
+    write_instance(source, ds)
+    ds.file_meta.MediaStorageSOPClassUID = CT  # the chunked send takes the request's from here
+    from io import BytesIO
 
-        request = C_STORE()
-        request.MessageID = 1
-        request.AffectedSOPClassUID = CT
-        request.AffectedSOPInstanceUID = ds.SOPInstanceUID
-        request.Priority = 2
-        from io import BytesIO
+    from pydicom.filewriter import write_file_meta_info
 
-        request.DataSet = BytesIO(encode(ds, False, True))
-        context = assoc.accepted_contexts[0]
-        assoc._reactor_checkpoint.clear()
-        while not assoc._is_paused:
-            time.sleep(0.0001)
-        assoc.dimse.send_msg(request, context.context_id)
-        _, response = assoc.dimse.get_msg(block=True)
-        assoc._reactor_checkpoint.set()
-    assert response.Status == 0xA900
+    header = BytesIO()
+    header.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(header, ds.file_meta)  # type: ignore[arg-type]
+    source.write_bytes(header.getvalue() + dataset_bytes(source))
+    status = send_file(served, source, monkeypatch)
+    assert status.Status == 0xA900
     assert served.files() == []
 
 

@@ -459,13 +459,6 @@ def _data_set_bounds(fh: Any) -> tuple[int, int]:
     return start, fh.seek(0, 2)
 
 
-def check_data_set_file(path: Path, transfer_syntax: str) -> None:
-    """Walk the data set after the File Meta Information (see ``structure``)."""
-    with path.open("rb") as fh:
-        start, end = _data_set_bounds(fh)
-        check_data_set(fh, start, end, transfer_syntax)
-
-
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
