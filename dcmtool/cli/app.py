@@ -13,6 +13,7 @@ import typer
 
 from dcmtool.cli import console, options
 from dcmtool.cli.commands import config as config_cmd
+from dcmtool.cli.commands import convert as convert_cmd
 from dcmtool.cli.commands import echo as echo_cmd
 from dcmtool.cli.commands import pending
 from dcmtool.cli.commands import serve as serve_cmd
@@ -161,6 +162,7 @@ for _name, _summary in pending.COMMANDS.items():
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(guarded(pending.make(_name)))
 app.command("serve", epilog=serve_cmd.EPILOG)(guarded(serve_cmd.serve))
+app.command("convert", epilog=convert_cmd.EPILOG)(guarded(convert_cmd.convert))
 app.add_typer(config_cmd.app, name="config", callback=guarded(config_cmd.config_root))
 
 

@@ -13,7 +13,6 @@ COMMANDS = {
     "move": "Retrieve with C-MOVE",
     "get": "Retrieve with C-GET",
     "mwl": "Query a modality worklist",
-    "convert": "Transcode files to another transfer syntax",
     "dicomdir": "Build a DICOMDIR for media",
 }
 

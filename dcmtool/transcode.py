@@ -1,0 +1,614 @@
+"""Transfer-syntax transcoding: the core that convert, store, serve and dicomdir share.
+
+Decoding goes through pydicom's pixel plugins (pylibjpeg: libjpeg, openjpeg, rle). Encoding
+uses pydicom's encoders where it has one (RLE, JPEG-LS through pyjpegls, JPEG 2000 through
+openjpeg) and imagecodecs' libjpeg-turbo for the JPEG family, which pydicom cannot encode.
+
+The rules follow PS3.5 section 8 and what DCMTK's dcmcjpeg/dcmdjpeg do:
+
+* colour is encoded from RGB: YBR_FULL/YBR_FULL_422 sources are converted first; JPEG
+  baseline stores YBR_FULL_422, JPEG 2000 YBR_RCT (lossless) or YBR_ICT (lossy), the lossless
+  JPEG family and JPEG-LS keep RGB; planar configuration becomes 0;
+* signed pixels and bits stored below bits allocated are encoded as their stored bits;
+* every frame is one fragment behind a basic offset table;
+* lossy output sets Lossy Image Compression "01", ratio and method, Derivation Description
+  and Code Sequence, ImageType DERIVED, and gets a new SOP Instance UID that references the
+  original in the Source Image Sequence, unless the caller keeps the UID;
+* a syntax is lossy only when the caller names a lossy one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dcmtool.errors import DcmtoolError, UsageError
+from dcmtool.syntaxes import TRANSFER_SYNTAXES, TransferSyntax, describe, lookup
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+UNCOMPRESSED = frozenset({IMPLICIT, EXPLICIT, BIG_ENDIAN, DEFLATED})
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+JPEG_LOSSLESS_P14 = "1.2.840.10008.1.2.4.57"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG_LS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR = "1.2.840.10008.1.2.4.81"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+J2K = "1.2.840.10008.1.2.4.91"
+RLE = "1.2.840.10008.1.2.5"
+
+#: Encoded by imagecodecs (libjpeg-turbo); the rest of the compressed targets by pydicom.
+JPEG_FAMILY = frozenset({JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_P14, JPEG_LOSSLESS_SV1})
+
+#: Lossy Image Compression Method (0028,2114) defined terms, PS3.3 C.7.6.1.1.5.1.
+LOSSY_METHODS = {
+    JPEG_BASELINE: "ISO_10918_1",
+    JPEG_EXTENDED: "ISO_10918_1",
+    JPEG_LS_NEAR: "ISO_14495_1",
+    J2K: "ISO_15444_1",
+}
+
+#: Pixel data elements whose words change order with the byte order of the syntax.
+_SWAPPED_VRS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+class TranscodeError(DcmtoolError):
+    """One data set cannot be converted; the message says which syntax and why."""
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Tuning for the lossy syntaxes, and whether lossy output keeps its SOP Instance UID."""
+
+    quality: int = 90  # JPEG baseline/extended, 1-100
+    ratio: float = 10.0  # JPEG 2000 lossy compression ratio
+    near: int = 2  # JPEG-LS near-lossless maximum error
+    keep_uid: bool = False
+
+
+@dataclass(frozen=True)
+class Codec:
+    """What the installed plugins can do with one transfer syntax."""
+
+    syntax: TransferSyntax
+    decode: bool
+    encode: bool
+    decoders: tuple[str, ...]
+    encoders: tuple[str, ...]
+
+
+def codecs() -> list[Codec]:
+    """Decode and encode support for every known transfer syntax, with the plugins' names."""
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.pixels.encoders.base import get_encoder
+
+    rows: list[Codec] = []
+    for ts in TRANSFER_SYNTAXES:
+        if ts.uid in UNCOMPRESSED:
+            rows.append(Codec(ts, True, True, ("pydicom",), ("pydicom",)))
+            continue
+        decoders: tuple[str, ...] = ()
+        try:
+            decoders = tuple(get_decoder(ts.uid).available_plugins)
+        except (NotImplementedError, ValueError):
+            pass
+        encoders: tuple[str, ...] = ()
+        if ts.uid in JPEG_FAMILY:
+            encoders = ("imagecodecs",) if _imagecodecs() is not None else ()
+        else:
+            try:
+                encoders = tuple(get_encoder(ts.uid).available_plugins)
+            except (NotImplementedError, ValueError):
+                pass
+        rows.append(Codec(ts, bool(decoders), bool(encoders), decoders, encoders))
+    return rows
+
+
+def can_encode(uid: str) -> bool:
+    return any(c.syntax.uid == uid and c.encode for c in codecs())
+
+
+def target_syntax(name: str) -> TransferSyntax:
+    """The syntax a user named, checked to be one this installation can write."""
+    ts = lookup(name)
+    if ts is None:
+        names = ", ".join(c.syntax.name for c in codecs() if c.encode)
+        raise UsageError(f"unknown transfer syntax {name!r}", hint=f"choose one of: {names}")
+    if not can_encode(ts.uid):
+        names = ", ".join(c.syntax.name for c in codecs() if c.encode)
+        raise UsageError(f"cannot encode {ts.name} ({ts.title}) with the installed plugins",
+                         hint=f"choose one of: {names}")
+    return ts
+
+
+def transcode(ds: Any, target_uid: str, options: EncodeOptions | None = None) -> Any:
+    """Convert ``ds`` (with file_meta) to ``target_uid`` in place and return it.
+
+    Raises TranscodeError naming the source and target syntax when the pixel data cannot be
+    decoded or cannot be represented in the target.
+    """
+    options = options or EncodeOptions()
+    source_uid = str(ds.file_meta.TransferSyntaxUID)
+    if source_uid == target_uid:
+        return ds
+    target = lookup(target_uid)
+    if target is None:
+        raise TranscodeError(f"unknown target transfer syntax {target_uid}")
+    has_pixels = "PixelData" in ds
+    source_lossy = bool(lookup(source_uid) and lookup(source_uid).lossy)  # type: ignore[union-attr]
+    if has_pixels and source_uid not in UNCOMPRESSED:
+        _decompress(ds, source_uid)
+    elif source_uid == BIG_ENDIAN:
+        _swap_words(ds)
+        ds.file_meta.TransferSyntaxUID = EXPLICIT  # the words are little endian now
+    if source_lossy and ds.get("LossyImageCompression") != "01":
+        ds.LossyImageCompression = "01"  # once lossy, always lossy (PS3.3 C.7.6.1.1.5)
+
+    if target_uid in UNCOMPRESSED:
+        if target_uid == BIG_ENDIAN:
+            _swap_words(ds)
+        ds.file_meta.TransferSyntaxUID = target_uid
+        return ds
+    if not has_pixels:
+        raise TranscodeError(f"cannot write {target.name}: the data set has no Pixel Data "
+                             "(compressed syntaxes are for images)")
+    _check_profile(ds, target)
+    before = _native_size(ds)
+    if target_uid in JPEG_FAMILY:
+        _encode_jpeg(ds, target_uid, options)
+    else:
+        _encode_pydicom(ds, target_uid, options)
+    if target.lossy:
+        after = sum(len(f) for f in _fragments(ds))
+        _mark_lossy(ds, target_uid, before / max(after, 1), options.keep_uid)
+    return ds
+
+
+def _decompress(ds: Any, source_uid: str) -> None:
+    try:
+        # The instance stays the same one (pydicom would give it a new UID by default).
+        ds.decompress(generate_instance_uid=False, as_rgb=True)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())  # one line: codecs report several
+        raise TranscodeError(f"cannot decode {describe(source_uid)} pixel data: {detail}") \
+            from None
+    if "PixelData" in ds and ds.get("BitsAllocated", 8) > 8:
+        ds["PixelData"].VR = "OW"
+
+
+def _swap_words(ds: Any) -> None:
+    """Byte-swap OW/OL/OF/OD/OV values: pydicom keeps them as read, in the file's order.
+
+    Pixel Data swaps by pixel cell (16 or 32 bits); 8-bit pixels in OW swap as 16-bit words.
+    """
+    import numpy as np
+
+    def visit(dataset: Any) -> None:
+        for elem in dataset:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    visit(item)
+            elif elem.VR in _SWAPPED_VRS and elem.value and not elem.is_undefined_length:
+                width = _SWAPPED_VRS[elem.VR]
+                if elem.tag == 0x7FE00010 and elem.VR == "OW":
+                    width = max(2, int(dataset.get("BitsAllocated", 16)) // 8)
+                raw = bytes(elem.value)
+                usable = len(raw) - len(raw) % width
+                swapped = np.frombuffer(raw[:usable], f">u{width}").astype(f"<u{width}")
+                elem.value = swapped.tobytes() + raw[usable:]
+
+    visit(ds)
+
+
+def _check_profile(ds: Any, target: TransferSyntax) -> None:
+    """Refuse, in one line, an image that PS3.5 section 8.2 does not allow in ``target``."""
+    from pydicom.pixels.encoders.base import ENCODING_PROFILES
+
+    profiles = ENCODING_PROFILES.get(target.uid)  # type: ignore[call-overload]
+    if not profiles:
+        return
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if samples == 3 and photometric in ("YBR_FULL", "YBR_FULL_422", "RGB"):
+        photometric = "RGB"  # encoded from RGB; the encoder sets the final value
+    representation = int(ds.get("PixelRepresentation", 0))
+    allocated = int(ds.BitsAllocated)
+    stored = int(ds.get("BitsStored", allocated))
+    for pi, spp, reps, allocs, stores in profiles:
+        if pi in (photometric, "YBR_FULL_422" if photometric == "RGB" else "",
+                  "YBR_RCT" if photometric == "RGB" else "",
+                  "YBR_ICT" if photometric == "RGB" else "") and spp == samples \
+                and representation in reps and allocated in allocs and stored in stores:
+            return
+    kind = f"{stored}-bit{' signed' if representation else ''} {photometric}"
+    if samples > 1:
+        kind += f" ({samples} samples)"
+    raise TranscodeError(f"cannot encode {kind} pixels (bits allocated {allocated}) as "
+                         f"{target.name}: PS3.5 section 8.2 does not allow them in it",
+                         hint="choose another syntax, such as explicit or j2k-lossless")
+
+
+def _native_size(ds: Any) -> int:
+    return len(ds.PixelData)
+
+
+def _rgb_frames(ds: Any) -> Any:
+    """The pixel array, colour as interleaved RGB; updates the Image Pixel module to match."""
+    from pydicom.pixels.processing import convert_color_space
+
+    arr = ds.pixel_array
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        if photometric in ("YBR_FULL", "YBR_FULL_422"):
+            arr = convert_color_space(arr, "YBR_FULL", "RGB")
+            ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    return arr
+
+
+def _encode_pydicom(ds: Any, target_uid: str, options: EncodeOptions) -> None:
+    arr = _rgb_frames(ds)
+    kwargs: dict[str, Any] = {}
+    if target_uid in (J2K_LOSSLESS, J2K) and ds.get("PhotometricInterpretation") == "RGB":
+        # The reversible/irreversible colour transform is what makes colour J2K small.
+        ds.PhotometricInterpretation = "YBR_RCT" if target_uid == J2K_LOSSLESS else "YBR_ICT"
+    if target_uid == J2K:
+        kwargs["j2k_cr"] = [options.ratio]
+    if target_uid == JPEG_LS_NEAR:
+        kwargs["jls_error"] = options.near
+    try:
+        ds.compress(target_uid, arr, generate_instance_uid=False, **kwargs)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise TranscodeError(f"cannot encode as {describe(target_uid)}: {detail}") from None
+
+
+def _encode_jpeg(ds: Any, target_uid: str, options: EncodeOptions) -> None:
+    """The JPEG family with libjpeg-turbo: lossless SV1/P14, baseline (8-bit), extended (12)."""
+    import numpy as np
+    from pydicom.encaps import encapsulate
+
+    codecs_module = _imagecodecs()
+    if codecs_module is None:
+        raise TranscodeError(f"cannot encode as {describe(target_uid)}: imagecodecs is not "
+                             "installed")
+    samples = int(ds.get("SamplesPerPixel", 1))
+    bits_allocated = int(ds.BitsAllocated)
+    bits_stored = int(ds.get("BitsStored", bits_allocated))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    lossless = target_uid in (JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_P14)
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR" and not lossless:
+        raise TranscodeError(f"cannot encode PALETTE COLOR as {describe(target_uid)}: lossy "
+                             "JPEG needs greyscale or RGB")
+    if not lossless:
+        precision = 8 if target_uid == JPEG_BASELINE else (8 if bits_stored <= 8 else 12)
+        if bits_stored > precision or signed or (samples == 3 and precision != 8):
+            raise TranscodeError(
+                f"cannot encode {bits_stored}-bit {'signed ' if signed else ''}"
+                f"{photometric} as {describe(target_uid)} (it holds "
+                f"{'8' if target_uid == JPEG_BASELINE else '8 or 12'}-bit unsigned pixels)",
+                hint="choose a lossless syntax or j2k for this image")
+    elif bits_stored > 16 or bits_allocated > 16:
+        raise TranscodeError(f"cannot encode {bits_stored}-bit pixels as "
+                             f"{describe(target_uid)} (at most 16 bits)")
+    arr = _rgb_frames(ds)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1:
+        arr = arr[np.newaxis]
+    unsigned = np.uint8 if bits_allocated <= 8 else np.uint16
+    encoded: list[bytes] = []
+    try:
+        for frame in arr:
+            if lossless:
+                # JPEG has no sign: store the raw bits at the allocated precision, as DCMTK
+                # and GDCM do; decoders restore the sign from Pixel Representation. The
+                # precision is always given: imagecodecs would label 16-bit data as 12-bit.
+                data = frame.view(unsigned) if frame.dtype.kind == "i" else \
+                    frame.astype(unsigned, copy=False)
+                encoded.append(bytes(codecs_module.jpeg8_encode(
+                    np.ascontiguousarray(data), lossless=True, predictor=1,
+                    bitspersample=8 if bits_allocated <= 8 else 16,
+                    colorspace="RGB" if samples == 3 else None,
+                    outcolorspace="RGB" if samples == 3 else None)))
+            elif samples == 3:
+                encoded.append(bytes(codecs_module.jpeg8_encode(
+                    np.ascontiguousarray(frame.astype(np.uint8)), level=options.quality,
+                    colorspace="RGB", outcolorspace="YCBCR", subsampling="422")))
+            else:
+                data = frame.astype(unsigned) & ((1 << precision) - 1)
+                encoded.append(bytes(codecs_module.jpeg8_encode(
+                    np.ascontiguousarray(data), level=options.quality,
+                    bitspersample=precision)))
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise TranscodeError(f"cannot encode as {describe(target_uid)}: {detail}") from None
+    ds.PixelData = encapsulate(encoded)
+    elem = ds["PixelData"]
+    elem.VR = "OB"
+    elem.is_undefined_length = True
+    if samples == 3 and not lossless:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.file_meta.TransferSyntaxUID = target_uid
+    ds._pixel_array = None
+    ds._pixel_id = {}
+
+
+def _fragments(ds: Any) -> list[bytes]:
+    from pydicom.encaps import generate_fragments
+
+    return list(generate_fragments(ds.PixelData))
+
+
+def _mark_lossy(ds: Any, target_uid: str, ratio: float, keep_uid: bool) -> None:
+    """What PS3.3 C.7.6.1.1.5 and DCMTK's lossy codecs record about a lossy step."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    method = LOSSY_METHODS.get(target_uid, "")
+    ds.LossyImageCompression = "01"
+    ratios = [str(r) for r in _multi(ds.get("LossyImageCompressionRatio"))]
+    methods = [str(m) for m in _multi(ds.get("LossyImageCompressionMethod"))]
+    ds.LossyImageCompressionRatio = [*ratios, f"{ratio:.2f}"[:16]]
+    ds.LossyImageCompressionMethod = [*methods, method]
+    if "ImageType" in ds:
+        image_type = list(_multi(ds.ImageType)) or ["DERIVED"]
+        image_type[0] = "DERIVED"
+        ds.ImageType = image_type
+    description = f"Lossy compression with {describe(target_uid)}, ratio {ratio:.2f}"
+    previous = str(ds.get("DerivationDescription", ""))
+    ds.DerivationDescription = (f"{previous}; {description}" if previous else description)[:1024]
+    code = Dataset()
+    code.CodeValue = "113040"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Lossy Compression"
+    sequence = list(ds.get("DerivationCodeSequence", []))
+    ds.DerivationCodeSequence = [*sequence, code]
+    if keep_uid:
+        return
+    source = Dataset()
+    source.ReferencedSOPClassUID = ds.SOPClassUID
+    source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    ds.SourceImageSequence = [*list(ds.get("SourceImageSequence", [])), source]
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def _multi(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+_IMAGECODECS: Any = False
+
+
+def _imagecodecs() -> Any:
+    """imagecodecs when it is installed with a JPEG 8 codec; ``None`` otherwise."""
+    global _IMAGECODECS
+    if _IMAGECODECS is False:
+        try:
+            import imagecodecs
+
+            _IMAGECODECS = imagecodecs if imagecodecs.JPEG8.available else None
+        except ImportError:
+            _IMAGECODECS = None
+    return _IMAGECODECS
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def read_dataset(path: Path) -> Any:
+    """The whole data set of a DICOM file. Raises NotDicom or TranscodeError."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = dcmread(path)
+        ds.file_meta.TransferSyntaxUID  # noqa: B018 - a file without it cannot be converted
+        return ds
+    except InvalidDicomError:
+        raise NotDicom(f"{path}: not a DICOM file") from None
+    except (AttributeError, KeyError):
+        raise NotDicom(f"{path}: no File Meta Information (transfer syntax unknown)") from None
+    except (EOFError, ValueError, OSError) as exc:
+        raise TranscodeError(f"cannot read: {' '.join(str(exc).split()) or 'truncated'}") \
+            from None
+
+
+class NotDicom(DcmtoolError):
+    """An input that is not a DICOM Part 10 file: skipped and counted, not a failure."""
+
+
+def write_dataset(ds: Any, path: Path) -> int:
+    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    The File Meta names dcmtool as the implementation that wrote it. Returns the size.
+    """
+    from pydicom import dcmwrite
+
+    from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+
+    for _ in ds.iterall():
+        pass  # parse every element: a file whose VRs are not what its syntax says gets them
+    meta = ds.file_meta
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = implementation_version_name()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".dcmtool-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # dcmwrite, not save_as: save_as refuses to change the byte order.
+            dcmwrite(fh, ds, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+            size = fh.tell()
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    return size
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+@dataclass
+class ConvertOutcome:
+    """What happened to one input file."""
+
+    source: Path
+    destination: Path | None
+    status: str  # converted | unchanged | failed | skipped
+    source_syntax: str = ""
+    message: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class ConvertSummary:
+    outcomes: list[ConvertOutcome]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+ConvertProgress = Callable[[ConvertOutcome, int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """One file to convert and where its result goes (picklable: it crosses processes)."""
+
+    source: Path
+    destination: Path
+    target_uid: str
+    options: EncodeOptions
+
+
+def convert_file(job: ConvertJob) -> ConvertOutcome:
+    """Convert one file; every failure becomes an outcome, never an exception."""
+    size = 0
+    try:
+        size = job.source.stat().st_size
+        ds = read_dataset(job.source)
+        source_uid = str(ds.file_meta.TransferSyntaxUID)
+        if source_uid == job.target_uid and job.source.resolve() == job.destination.resolve():
+            return ConvertOutcome(job.source, job.destination, "unchanged", source_uid,
+                                  "already in the target syntax", size, size)
+        transcode(ds, job.target_uid, job.options)
+        written = write_dataset(ds, job.destination)
+        status = "unchanged" if source_uid == job.target_uid else "converted"
+        return ConvertOutcome(job.source, job.destination, status, source_uid, "", size,
+                              written)
+    except NotDicom as exc:
+        return ConvertOutcome(job.source, None, "skipped", "", exc.message, size)
+    except DcmtoolError as exc:
+        return ConvertOutcome(job.source, None, "failed", "", exc.message, size)
+    except MemoryError:
+        return ConvertOutcome(job.source, None, "failed", "", "out of memory", size)
+    except OSError as exc:
+        return ConvertOutcome(job.source, None, "failed", "",
+                              f"cannot write: {exc.strerror or exc}", size)
+    except Exception as exc:  # a bad file costs one outcome, never the batch
+        detail = " ".join(str(exc).split())
+        return ConvertOutcome(job.source, None, "failed", "",
+                              f"cannot convert: {type(exc).__name__}: {detail}", size)
+
+
+def plan_jobs(inputs: list[str], target_uid: str, options: EncodeOptions, *,
+              out_dir: Path | None, in_place: bool) -> list[ConvertJob]:
+    """Pair each input file with its destination: mirrored under ``out_dir`` or itself."""
+    if in_place == (out_dir is not None):
+        raise UsageError("give either -o OUTDIR or --in-place")
+    jobs: list[ConvertJob] = []
+    for item in inputs:
+        base = Path(item)
+        if base.is_dir():
+            files = sorted(p for p in base.rglob("*") if p.is_file()
+                           and not p.name.startswith(".dcmtool-"))
+            pairs = [(p, p.relative_to(base)) for p in files]
+        elif base.is_file():
+            pairs = [(base, Path(base.name))]
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+        for source, relative in pairs:
+            destination = source if in_place else out_dir / relative  # type: ignore[operator]
+            jobs.append(ConvertJob(source, destination, target_uid, options))
+    if out_dir is not None:
+        for job in jobs:
+            if job.source.resolve() == job.destination.resolve():
+                raise UsageError(f"{job.source}: the output folder is the input folder",
+                                 hint="use --in-place to overwrite the inputs")
+    return jobs
+
+
+def convert(jobs: list[ConvertJob], *, processes: int = 1,
+            progress: ConvertProgress | None = None) -> ConvertSummary:
+    """Run the jobs, in ``processes`` worker processes when more than one."""
+    import time
+
+    started = time.monotonic()
+    outcomes: list[ConvertOutcome] = []
+
+    def record(outcome: ConvertOutcome) -> None:
+        outcomes.append(outcome)
+        if progress:
+            progress(outcome, len(outcomes), len(jobs))
+
+    if processes <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            record(convert_file(job))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork keeps start-up cheap (the codecs are imported once, in the parent).
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        _warm_up()
+        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            chunk = max(1, min(16, len(jobs) // (processes * 4)))
+            for outcome in pool.map(convert_file, jobs, chunksize=chunk):
+                record(outcome)
+    return ConvertSummary(outcomes, time.monotonic() - started)
+
+
+def _warm_up() -> None:
+    """Import the codec stack before forking, so each worker does not pay for it."""
+    import pydicom.pixels  # noqa: F401
+
+    _imagecodecs()
+
+
+def check(summary: ConvertSummary) -> None:
+    """Raise the error that gives the right exit code when some files failed."""
+    from dcmtool.errors import PartialFailure
+
+    failed = summary.count("failed")
+    if not failed:
+        return
+    done = summary.count("converted") + summary.count("unchanged")
+    first = next(o for o in summary.outcomes if o.status == "failed")
+    if done:
+        raise PartialFailure(f"{failed} of {failed + done} files failed "
+                             f"(first: {first.source}: {first.message})")
+    raise DcmtoolError(f"no file was converted (first: {first.source}: {first.message})")
