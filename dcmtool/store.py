@@ -4,8 +4,9 @@ Each file's header is read first (stopping before pixel data); files are grouped
 and for each class the files' own transfer syntaxes are proposed plus explicit and implicit VR
 little endian as fallbacks (seed 004's STORAGE-SCU policy). A file whose syntax was accepted is
 sent as its bytes (pynetdicom's chunked send: never decoded); otherwise an uncompressed one is
-re-encoded and a compressed one decompressed by pydicom's plugins. Every file gets an outcome;
-nothing raises for one bad file.
+re-encoded and a compressed one decompressed, both through the convert core (dcmtool.transcode).
+``--ts`` sends everything in one chosen syntax instead. Every file gets an outcome; nothing
+raises for one bad file.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from dcmtool.errors import (
     UsageError,
 )
 from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
+from dcmtool.transcode import EncodeOptions, TranscodeError, transcode
 
-UNCOMPRESSED = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.2"}
 #: Warning statuses of C-STORE (PS3.4 B.2.3): the instance was stored.
 WARNINGS = {0xB000, 0xB006, 0xB007}
 
@@ -160,11 +161,13 @@ def dicomdir_files(path: Path) -> list[Path]:
     return files
 
 
-def plan(instances: Sequence[Instance]) -> list[tuple[list[ContextRequest], list[Instance]]]:
+def plan(instances: Sequence[Instance], target: str | None = None
+         ) -> list[tuple[list[ContextRequest], list[Instance]]]:
     """Split the files into batches whose presentation contexts fit in one association.
 
     Per SOP class: one context per transfer syntax the files use, plus one offering explicit
-    and implicit VR little endian for the fallback.
+    and implicit VR little endian for the fallback. With a ``target`` syntax (``--ts``): one
+    context per class, in that syntax only.
     """
     by_class: dict[str, dict[str, list[Instance]]] = {}
     for instance in instances:
@@ -174,10 +177,13 @@ def plan(instances: Sequence[Instance]) -> list[tuple[list[ContextRequest], list
     contexts: list[ContextRequest] = []
     files: list[Instance] = []
     for sop_class, by_syntax in by_class.items():
-        wanted = [ContextRequest(sop_class, (ts,)) for ts in by_syntax
-                  if ts != EXPLICIT_VR_LITTLE_ENDIAN]
-        wanted.append(ContextRequest(sop_class, (EXPLICIT_VR_LITTLE_ENDIAN,
-                                                 IMPLICIT_VR_LITTLE_ENDIAN)))
+        if target is not None:
+            wanted = [ContextRequest(sop_class, (target,))]
+        else:
+            wanted = [ContextRequest(sop_class, (ts,)) for ts in by_syntax
+                      if ts != EXPLICIT_VR_LITTLE_ENDIAN]
+            wanted.append(ContextRequest(sop_class, (EXPLICIT_VR_LITTLE_ENDIAN,
+                                                     IMPLICIT_VR_LITTLE_ENDIAN)))
         if len(contexts) + len(wanted) > MAX_CONTEXTS and contexts:
             batches.append((contexts, files))
             contexts, files = [], []
@@ -212,8 +218,13 @@ def store(
     on_file: Progress | None = None,
     on_retry: Callable[[str, int, float], None] | None = None,
     modify: Callable[[Any], None] | None = None,
+    target: str | None = None,
+    encode_options: EncodeOptions | None = None,
 ) -> StoreSummary:
     """Send ``instances`` to ``peer``; every file gets an outcome in the summary.
+
+    ``target`` (a transfer syntax UID) transcodes every file to it before sending, through
+    the convert core with ``encode_options``; files already in it go as their bytes.
 
     ``jobs`` associations run in parallel, each with whole studies. A connection failure or
     an abort re-opens the association up to ``retries`` times (delay doubling from
@@ -242,7 +253,8 @@ def store(
             on_file(outcome, done, total)
 
     groups = partition(instances, jobs)
-    worker = _Group(peer, retries, retry_delay, record, on_retry, modify)
+    worker = _Group(peer, retries, retry_delay, record, on_retry, modify,
+                    _Transcoding(target, encode_options or EncodeOptions()) if target else None)
     if len(groups) == 1:
         errors = [worker.run(groups[0])]
     else:
@@ -264,8 +276,10 @@ class _Group:
     def __init__(self, peer: Peer, retries: int, retry_delay: float,
                  record: Callable[[Instance, FileOutcome], None],
                  on_retry: Callable[[str, int, float], None] | None,
-                 modify: Callable[[Any], None] | None = None) -> None:
+                 modify: Callable[[Any], None] | None = None,
+                 transcoding: _Transcoding | None = None) -> None:
         self.modify = modify
+        self.transcoding = transcoding
         self.peer = peer
         self.retries = retries
         self.retry_delay = retry_delay
@@ -276,7 +290,8 @@ class _Group:
         """Returns the error when no association of this group could be opened."""
         opened = False
         first_error: DcmtoolError | None = None
-        for contexts, batch in plan(files):
+        target = self.transcoding.target if self.transcoding else None
+        for contexts, batch in plan(files, target):
             pending = list(batch)
             failures = 0
             while pending:
@@ -284,7 +299,8 @@ class _Group:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
                         while pending:
-                            outcome = _send_one(s, pending[0], self.modify)
+                            outcome = _send_one(s, pending[0], self.modify,
+                                                self.transcoding)
                             if outcome.status is None and outcome.sent_as is not None:
                                 raise s.lost(f"the C-STORE of {pending[0].path.name}")
                             self.record(pending.pop(0), outcome)
@@ -311,52 +327,63 @@ class _Group:
                                               f"not stored: {exc.message}"))
 
 
+@dataclass(frozen=True)
+class _Transcoding:
+    """``--ts``: the syntax every file is sent in, and how lossy ones are encoded."""
+
+    target: str
+    options: EncodeOptions
+
+
 def _send_one(session: Any, instance: Instance,
-              modify: Callable[[Any], None] | None = None) -> FileOutcome:
+              modify: Callable[[Any], None] | None = None,
+              transcoding: _Transcoding | None = None) -> FileOutcome:
     assoc = session.assoc
     accepted = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
                 if cx.abstract_syntax == instance.sop_class_uid}
     name = describe(instance.transfer_syntax)
 
-    def outcome(status: Any, sent_as: str) -> FileOutcome:
+    def outcome(status: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
+        uid = uid or instance.sop_instance_uid
         code = getattr(status, "Status", None)
         if code is None:
-            return FileOutcome(instance.path, instance.sop_instance_uid, None,
+            return FileOutcome(instance.path, uid, None,
                                "no response: the association was aborted or timed out",
                                sent_as)
         comment = str(getattr(status, "ErrorComment", "") or "")
         text = "stored" if code == 0 else ("stored with warning" if code in WARNINGS
                                            else "refused")
-        return FileOutcome(instance.path, instance.sop_instance_uid, int(code),
+        return FileOutcome(instance.path, uid, int(code),
                            f"{text} (0x{int(code):04X}){': ' + comment if comment else ''}",
                            sent_as)
 
     if not accepted:
+        wanted = f" as {describe(transcoding.target)}" if transcoding else ""
         return FileOutcome(instance.path, instance.sop_instance_uid, None,
-                           f"the peer refused SOP class {instance.sop_class_uid}")
+                           f"the peer refused SOP class {instance.sop_class_uid}{wanted}")
     try:
-        if modify is not None:
-            from pydicom import dcmread
+        if transcoding is not None:
+            wire = transcoding.target
+        elif instance.transfer_syntax in accepted:
+            wire = instance.transfer_syntax
+        else:
+            fallback = next((ts for ts in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+                             if ts in accepted), None)
+            if fallback is None:
+                offered = ", ".join(describe(t) for t in sorted(accepted))
+                return FileOutcome(instance.path, instance.sop_instance_uid, None,
+                                   f"the peer accepts SOP class {instance.sop_class_uid} only "
+                                   f"as {offered}, not {name}")
+            wire = fallback
+        if modify is None and wire == instance.transfer_syntax:
+            return outcome(assoc.send_c_store(instance.path), wire)  # the file's own bytes
+        from pydicom import dcmread
 
-            ds = dcmread(instance.path)
+        ds = dcmread(instance.path)
+        if modify is not None:
             modify(ds)
-            if instance.transfer_syntax not in accepted:
-                ds = _decoded(instance, ds)
-            sent_as = instance.transfer_syntax if instance.transfer_syntax in accepted else None
-            result = outcome(assoc.send_c_store(ds), sent_as or EXPLICIT_VR_LITTLE_ENDIAN)
-            return FileOutcome(result.path, str(ds.SOPInstanceUID), result.status,
-                               result.message, result.sent_as)
-        if instance.transfer_syntax in accepted:
-            return outcome(assoc.send_c_store(instance.path), instance.transfer_syntax)
-        fallback = next((ts for ts in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
-                         if ts in accepted), None)
-        if fallback is None:
-            offered = ", ".join(describe(t) for t in sorted(accepted))
-            return FileOutcome(instance.path, instance.sop_instance_uid, None,
-                               f"the peer accepts SOP class {instance.sop_class_uid} only as "
-                               f"{offered}, not {name}")
-        ds = _decoded(instance)
-        return outcome(assoc.send_c_store(ds), fallback)
+        _transcoded(instance, ds, wire, transcoding.options if transcoding else None)
+        return outcome(assoc.send_c_store(ds), wire, str(ds.SOPInstanceUID))
     except DcmtoolError as exc:
         return FileOutcome(instance.path, instance.sop_instance_uid, None, exc.message)
     except Exception as exc:  # a bad file costs one outcome, never the batch
@@ -364,22 +391,17 @@ def _send_one(session: Any, instance: Instance,
                            f"cannot send: {type(exc).__name__}: {exc}")
 
 
-def _decoded(instance: Instance, ds: Any = None) -> Any:
-    """The data set in an uncompressed syntax: re-encoded by pynetdicom, or decompressed."""
-    from pydicom import dcmread
-
-    ds = ds if ds is not None else dcmread(instance.path)
-    if instance.transfer_syntax in UNCOMPRESSED:
-        return ds
+def _transcoded(instance: Instance, ds: Any, wire: str,
+                options: EncodeOptions | None) -> Any:
+    """``ds`` in the syntax it travels in, through the convert core (same instance UID unless
+    a lossy ``--ts`` makes a new one)."""
     try:
-        # The instance stays the same one (pydicom would give it a new UID by default).
-        ds.decompress(generate_instance_uid=False)
-    except Exception as exc:
-        detail = " ".join(str(exc).split())  # one line: codecs report several
-        raise DcmtoolError(
-            f"the peer refused {describe(instance.transfer_syntax)} and the file cannot be "
-            f"decompressed: {detail}") from None
-    return ds
+        return transcode(ds, wire, options or EncodeOptions(keep_uid=True))
+    except TranscodeError as exc:
+        if options is None:  # the fallback for a refused syntax
+            raise DcmtoolError(f"the peer refused {describe(instance.transfer_syntax)} and "
+                               f"the file cannot be converted: {exc.message}") from None
+        raise
 
 
 class Modifier:

@@ -140,6 +140,7 @@ def transcode(ds: Any, target_uid: str, options: EncodeOptions | None = None) ->
     source_uid = str(ds.file_meta.TransferSyntaxUID)
     if source_uid == target_uid:
         return ds
+    _parse_all(ds)
     target = lookup(target_uid)
     if target is None:
         raise TranscodeError(f"unknown target transfer syntax {target_uid}")
@@ -157,6 +158,7 @@ def transcode(ds: Any, target_uid: str, options: EncodeOptions | None = None) ->
         if target_uid == BIG_ENDIAN:
             _swap_words(ds)
         ds.file_meta.TransferSyntaxUID = target_uid
+        _declare_encoding(ds, target_uid)
         return ds
     if not has_pixels:
         raise TranscodeError(f"cannot write {target.name}: the data set has no Pixel Data "
@@ -170,7 +172,24 @@ def transcode(ds: Any, target_uid: str, options: EncodeOptions | None = None) ->
     if target.lossy:
         after = sum(len(f) for f in _fragments(ds))
         _mark_lossy(ds, target_uid, before / max(after, 1), options.keep_uid)
+    _declare_encoding(ds, target_uid)
     return ds
+
+
+def _declare_encoding(ds: Any, target_uid: str) -> None:
+    """Make the data set's encoding the target's, as pynetdicom and pydicom's writer check.
+
+    Safe because ``_parse_all`` left no raw element that still depends on the old one.
+    """
+    implicit = target_uid == IMPLICIT
+    ds.set_original_encoding(implicit, target_uid != BIG_ENDIAN, ds.original_character_set)
+
+
+def _parse_all(ds: Any) -> None:
+    """Parse every raw element, so that a file whose VRs disagree with its syntax (implicit
+    data under an explicit UID) gets dictionary VRs and can be written in another syntax."""
+    for _ in ds.iterall():
+        pass
 
 
 def _decompress(ds: Any, source_uid: str) -> None:
@@ -197,14 +216,22 @@ def _swap_words(ds: Any) -> None:
             if elem.VR == "SQ":
                 for item in elem.value:
                     visit(item)
+            elif elem.tag == 0x7FE00010 and elem.value and not elem.is_undefined_length:
+                allocated = int(dataset.get("BitsAllocated", 16))
+                if allocated <= 8 and elem.VR != "OW":
+                    continue  # 8-bit pixels in OB are bytes
+                width = max(2, allocated // 8)
+                if allocated > 8:
+                    elem.VR = "OW"  # resolve "OB or OW" of data sets built in memory
+                _swap(elem, width)
             elif elem.VR in _SWAPPED_VRS and elem.value and not elem.is_undefined_length:
-                width = _SWAPPED_VRS[elem.VR]
-                if elem.tag == 0x7FE00010 and elem.VR == "OW":
-                    width = max(2, int(dataset.get("BitsAllocated", 16)) // 8)
-                raw = bytes(elem.value)
-                usable = len(raw) - len(raw) % width
-                swapped = np.frombuffer(raw[:usable], f">u{width}").astype(f"<u{width}")
-                elem.value = swapped.tobytes() + raw[usable:]
+                _swap(elem, _SWAPPED_VRS[elem.VR])
+
+    def _swap(elem: Any, width: int) -> None:
+        raw = bytes(elem.value)
+        usable = len(raw) - len(raw) % width
+        swapped = np.frombuffer(raw[:usable], f">u{width}").astype(f"<u{width}")
+        elem.value = swapped.tobytes() + raw[usable:]
 
     visit(ds)
 
@@ -261,6 +288,11 @@ def _encode_pydicom(ds: Any, target_uid: str, options: EncodeOptions) -> None:
     if target_uid in (J2K_LOSSLESS, J2K) and ds.get("PhotometricInterpretation") == "RGB":
         # The reversible/irreversible colour transform is what makes colour J2K small.
         ds.PhotometricInterpretation = "YBR_RCT" if target_uid == J2K_LOSSLESS else "YBR_ICT"
+    if target_uid in (J2K_LOSSLESS, J2K) and min(int(ds.Rows), int(ds.Columns)) < 32:
+        # openjpeg's default six resolution levels need 32 pixels, and pydicom fixes them.
+        raise TranscodeError(f"cannot encode a {ds.Rows}x{ds.Columns} image as "
+                             f"{describe(target_uid)}: openjpeg needs at least 32x32 pixels",
+                             hint="choose jpeg-lossless, jpeg-ls or rle for small images")
     if target_uid == J2K:
         kwargs["j2k_cr"] = [options.ratio]
     if target_uid == JPEG_LS_NEAR:
@@ -441,8 +473,7 @@ def write_dataset(ds: Any, path: Path) -> int:
 
     from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
-    for _ in ds.iterall():
-        pass  # parse every element: a file whose VRs are not what its syntax says gets them
+    _parse_all(ds)
     meta = ds.file_meta
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -83,6 +83,30 @@ def test_statuses_decide_the_exit_code(pynetdicom_scp: Callable[..., Any],
     assert sorted(f["status"] for f in summary["files"]) == ["0x0000", "0x0000", "0xA700",
                                                               "0xA700"]
 
+    counter["n"] = 0
+
+    def second_not_understood(event: Any) -> int:
+        counter["n"] += 1
+        return 0xC000 if counter["n"] == 2 else 0x0000
+
+    cannot_understand = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, second_not_understood)],
+                                       storage=True)
+    result = run_cli("store", cannot_understand.address, *map(str, files), "--json")
+    assert result.exit_code == 7
+    summary = json.loads(result.stdout)
+    assert (summary["stored"], summary["failed"]) == (3, 1)
+    refused = [f for f in summary["files"] if not f["stored"]]
+    assert refused[0]["status"] == "0xC000" and "refused (0xC000)" in refused[0]["message"]
+
+    counter["n"] = 0
+    mixed = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, every_second_refused)], storage=True)
+    result = run_cli("store", mixed.address, *map(str, files), "--json")
+    assert result.exit_code == 7
+    summary = json.loads(result.stdout)
+    assert (summary["stored"], summary["failed"]) == (2, 2)
+    assert sorted(f["status"] for f in summary["files"]) == ["0x0000", "0x0000", "0xA700",
+                                                              "0xA700"]
+
     full = pynetdicom_scp(handlers=[(evt.EVT_C_STORE, lambda e: 0xA700)], storage=True)
     report = tmp_path / "report.csv"
     result = run_cli("store", full.address, str(tmp_path), "--report", str(report))
@@ -327,3 +351,79 @@ def test_a_rejected_association_is_exit_4(pynetdicom_scp: Callable[..., Any],
     result = run_cli("store", scp.address, str(tmp_path))
     assert result.exit_code == 4
     assert "calling ae title not recognised" in result.stderr
+
+
+def _ct_files(folder: Path, count: int) -> list[Path]:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    files = []
+    for index in range(count):
+        path = folder / f"ct{index}.dcm"
+        ds = write_instance(path, rows=64, columns=64, PixelRepresentation=1)
+        ds.PixelData = rng.integers(-1000, 2000, size=(64, 64), dtype=np.int16).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+def test_ts_transcodes_every_file_on_the_way(serve_archive: Callable[..., ServedArchive],
+                                             tmp_path: Path) -> None:
+    served = serve_archive()
+    files = _ct_files(tmp_path / "in", 3)
+    result = run_cli("store", served.address, str(tmp_path / "in"), "--ts", "jpeg-ls",
+                     "--json", catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {f["transfer_syntax"] for f in summary["files"]} == {"1.2.840.10008.1.2.4.80"}
+    stored = {dcmread(p).SOPInstanceUID: dcmread(p) for p in served.files()}
+    for path in files:
+        original = dcmread(path)
+        copy = stored[original.SOPInstanceUID]  # lossless: the same instance
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80"
+        assert (copy.pixel_array == original.pixel_array).all()
+
+
+def test_lossy_ts_sends_new_instances(serve_archive: Callable[..., ServedArchive],
+                                      tmp_path: Path) -> None:
+    served = serve_archive()
+    files = _ct_files(tmp_path / "in", 2)
+    result = run_cli("store", served.address, *map(str, files), "--ts", "j2k", "--json",
+                     catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    sent = {f["sop_instance_uid"] for f in json.loads(result.stdout)["files"]}
+    originals = {str(dcmread(p).SOPInstanceUID) for p in files}
+    assert sent.isdisjoint(originals) and len(sent) == 2
+    for path in served.files():
+        copy = dcmread(path)
+        assert str(copy.SOPInstanceUID) in sent
+        assert copy.LossyImageCompression == "01"
+        assert copy.SourceImageSequence[0].ReferencedSOPInstanceUID in originals
+
+
+@pytest.mark.peer("dcmtk")
+def test_ts_the_peer_refuses_names_class_and_syntax(dcmtk_storescp: Callable[..., Any],
+                                                    tmp_path: Path) -> None:
+    scp = dcmtk_storescp()  # uncompressed only
+    files = _ct_files(tmp_path / "in", 2)
+    result = run_cli("store", scp.address, *map(str, files), "--ts", "jpeg-lossless")
+    assert result.exit_code == 5, result.stderr
+    assert ("the peer refused SOP class 1.2.840.10008.5.1.4.1.1.2 as jpeg-lossless"
+            in result.stderr)
+    assert list(scp.output_dir.iterdir()) == []
+
+
+@pytest.mark.peer("dcmtk")
+def test_big_endian_files_are_sent_with_their_words_swapped(dcmtk_storescp: Callable[..., Any],
+                                                             tmp_path: Path) -> None:
+    """A retired big-endian file goes out as little endian with the pixel words swapped."""
+    scp = dcmtk_storescp("+xi")  # implicit VR little endian only
+    path = tmp_path / "be.dcm"
+    ds = dcmread(pydicom_test_file("MR_small_bigendian.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(path)
+    result = run_cli("store", scp.address, str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["files"][0]["transfer_syntax"] == "1.2.840.10008.1.2"
+    (received,) = list(scp.output_dir.iterdir())
+    assert (dcmread(received).pixel_array == dcmread(path).pixel_array).all()

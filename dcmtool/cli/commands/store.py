@@ -24,6 +24,7 @@ EPILOG = """Examples:
   dcmtool store 10.0.0.5 104 -aec STORESCP file.dcm
   dcmtool store TESTPACS ./sample --new-uids --set PatientID=TEST01   # a fresh copy each run
   dcmtool store PACS /media/cdrom/DICOMDIR    # what the DICOMDIR references
+  dcmtool store PACS ./export --ts jpeg-lossless   # transcode everything on the way
 
 Files are sent as their bytes when the peer accepts their transfer syntax; a compressed file
 the peer refuses is decompressed on the fly. Exit code 0 only when every file was stored
@@ -55,6 +56,13 @@ def store(
                            "data).", show_default=False)] = None,
     new_uids: Annotated[bool, typer.Option("--new-uids", help="Give the batch new study, "
                         "series and instance UIDs, consistently (test data).")] = False,
+    syntax: Annotated[Optional[str], typer.Option(
+        "--ts", metavar="NAME", help="Transcode every file to this transfer syntax and "
+        "propose only it (names as in 'dcmtool convert --list'). Lossy only when named.",
+        show_default=False)] = None,
+    keep_uid: Annotated[bool, typer.Option(
+        "--keep-uid", help="With a lossy --ts: keep SOP Instance UIDs (default: new ones).",
+    )] = False,
     json_output: options.JsonOutput = False,
     calling_aet: options.CallingAET = None,
     called_aet: options.CalledAET = None,
@@ -119,8 +127,15 @@ def store(
     from dcmtool.store import Modifier
 
     modify = Modifier(assignments or [], new_uids) if (assignments or new_uids) else None
+    transfer_syntax, encode = None, None
+    if syntax is not None:
+        from dcmtool.transcode import EncodeOptions, target_syntax
+
+        transfer_syntax = target_syntax(syntax).uid
+        encode = EncodeOptions(keep_uid=keep_uid)
     summary = send(target, instances, jobs=jobs, retries=retries, on_file=progress,
-                   on_retry=retrying, modify=modify)
+                   on_retry=retrying, modify=modify, target=transfer_syntax,
+                   encode_options=encode)
     if progress:
         progress.clear()
     summary.skipped = skipped
