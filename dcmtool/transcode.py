@@ -192,11 +192,39 @@ def _parse_all(ds: Any) -> None:
         pass
 
 
+#: Syntaxes whose every frame ends with an EOI/EOC marker (FFD9); RLE has none.
+_ENDS_WITH_EOI = JPEG_FAMILY | {JPEG_LS, JPEG_LS_NEAR, J2K_LOSSLESS, J2K,
+                                "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                                "1.2.840.10008.1.2.4.203"}
+
+
+def _check_codestreams(ds: Any, source_uid: str) -> None:
+    """Refuse truncated codestreams: some decoders return partial images without an error."""
+    from pydicom.encaps import generate_frames
+
+    if source_uid not in _ENDS_WITH_EOI:
+        return
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+            tail = bytes(frame[-8:]).rstrip(b"\x00")  # even-length padding: 00, some use FF
+            if not (tail.endswith(b"\xff\xd9") or tail.endswith(b"\xff\xd9\xff")):
+                raise TranscodeError(
+                    f"cannot decode {describe(source_uid)} pixel data: frame {index + 1} is "
+                    "truncated (no end-of-image marker)")
+    except (ValueError, EOFError, KeyError) as exc:
+        raise TranscodeError(f"cannot decode {describe(source_uid)} pixel data: "
+                             f"{' '.join(str(exc).split())}") from None
+
+
 def _decompress(ds: Any, source_uid: str) -> None:
+    _check_codestreams(ds, source_uid)
     try:
         # The instance stays the same one (pydicom would give it a new UID by default).
         ds.decompress(generate_instance_uid=False, as_rgb=True)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Rust codecs panic with BaseException subclasses
         detail = " ".join(str(exc).split())  # one line: codecs report several
         raise TranscodeError(f"cannot decode {describe(source_uid)} pixel data: {detail}") \
             from None
@@ -299,7 +327,9 @@ def _encode_pydicom(ds: Any, target_uid: str, options: EncodeOptions) -> None:
         kwargs["jls_error"] = options.near
     try:
         ds.compress(target_uid, arr, generate_instance_uid=False, **kwargs)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Rust codecs panic with BaseException subclasses
         detail = " ".join(str(exc).split())
         raise TranscodeError(f"cannot encode as {describe(target_uid)}: {detail}") from None
 
@@ -560,7 +590,9 @@ def convert_file(job: ConvertJob) -> ConvertOutcome:
     except OSError as exc:
         return ConvertOutcome(job.source, None, "failed", "",
                               f"cannot write: {exc.strerror or exc}", size)
-    except Exception as exc:  # a bad file costs one outcome, never the batch
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a bad file costs one outcome, never the batch
         detail = " ".join(str(exc).split())
         return ConvertOutcome(job.source, None, "failed", "",
                               f"cannot convert: {type(exc).__name__}: {detail}", size)

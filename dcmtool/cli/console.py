@@ -76,6 +76,18 @@ class _OneLineFormatter(logging.Formatter):
         return f"{self.prefix}dcmtool: {level}{text}".replace("\n", "\n    ")
 
 
+class _LibraryFilter(logging.Filter):
+    """Drops records of the named libraries below their level."""
+
+    def __init__(self, levels: dict[str, int]) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        library = record.name.split(".", 1)[0]
+        return record.levelno >= self.levels.get(library, 0)
+
+
 def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | None) -> None:
     """Logs go to stderr: warnings by default, info with -v, everything with -d."""
     if debug:
@@ -93,6 +105,12 @@ def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | N
     stream_handler = logging.StreamHandler(sys.stderr)
     stream_handler.setFormatter(_OneLineFormatter("%(message)s"))
     stream_handler.setLevel(level)
+    # pydicom resets its logger's level when it is imported (after this runs); a filter on
+    # our handler stays. dcmtool reports codec failures itself, in one line.
+    stream_handler.addFilter(_LibraryFilter(
+        {"pydicom": logging.DEBUG if debug else logging.CRITICAL,
+         "pynetdicom": logging.DEBUG if debug else (logging.WARNING if verbose
+                                                    else logging.CRITICAL)}))
     stream_handler._dcmtool = True  # type: ignore[attr-defined]
     root.addHandler(stream_handler)
     root.setLevel(min(level, logging.INFO) if log_file else level)
