@@ -524,6 +524,7 @@ SERVE_KEYS = {
     "require_called_aet": bool, "allow": list, "max_pdu": int, "acse_timeout": float,
     "dimse_timeout": float, "network_timeout": float, "tls_cert": str, "tls_key": str,
     "tls_ca": str, "on_stored": str, "on_study_complete": str, "study_timeout": float,
+    "max_results": int, "utf8_answers": bool, "case_insensitive_names": bool,
 }
 
 

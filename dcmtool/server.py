@@ -72,6 +72,12 @@ class ServeOptions:
     on_stored: str | None = None
     on_study_complete: str | None = None
     study_timeout: float = 60.0
+    #: C-MOVE destinations: AE title -> (host, port), from the config's nodes.
+    destinations: tuple[tuple[str, str, int], ...] = ()
+    max_results: int | None = None  # C-FIND: stop after this many matches (seed 004)
+    utf8_answers: bool = False  # C-FIND: answer in ISO_IR 192
+    case_insensitive_names: bool = False  # C-FIND: PN matching ignores case
+    worklist: Path | None = None  # default ROOT/worklist
 
 
 @dataclass
@@ -232,7 +238,11 @@ class RunningServer:
         ae.add_supported_context(VERIFICATION, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
         register_storage_classes()
         for sop in storage_sop_classes():
-            ae.add_supported_context(sop.uid, list(o.transfer_syntaxes))
+            # Both roles: a C-GET requester asks us to be the SCU of its storage contexts.
+            ae.add_supported_context(sop.uid, list(o.transfer_syntaxes), scu_role=True,
+                                     scp_role=True)
+        for model in (*QR_MODELS, MODALITY_WORKLIST_FIND):
+            ae.add_supported_context(model, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
         ae.dcmtool_incoming = str(self.archive.incoming)  # type: ignore[attr-defined]
         # Stream data sets to disk instead of memory; process-wide pynetdicom settings.
         _config.STORE_RECV_CHUNKED_DATASET = True
@@ -265,6 +275,9 @@ class RunningServer:
         return [
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_C_GET, self._on_get),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_closed),
@@ -321,6 +334,127 @@ class RunningServer:
 
     def _on_echo(self, event: Any) -> int:
         return 0x0000
+
+    # -- query/retrieve and worklist (generators: pynetdicom sends each yield) ----------------
+
+    def _on_find(self, event: Any) -> Any:
+        try:
+            yield from self._find(event)
+        except Exception as exc:
+            LOG.exception("C-FIND handler failed")
+            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+
+    def _find(self, event: Any) -> Any:
+        from dcmtool.archive.query import MODEL_OF, QueryError, QueryOptions, find
+
+        who = self._who(event.assoc)
+        model_uid = str(event.request.AffectedSOPClassUID)
+        try:
+            identifier = event.identifier
+        except Exception:
+            yield _status(0xA900, "identifier cannot be decoded"), None
+            return
+        if model_uid == MODALITY_WORKLIST_FIND:
+            source: Any = self._worklist().find(
+                identifier, case_insensitive_names=self.options.case_insensitive_names)
+        else:
+            options = QueryOptions(self.options.case_insensitive_names,
+                                   self.options.utf8_answers, self.options.ae_title)
+            source = find(self.archive.index, identifier, MODEL_OF[model_uid], options)
+        count = 0
+        try:
+            for response in source:
+                if event.is_cancelled:
+                    LOG.info("C-FIND from %s cancelled after %d matches", who["calling_aet"],
+                             count)
+                    yield 0xFE00, None
+                    return
+                if self.options.max_results is not None and count >= self.options.max_results:
+                    LOG.warning("C-FIND from %s stopped at --max-results %d",
+                                who["calling_aet"], self.options.max_results)
+                    break
+                count += 1
+                yield 0xFF00, response
+        except QueryError as exc:
+            yield _status(exc.status, exc.comment), None
+            return
+        LOG.info("C-FIND from %s: %d matches", who["calling_aet"], count)
+        self.archive.audit.write("find", matches=count, **who)
+        yield 0x0000, None
+
+    def _worklist(self) -> Any:
+        from dcmtool.worklist import WorklistFolder
+
+        if self.__dict__.get("_worklist_folder") is None:
+            folder = self.options.worklist or self.archive.root / "worklist"
+            self._worklist_folder = WorklistFolder(folder, log=LOG.warning)
+        return self._worklist_folder
+
+    def _selected(self, event: Any) -> Any:
+        """(sub-operation placeholders, None) or (None, failure status) for a retrieval."""
+        from dcmtool.archive.query import MODEL_OF, QueryError, instances_for
+
+        try:
+            identifier = event.identifier
+            rows = instances_for(self.archive.index, identifier,
+                                 MODEL_OF[str(event.request.AffectedSOPClassUID)])
+        except QueryError as exc:
+            return None, _status(exc.status, exc.comment)
+        except Exception as exc:
+            return None, _status(0xA900, f"identifier cannot be processed: "
+                                 f"{type(exc).__name__}")
+        return [_stored_instance(self.archive.root / path, sop_class, sop_instance, syntax)
+                for path, sop_class, sop_instance, syntax in rows], None
+
+    def _on_move(self, event: Any) -> Any:
+        try:
+            destination = str(event.move_destination).strip()
+            known = {aet: (host, port) for aet, host, port in self.options.destinations}
+            if destination not in known:
+                LOG.warning("C-MOVE to unknown destination %s refused", destination)
+                yield None, None  # pynetdicom answers 0xA801 (Move Destination unknown)
+                return
+            instances, failure = self._selected(event)
+            host, port = known[destination]
+            if failure is not None:
+                # pynetdicom's C-MOVE flow takes no failure status here: nothing to move.
+                LOG.warning("C-MOVE identifier refused: %s", failure.ErrorComment)
+                yield host, port
+                yield 0
+                return
+            assert instances is not None
+            contexts = _sub_contexts(instances)
+            yield host, port, {"contexts": contexts}
+            yield len(instances)
+            for instance in instances:
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield 0xFF00, instance
+            self.archive.audit.write("move", destination=destination,
+                                     instances=len(instances), **self._who(event.assoc))
+        except Exception as exc:
+            LOG.exception("C-MOVE handler failed")
+            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+
+    def _on_get(self, event: Any) -> Any:
+        try:
+            instances, failure = self._selected(event)
+            if failure is not None:
+                LOG.warning("C-GET identifier refused: %s", failure.ErrorComment)
+                yield 0
+                return
+            assert instances is not None
+            yield len(instances)
+            for instance in instances:
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield 0xFF00, instance
+            self.archive.audit.write("get", instances=len(instances), **self._who(event.assoc))
+        except Exception as exc:
+            LOG.exception("C-GET handler failed")
+            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
 
     def _on_store(self, event: Any) -> Any:
         try:
@@ -431,6 +565,42 @@ class RunningServer:
 _registered = threading.Lock()
 
 
+QR_MODELS = (
+    "1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.3.1",
+    "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.3.2",
+    "1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3", "1.2.840.10008.5.1.4.1.2.3.3",
+)
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+
+
+def _stored_instance(path: Path, sop_class: str, sop_instance: str, syntax: str) -> Any:
+    """A Dataset standing for an archive file: sent as its bytes by the patched send_c_store."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance  # for pynetdicom's failed-instance list
+    ds.dcmtool_path = path
+    ds.dcmtool_syntax = syntax
+    return ds
+
+
+def _sub_contexts(instances: list[Any]) -> list[Any]:
+    """Presentation contexts for C-MOVE sub-operations: each class in its stored syntaxes
+    plus explicit/implicit VR little endian to convert to, within the 128 allowed."""
+    from pynetdicom.presentation import build_context
+
+    by_class: dict[str, set[str]] = {}
+    for instance in instances:
+        by_class.setdefault(str(instance.SOPClassUID), set()).add(instance.dcmtool_syntax)
+    contexts = []
+    for sop_class, syntaxes in by_class.items():
+        for syntax in sorted(syntaxes - {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]))
+    return contexts[:128]
+
+
 def register_storage_classes() -> None:
     """Teach pynetdicom the storage classes it does not know (mostly retired ones).
 
@@ -502,6 +672,9 @@ class ServeRequest:
     on_stored: str | None = None
     on_study_complete: str | None = None
     study_timeout: float | None = None
+    max_results: int | None = None
+    utf8_answers: bool | None = None
+    case_insensitive_names: bool | None = None
 
 
 DEFAULT_ROOT = Path("dcmtool-archive")
@@ -570,6 +743,11 @@ def build_serve_options(request: ServeRequest, config: Any) -> tuple[ServeOption
         on_stored=pick("on_stored"),
         on_study_complete=pick("on_study_complete"),
         study_timeout=float(pick("study_timeout", default=60.0)),
+        destinations=tuple((node.ae_title, node.host, node.port)
+                           for node in getattr(config, "nodes", {}).values()),
+        max_results=pick("max_results"),
+        utf8_answers=bool(pick("utf8_answers", default=False)),
+        case_insensitive_names=bool(pick("case_insensitive_names", default=False)),
     )
     policy = StorePolicy(layout=layout, duplicates=duplicates, min_free_bytes=min_free)
     root = Path(pick("root", default=DEFAULT_ROOT)).expanduser()

@@ -94,6 +94,15 @@ CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber);
 """
 
 
+def _glob_ci(pattern: str, value: str | None) -> bool:
+    """SQL ``dicom_glob_ci(pattern, value)``: DICOM wildcards * and ?, ignoring case."""
+    from fnmatch import fnmatchcase
+
+    if value is None:
+        return False
+    return fnmatchcase(value.lower(), pattern.lower().replace("[", "[[]"))
+
+
 class IndexFailure(Exception):
     """The index database cannot be opened or written."""
 
@@ -145,6 +154,7 @@ class Index:
             # from them, so NORMAL (durable across a process crash) is enough here.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.create_function("dicom_glob_ci", 2, _glob_ci, deterministic=True)
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))

@@ -104,6 +104,16 @@ def serve(
                              metavar="SECONDS", help="Idle time that completes a study "
                              "(default 60).", rich_help_panel="Hooks",
                              show_default=False)] = None,
+    max_results: Annotated[Optional[int], typer.Option(
+        "--max-results", min=1, metavar="N", help="C-FIND: answer at most N matches, then "
+        "success with a logged warning.", rich_help_panel="Query/Retrieve",
+        show_default=False)] = None,
+    utf8_answers: Annotated[bool, typer.Option(
+        "--utf8-answers", help="C-FIND: answer in UTF-8 (ISO_IR 192) whatever the stored "
+        "character set.", rich_help_panel="Query/Retrieve")] = False,
+    case_insensitive_names: Annotated[bool, typer.Option(
+        "--case-insensitive-names", help="C-FIND: person names match ignoring case.",
+        rich_help_panel="Query/Retrieve")] = False,
     verbose: options.Verbose = 0,
     quiet: options.Quiet = False,
     debug: options.Debug = False,
@@ -126,6 +136,8 @@ def serve(
         dimse_timeout=dimse_timeout, network_timeout=network_timeout, tls_cert=tls_cert,
         tls_key=tls_key, tls_ca=tls_ca, on_stored=on_stored,
         on_study_complete=on_study_complete, study_timeout=study_timeout,
+        max_results=max_results, utf8_answers=utf8_answers or None,
+        case_insensitive_names=case_insensitive_names or None,
     )
     resolved, policy, archive_root = build_serve_options(request, settings.config())
     if reindex:
