@@ -12,14 +12,21 @@ dcmtool runs on (which has pydicom), once per bench run, into a temporary folder
         Small images: 64x64, 16 bit, explicit VR little endian, ~9 KB each, COUNT instances
         spread over SERIES series, spread over STUDIES studies (one patient each; default
         4, or SERIES if fewer).
+    make_data.py OUT ct-body [--count 200] [--seed 1]
+        CT slices of a synthetic chest for the codec cases: 512x512, 16 bit signed (16
+        stored, values in HU, -2000 outside the reconstruction circle), explicit VR little
+        endian, ~525 KB each, one series: smooth anatomy (body, fat, lungs with texture, heart,
+        aorta, spine, ribs, table) changing from slice to slice, plus correlated noise of
+        ~13 HU, so that lossless codecs compress it about as much as real CT (needs numpy).
     make_data.py OUT big [--size 1GiB] [--seed 1]
         One multi-frame image (Multi-frame Grayscale Word Secondary Capture, 512x512 frames
         of 16 bit) whose pixel data is SIZE bytes; streamed to disk, so it never needs SIZE
         bytes of memory.
 
 The files go flat into OUT (created if needed). Same arguments, same bytes: UIDs are derived
-from the seed (``2.25.<digest>``), pixel data from a seeded generator. The last line on
-stdout is a JSON summary: {"files": N, "bytes": TOTAL, "dir": OUT, "sop_class": UID}.
+from the seed (``2.25.<digest>``), pixel data from a seeded generator (for ct-body, numpy's
+PCG64: the same bytes for the same numpy version). The last line on stdout is a JSON
+summary: {"files": N, "bytes": TOTAL, "dir": OUT, "sop_class": UID}.
 """
 
 from __future__ import annotations
@@ -148,6 +155,83 @@ def make_series_set(out: Path, kind: str, count: int, series: int, studies: int,
     return {"files": count, "bytes": total, "dir": str(out), "sop_class": CT_IMAGE_STORAGE}
 
 
+def make_ct_body(out: Path, count: int, seed: int) -> dict[str, object]:
+    """COUNT axial slices 1.25 mm apart through a synthetic chest, stored in HU (signed)."""
+    import numpy as np  # only this kind needs it (dcmtool's environment has it)
+
+    rows = columns = 512
+    spacing = 0.78125  # mm: a 400 mm field of view
+    rng = np.random.Generator(np.random.PCG64(seed))
+    centre = (np.arange(columns, dtype=np.float32) - (columns - 1) / 2) * spacing
+    x = centre[np.newaxis, :]  # mm, left to right
+    y = centre[:, np.newaxis]  # mm, anterior (top) to posterior
+    radius = np.hypot(x, y)
+
+    def ellipse(cx: float, cy: float, a: float, b: float, edge: float = 1.5) -> np.ndarray:
+        """1 inside, 0 outside, with a soft rim about ``edge`` mm wide (CT is band-limited)."""
+        r = np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2)
+        return np.clip((1.0 - r) * (min(a, b) / edge) + 0.5, 0.0, 1.0)
+
+    def blend(image: np.ndarray, mask: np.ndarray, value: np.ndarray | float) -> np.ndarray:
+        return image + mask * (value - image)
+
+    # Fixed textures, reused with a shift per slice: lung parenchyma and soft-tissue mottling.
+    texture = np.zeros((rows, columns), dtype=np.float32)
+    for k in range(1, 7):
+        fx, fy, phase = rng.uniform(0.02, 0.12), rng.uniform(0.02, 0.12), rng.uniform(0, 6.3)
+        texture += np.sin(x * fx + y * fy + phase).astype(np.float32) / k
+    study_uid = uid(seed, "ct-body", "study", 0)
+    series_uid = uid(seed, "ct-body", "series", 0)
+    frame_of_reference = uid(seed, "ct-body", "frame-of-reference", 0)
+    total = 0
+    for i in range(count):
+        z = i * 1.25  # mm from the top of the range (apex to upper abdomen)
+        t = z / max(1.0, (count - 1) * 1.25)  # 0..1 through the range
+        image = np.full((rows, columns), -1000.0, dtype=np.float32)  # air
+        body_a, body_b = 165 + 10 * np.sin(3 * t), 115 + 8 * np.sin(2 * t + 1)
+        image = blend(image, ellipse(0, 5, body_a, body_b, 2.0), -95.0)  # subcutaneous fat
+        image = blend(image, ellipse(0, 5, body_a - 14, body_b - 12), 40.0 + 8 * texture)
+        lung = 0.9 * np.sin(np.pi * min(1.0, 0.15 + 1.1 * t)) + 0.1  # grows, then shrinks
+        for side in (-1, 1):
+            mask = ellipse(side * 75, 0, 52 * lung + 8, 80 * lung + 10, 2.5)
+            image = blend(image, mask, -850.0 + 25 * np.roll(texture, 7 * i + 40 * side, 1))
+        if 0.3 < t < 0.8:  # heart, between the lungs
+            size = np.sin(np.pi * (t - 0.3) / 0.5)
+            image = blend(image, ellipse(-15, -15, 55 * size + 5, 45 * size + 5, 2.0), 45.0)
+        image = blend(image, ellipse(15, 45, 13, 13), 180.0)  # aorta, with contrast
+        image = blend(image, ellipse(0, 85, 20, 17), 700.0)  # vertebral body: cortex...
+        image = blend(image, ellipse(0, 85, 16, 13), 250.0 + 30 * texture)  # ...and marrow
+        image = blend(image, ellipse(0, 112, 7, 12), 650.0)  # spinous process
+        shift = 0.15 * np.sin(6 * np.pi * t)  # ribs come and go through the slices
+        for angle in np.linspace(-2.6, 2.6, 12) + shift:  # ribs along the chest wall
+            rib_x = (body_a - 22) * np.sin(angle)
+            rib_y = 5 - (body_b - 17) * np.cos(angle)
+            image = blend(image, ellipse(rib_x, rib_y, 6, 4, 1.0), 600.0)
+        image = blend(image, ellipse(0, 150, 190, 6, 1.0), 120.0)  # the table
+        # Noise: white, then a 3x3 box filter (reconstruction kernels correlate it).
+        noise = rng.standard_normal((rows + 2, columns + 2), dtype=np.float32) * 40.0
+        noise = noise[:-2] + noise[1:-1] + noise[2:]
+        noise = (noise[:, :-2] + noise[:, 1:-1] + noise[:, 2:]) / 9.0
+        image += noise
+        image[radius > 200.0] = -2000.0  # outside the reconstruction circle: padding
+        pixels = np.rint(image).astype("<i2")
+        number = i + 1
+        ds = base_dataset(seed, CT_IMAGE_STORAGE, uid(seed, "ct-body", "instance", i), 0,
+                          study_uid, series_uid, 1, number, "CT", rows, columns)
+        ct_attributes(ds, number, frame_of_reference)
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.SliceThickness = "1.25"
+        ds.ImagePositionPatient = ["-199.609375", "-199.609375", f"{-z:.2f}"]
+        ds.SliceLocation = f"{-z:.2f}"
+        ds.PixelSpacing = [str(spacing), str(spacing)]
+        ds.RescaleIntercept = "0"
+        ds.PixelData = pixels.tobytes()
+        total += save(ds, out / f"ct-body-{i:05d}.dcm")
+    return {"files": count, "bytes": total, "dir": str(out), "sop_class": CT_IMAGE_STORAGE}
+
+
 def make_big(out: Path, size: int, seed: int) -> dict[str, object]:
     """One multi-frame image, its pixel data appended by hand in 8 MiB chunks."""
     rows = columns = 512
@@ -191,8 +275,9 @@ def parse_size(text: str) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="make_data.py", description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="folder for the files (created if needed)")
-    parser.add_argument("kind", choices=("ct", "small", "big"))
-    parser.add_argument("--count", type=int, help="instances (ct: 500, small: 2000)")
+    parser.add_argument("kind", choices=("ct", "small", "ct-body", "big"))
+    parser.add_argument("--count", type=int,
+                        help="instances (ct: 500, small: 2000, ct-body: 200)")
     parser.add_argument("--series", type=int, help="series (ct: 5, small: 20)")
     parser.add_argument("--studies", type=int,
                         help="studies, one patient each (ct: 1, small: 4 or SERIES if fewer)")
@@ -203,6 +288,8 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.kind == "big":
         summary = make_big(args.out, args.size, args.seed)
+    elif args.kind == "ct-body":
+        summary = make_ct_body(args.out, args.count or 200, args.seed)
     else:
         count = args.count or (500 if args.kind == "ct" else 2000)
         series = args.series or (5 if args.kind == "ct" else 20)

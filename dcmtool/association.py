@@ -103,6 +103,22 @@ def build_contexts(requests: Sequence[ContextRequest]) -> list[PresentationConte
     return contexts
 
 
+def _role_selection(requests: Sequence[ContextRequest]) -> list[Any]:
+    """SCP/SCU Role Selection items (PS3.7 D.3.3.4) for contexts that ask for roles (C-GET)."""
+    from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+
+    items: dict[str, Any] = {}
+    for request in requests:
+        if request.scu_role is None and request.scp_role is None:
+            continue
+        item = SCP_SCU_RoleSelectionNegotiation()
+        item.sop_class_uid = request.abstract_syntax
+        item.scu_role = bool(request.scu_role)
+        item.scp_role = bool(request.scp_role)
+        items[request.abstract_syntax] = item
+    return list(items.values())
+
+
 def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
     """Build the client TLS context from PEM files, or ``None`` when TLS is not configured."""
     tls = peer.tls
@@ -274,6 +290,7 @@ def open_association(
         contexts=proposed,
         ae_title=peer.called_ae_title,
         max_pdu=peer.max_pdu,
+        ext_neg=_role_selection(contexts) or None,
         evt_handlers=cast(Any, evt_handlers),
         tls_args=cast(Any, tls_client_context(peer)),
     )

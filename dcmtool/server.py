@@ -456,6 +456,10 @@ class RunningServer:
             LOG.exception("C-GET handler failed")
             yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
 
+    def handle_store(self, event: Any) -> Any:
+        """The C-STORE handler, for associations this server did not accept (C-GET)."""
+        return self._on_store(event)
+
     def _on_store(self, event: Any) -> Any:
         try:
             return self._store(event)

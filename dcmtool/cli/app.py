@@ -15,6 +15,10 @@ from dcmtool.cli import console, options
 from dcmtool.cli.commands import config as config_cmd
 from dcmtool.cli.commands import convert as convert_cmd
 from dcmtool.cli.commands import echo as echo_cmd
+from dcmtool.cli.commands import find as find_cmd
+from dcmtool.cli.commands import get as get_cmd
+from dcmtool.cli.commands import move as move_cmd
+from dcmtool.cli.commands import mwl as mwl_cmd
 from dcmtool.cli.commands import pending
 from dcmtool.cli.commands import serve as serve_cmd
 from dcmtool.cli.commands import store as store_cmd
@@ -155,6 +159,10 @@ def apply_logging(
 
 app.command("echo", epilog=echo_cmd.EPILOG)(guarded(echo_cmd.echo))
 app.command("store", epilog=store_cmd.EPILOG)(guarded(store_cmd.store))
+app.command("find", epilog=find_cmd.EPILOG)(guarded(find_cmd.find))
+app.command("mwl", epilog=mwl_cmd.EPILOG)(guarded(mwl_cmd.mwl))
+app.command("move", epilog=move_cmd.EPILOG)(guarded(move_cmd.move))
+app.command("get", epilog=get_cmd.EPILOG)(guarded(get_cmd.get))
 for _name, _summary in pending.COMMANDS.items():
     app.command(
         _name,

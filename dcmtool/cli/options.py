@@ -110,3 +110,65 @@ JsonOutput = Annotated[
     bool,
     typer.Option("--json", help="Print the results as JSON on stdout.", rich_help_panel=OUTPUT),
 ]
+
+QUERY = "Query"
+
+Keys = Annotated[
+    Optional[list[str]],
+    typer.Option("--key", "-k", metavar="KEY=VALUE",
+                 help="Matching key (Keyword=Value, (gggg,eeee)=Value, Seq[0].Keyword=Value) or, "
+                 "without a value, a return key. Repeatable.", rich_help_panel=QUERY,
+                 show_default=False),
+]
+PatientRoot = Annotated[
+    bool, typer.Option("--patient-root", "-P", help="Patient Root information model.",
+                       rich_help_panel=QUERY)
+]
+StudyRoot = Annotated[
+    bool, typer.Option("--study-root", "-S", help="Study Root information model (default).",
+                       rich_help_panel=QUERY)
+]
+PatientStudyOnly = Annotated[
+    bool, typer.Option("--patient-study-only", "-O",
+                       help="Patient/Study Only information model (retired).",
+                       rich_help_panel=QUERY)
+]
+JsonLines = Annotated[
+    bool, typer.Option("--jsonl", help="One DICOM JSON object per line on stdout.",
+                       rich_help_panel=OUTPUT)
+]
+CsvOutput = Annotated[
+    bool, typer.Option("--csv", help="CSV on stdout, one column per key.",
+                       rich_help_panel=OUTPUT)
+]
+Out = Annotated[
+    Optional[Path],
+    typer.Option("--out", "-o", metavar="DIR", help="Where retrieved instances are stored "
+                 "(an archive folder, laid out like 'dcmtool serve').", show_default=False),
+]
+Layout = Annotated[
+    Optional[str],
+    typer.Option("--layout", metavar="PATTERN", help="Folder layout under --out (as 'dcmtool "
+                 "serve --layout').", show_default=False),
+]
+FromList = Annotated[
+    Optional[str],
+    typer.Option("--from", metavar="FILE", help="Retrieve each entry of FILE (- for stdin): "
+                 "find's --jsonl output, a CSV, or one value per line (Study Instance UIDs or "
+                 "accession numbers).", show_default=False),
+]
+FromKey = Annotated[
+    Optional[str],
+    typer.Option("--from-key", metavar="KEYWORD", help="What the plain values of --from are: "
+                 "StudyInstanceUID, AccessionNumber, PatientID, SeriesInstanceUID.",
+                 show_default=False),
+]
+
+
+def model_name(patient_root: bool, study_root: bool, patient_study_only: bool) -> str:
+    """The information model the -P/-S/-O flags choose (Study Root by default)."""
+    from dcmtool.errors import UsageError
+
+    if patient_root + study_root + patient_study_only > 1:
+        raise UsageError("choose one of -P, -S and -O")
+    return "patient" if patient_root else "patient-study" if patient_study_only else "study"

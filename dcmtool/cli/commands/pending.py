@@ -9,10 +9,6 @@ import typer
 from dcmtool.errors import NotImplementedYet
 
 COMMANDS = {
-    "find": "Query a peer (C-FIND)",
-    "move": "Retrieve with C-MOVE",
-    "get": "Retrieve with C-GET",
-    "mwl": "Query a modality worklist",
     "dicomdir": "Build a DICOMDIR for media",
 }
 

@@ -1,0 +1,98 @@
+"""dcmtool find: C-FIND from the terminal and from scripts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dcmtool.cli import console, options
+
+EPILOG = """Examples:
+
+\b
+  dcmtool find PACS -k PatientName='DOE^*'               # studies (Study Root, STUDY level)
+  dcmtool find PACS -k StudyDate=20260101-20260131 --csv > january.csv
+  dcmtool find PACS -L SERIES -k StudyInstanceUID=1.2.3 -k BodyPartExamined
+  dcmtool find PACS -P -L PATIENT -k PatientID=12345
+  dcmtool find PACS -k AccessionNumber=A1 --jsonl | dcmtool move PACS --from - -o ./in
+  dcmtool find PACS --limit 10                           # C-CANCEL after 10 matches
+
+Default return keys are asked for at each level (--no-defaults: only the -k keys). Values are
+decoded with the Specific Character Set of each response. Exit 0 on success (also after
+--limit), 6 when the peer answers with a failure status.
+"""
+
+
+def find(
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+                    "AET@HOST:PORT, or HOST PORT.", show_default=False)],
+    keys: options.Keys = None,
+    level: Annotated[Optional[str], typer.Option(
+        "--level", "-L", metavar="LEVEL", help="PATIENT, STUDY (default), SERIES or IMAGE.",
+        rich_help_panel=options.QUERY, show_default=False)] = None,
+    patient_root: options.PatientRoot = False,
+    study_root: options.StudyRoot = False,
+    patient_study_only: options.PatientStudyOnly = False,
+    from_file: Annotated[Optional[Path], typer.Option(
+        "--from", metavar="FILE", help="Start from the query in FILE (DICOM or DICOM JSON).",
+        rich_help_panel=options.QUERY, show_default=False)] = None,
+    no_defaults: Annotated[bool, typer.Option(
+        "--no-defaults", help="Ask only for the -k keys.", rich_help_panel=options.QUERY)] = False,
+    charset: Annotated[Optional[str], typer.Option(
+        "--charset", metavar="TERM", help="Specific Character Set of the query, e.g. "
+        "'ISO_IR 192' for UTF-8 values.", rich_help_panel=options.QUERY,
+        show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=1, metavar="N", help="Send C-CANCEL after N matches.",
+        rich_help_panel=options.QUERY, show_default=False)] = None,
+    json_output: options.JsonOutput = False,
+    jsonl: options.JsonLines = False,
+    as_csv: options.CsvOutput = False,
+    calling_aet: options.CallingAET = None,
+    called_aet: options.CalledAET = None,
+    max_pdu: options.MaxPDU = None,
+    connect_timeout: options.ConnectTimeout = None,
+    acse_timeout: options.AcseTimeout = None,
+    dimse_timeout: options.DimseTimeout = None,
+    network_timeout: options.NetworkTimeout = None,
+    tls_cert: options.TlsCert = None,
+    tls_key: options.TlsKey = None,
+    tls_ca: options.TlsCA = None,
+    no_hostname_check: options.NoHostnameCheck = False,
+    verbose: options.Verbose = 0,
+    quiet: options.Quiet = False,
+    debug: options.Debug = False,
+    log_file: options.LogFile = None,
+    traceback: options.Traceback = False,
+) -> None:
+    """Query a peer (C-FIND) and print the matches."""
+    from dcmtool.cli.app import apply_logging
+    from dcmtool.cli.network import resolve
+    from dcmtool.cli.render_find import render
+    from dcmtool.errors import UsageError
+    from dcmtool.find import MODELS, build_identifier, check, read_query_file
+    from dcmtool.find import find as run
+
+    apply_logging(verbose, quiet, debug, log_file, traceback)
+    if json_output + jsonl + as_csv > 1:
+        raise UsageError("choose one of --json, --jsonl and --csv")
+    model = options.model_name(patient_root, study_root, patient_study_only)
+    base = read_query_file(from_file) if from_file else None
+    chosen = (level or (base.get("QueryRetrieveLevel") if base is not None else None) or
+              ("PATIENT" if model == "patient" else "STUDY")).upper()
+    if chosen not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+        raise UsageError(f"--level {chosen}: expected PATIENT, STUDY, SERIES or IMAGE")
+    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
+                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
+                     no_hostname_check)
+    identifier = build_identifier(keys or [], level=chosen, base=base,
+                                  defaults=not no_defaults, charset=charset)
+    result = run(target, identifier, MODELS[model], limit=limit)
+    render(result.matches, identifier, as_json=json_output, jsonl=jsonl, as_csv=as_csv)
+    if not quiet and not (json_output or jsonl or as_csv) and sys.stderr.isatty():
+        console.err(f"{len(result.matches)} match(es) in {result.seconds * 1000:.0f} ms"
+                    + (" (cancelled at --limit)" if result.cancelled else ""))
+    check(result)

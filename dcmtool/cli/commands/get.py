@@ -1,0 +1,104 @@
+"""dcmtool get: retrieve with C-GET over the same association (no inbound port needed)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from dcmtool.cli import options
+from dcmtool.cli.commands.move import SELECT, ProgressLine, finish, selection
+
+EPILOG = """Examples:
+
+\b
+  dcmtool get PACS --study 1.2.840.113619.2.1 -o ./in
+  dcmtool get PACS --accession A12345 -o ./in --store-classes 1.2.840.10008.5.1.4.1.1.2
+  dcmtool find PACS -k StudyDate=20260101 --jsonl | dcmtool get PACS --from - -o ./in
+
+C-GET needs a presentation context for every SOP class it receives, and one association
+holds 128: by default dcmtool offers 31 common storage classes, each uncompressed and
+compressed; --store-classes names others, --exact-classes asks the peer first (C-FIND at
+IMAGE level) which classes the selection holds.
+"""
+
+
+def get(
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+                    "AET@HOST:PORT, or HOST PORT.", show_default=False)],
+    out: options.Out = None,
+    study: Annotated[Optional[list[str]], typer.Option(
+        "--study", metavar="UID", help="Study Instance UID (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    series: Annotated[Optional[list[str]], typer.Option(
+        "--series", metavar="UID", help="Series Instance UID (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    accession: Annotated[Optional[list[str]], typer.Option(
+        "--accession", metavar="N", help="Accession number, resolved by C-FIND (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    patient_id: Annotated[Optional[list[str]], typer.Option(
+        "--patient-id", metavar="ID", help="Patient ID (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    keys: options.Keys = None,
+    level: Annotated[Optional[str], typer.Option(
+        "--level", "-L", metavar="LEVEL", help="Level of the -k identifier (default STUDY).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    from_list: options.FromList = None,
+    from_key: options.FromKey = None,
+    store_classes: Annotated[Optional[list[str]], typer.Option(
+        "--store-classes", metavar="UID", help="SOP classes to receive (repeatable; default: "
+        "31 common storage classes).", show_default=False)] = None,
+    exact_classes: Annotated[bool, typer.Option(
+        "--exact-classes", help="Ask the peer (C-FIND, IMAGE level) which SOP classes the "
+        "selection holds, and offer exactly those.")] = False,
+    patient_root: options.PatientRoot = False,
+    study_root: options.StudyRoot = False,
+    patient_study_only: options.PatientStudyOnly = False,
+    layout: options.Layout = None,
+    json_output: options.JsonOutput = False,
+    calling_aet: options.CallingAET = None,
+    called_aet: options.CalledAET = None,
+    max_pdu: options.MaxPDU = None,
+    connect_timeout: options.ConnectTimeout = None,
+    acse_timeout: options.AcseTimeout = None,
+    dimse_timeout: options.DimseTimeout = None,
+    network_timeout: options.NetworkTimeout = None,
+    tls_cert: options.TlsCert = None,
+    tls_key: options.TlsKey = None,
+    tls_ca: options.TlsCA = None,
+    no_hostname_check: options.NoHostnameCheck = False,
+    verbose: options.Verbose = 0,
+    quiet: options.Quiet = False,
+    debug: options.Debug = False,
+    log_file: options.LogFile = None,
+    traceback: options.Traceback = False,
+) -> None:
+    """Retrieve studies, series or instances with C-GET into --out DIR."""
+    from dcmtool.cli.app import apply_logging
+    from dcmtool.cli.network import resolve
+    from dcmtool.cli.state import settings
+    from dcmtool.errors import UsageError
+    from dcmtool.retrieve import COMMON_STORAGE_CLASSES, GET_MODELS, classes_in
+    from dcmtool.retrieve import get as run
+
+    apply_logging(verbose, quiet, debug, log_file, traceback)
+    if out is None:
+        raise UsageError("give --out DIR: where the retrieved instances go")
+    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
+                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
+                     no_hostname_check)
+    model = options.model_name(patient_root, study_root, patient_study_only)
+    identifiers = selection(target, model, study, series, accession, patient_id, keys, level,
+                            from_list, from_key)
+    classes = list(store_classes or [])
+    if exact_classes:
+        classes += classes_in(target, identifiers, model)
+    local = settings.config().local
+    progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
+    summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out, local=local,
+                  store_classes=classes or COMMON_STORAGE_CLASSES, layout=layout,
+                  on_progress=progress)
+    if progress:
+        progress.clear()
+    finish(summary, target, json_output, destination=None, local=None)

@@ -1,0 +1,240 @@
+"""dcmtool move: retrieve with C-MOVE, to a third party or to ourselves (--out DIR)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from dcmtool.cli import console, options
+
+if TYPE_CHECKING:
+    from dcmtool.config import Peer
+    from dcmtool.retrieve import Progress, RetrieveSummary
+
+EPILOG = """Examples:
+
+\b
+  dcmtool move PACS --study 1.2.840.113619.2.1 -o ./in      # to ourselves: [local] port
+  dcmtool move PACS --accession A12345 --dest WORKSTATION   # third-party move
+  dcmtool move PACS -L SERIES -k StudyInstanceUID=1.2.3 -k SeriesInstanceUID=1.2.3.4 -o ./in
+  dcmtool find PACS -k PatientID=123 --jsonl | dcmtool move PACS --from - -o ./in
+  dcmtool move PACS --from accessions.txt --from-key AccessionNumber -o ./in
+
+A move to ourselves needs the peer to know our AE title ([local] ae_title) at this host and
+[local] port; 0xA801 means it does not. A node's 'retrieve = "get"' makes this command use
+C-GET instead. Exit 0 when everything arrived, 7 when some sub-operations failed.
+"""
+
+SELECT = "Selection"
+
+
+def move(
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+                    "AET@HOST:PORT, or HOST PORT.", show_default=False)],
+    dest: Annotated[Optional[str], typer.Option(
+        "--dest", metavar="AET", help="Move destination AE title (default: ourselves, "
+        "receiving into --out).", show_default=False)] = None,
+    out: options.Out = None,
+    study: Annotated[Optional[list[str]], typer.Option(
+        "--study", metavar="UID", help="Study Instance UID (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    series: Annotated[Optional[list[str]], typer.Option(
+        "--series", metavar="UID", help="Series Instance UID (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    accession: Annotated[Optional[list[str]], typer.Option(
+        "--accession", metavar="N", help="Accession number, resolved by C-FIND (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    patient_id: Annotated[Optional[list[str]], typer.Option(
+        "--patient-id", metavar="ID", help="Patient ID (repeatable).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    keys: options.Keys = None,
+    level: Annotated[Optional[str], typer.Option(
+        "--level", "-L", metavar="LEVEL", help="Level of the -k identifier (default STUDY).",
+        rich_help_panel=SELECT, show_default=False)] = None,
+    from_list: options.FromList = None,
+    from_key: options.FromKey = None,
+    patient_root: options.PatientRoot = False,
+    study_root: options.StudyRoot = False,
+    patient_study_only: options.PatientStudyOnly = False,
+    layout: options.Layout = None,
+    port: Annotated[Optional[int], typer.Option(
+        "--port", min=0, max=65535, metavar="PORT", help="Our storage SCP's port (default "
+        "[local] port).", show_default=False)] = None,
+    json_output: options.JsonOutput = False,
+    calling_aet: options.CallingAET = None,
+    called_aet: options.CalledAET = None,
+    max_pdu: options.MaxPDU = None,
+    connect_timeout: options.ConnectTimeout = None,
+    acse_timeout: options.AcseTimeout = None,
+    dimse_timeout: options.DimseTimeout = None,
+    network_timeout: options.NetworkTimeout = None,
+    tls_cert: options.TlsCert = None,
+    tls_key: options.TlsKey = None,
+    tls_ca: options.TlsCA = None,
+    no_hostname_check: options.NoHostnameCheck = False,
+    verbose: options.Verbose = 0,
+    quiet: options.Quiet = False,
+    debug: options.Debug = False,
+    log_file: options.LogFile = None,
+    traceback: options.Traceback = False,
+) -> None:
+    """Retrieve studies, series or instances with C-MOVE."""
+    from dcmtool.cli.app import apply_logging
+    from dcmtool.cli.network import resolve
+    from dcmtool.cli.state import settings
+
+    apply_logging(verbose, quiet, debug, log_file, traceback)
+    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
+                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
+                     no_hostname_check)
+    model = options.model_name(patient_root, study_root, patient_study_only)
+    identifiers = selection(target, model, study, series, accession, patient_id, keys, level,
+                            from_list, from_key)
+    local = settings.config().local
+    if port is not None:
+        from dataclasses import replace
+
+        local = replace(local, port=port)
+    progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
+    if target.retrieve == "get" and dest is None:
+        from dcmtool.retrieve import GET_MODELS, get
+
+        if out is None:
+            from dcmtool.errors import UsageError
+
+            raise UsageError("this node retrieves with C-GET: give --out DIR")
+        summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out, local=local,
+                      layout=layout, on_progress=progress)
+    else:
+        from dcmtool.retrieve import MOVE_MODELS
+        from dcmtool.retrieve import move as run
+
+        summary = run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
+                      out_dir=out, local=local, layout=layout, on_progress=progress)
+    if progress:
+        progress.clear()
+    finish(summary, target, json_output, destination=dest, local=local)
+
+
+def selection(peer: Peer, model: str, study: list[str] | None, series: list[str] | None,
+              accession: list[str] | None, patient_id: list[str] | None,
+              keys: list[str] | None, level: str | None, from_list: str | None,
+              from_key: str | None) -> list[Any]:
+    """The identifiers to retrieve, from the shortcuts, -k keys and --from list."""
+    from dcmtool.errors import UsageError
+    from dcmtool.find import MODELS
+    from dcmtool.retrieve import build_retrieve_identifier, read_list, resolve
+
+    pairs: list[tuple[str, str]] = []
+    pairs += [("StudyInstanceUID", uid) for uid in study or []]
+    pairs += [("AccessionNumber", number) for number in accession or []]
+    pairs += [("PatientID", value) for value in patient_id or []]
+    identifiers: list[Any] = []
+    for uid in series or []:
+        identifiers.append(_series_identifier(peer, model, uid))
+    if from_list:
+        if from_key and from_key not in ("StudyInstanceUID", "AccessionNumber", "PatientID",
+                                         "SeriesInstanceUID", "SOPInstanceUID"):
+            raise UsageError(f"--from-key {from_key}: expected StudyInstanceUID, "
+                             "AccessionNumber, PatientID, SeriesInstanceUID or SOPInstanceUID")
+        try:
+            text = sys.stdin.read() if from_list == "-" else Path(from_list).read_text(
+                encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--from {from_list}: {exc.strerror or exc}") from None
+        pairs += read_list(text, from_key)
+    if keys:
+        identifiers.append(build_retrieve_identifier((level or "STUDY").upper(), keys))
+    if pairs:
+        find_model = MODELS["study" if model == "study" else "patient"]
+        identifiers += resolve(peer, pairs, find_model=find_model)
+    if not identifiers:
+        raise UsageError("say what to retrieve: --study, --series, --accession, --patient-id, "
+                         "-k or --from")
+    return identifiers
+
+
+def _series_identifier(peer: Peer, model: str, uid: str) -> Any:
+    """A SERIES-level identifier; Study Root wants the study UID too: found by C-FIND."""
+    from pydicom.dataset import Dataset
+
+    from dcmtool.errors import DcmtoolError
+    from dcmtool.find import MODELS
+    from dcmtool.find import find as run
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.SeriesInstanceUID = uid
+    query.StudyInstanceUID = ""
+    if model == "patient":
+        query.PatientID = ""
+    found = run(peer, query, MODELS[model])
+    if not found.matches:
+        raise DcmtoolError(f"series {uid}: not found on {peer.label}")
+    match = found.matches[0]
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    if model == "patient":
+        identifier.PatientID = match.get("PatientID", "")
+    identifier.StudyInstanceUID = match.StudyInstanceUID
+    identifier.SeriesInstanceUID = uid
+    return identifier
+
+
+class ProgressLine:
+    """completed/remaining/failed and files received, on one terminal line."""
+
+    def __call__(self, progress: Progress) -> None:
+        sys.stderr.write(f"\r\x1b[K{progress.label}: {progress.completed} done, "
+                         f"{progress.remaining} remaining, {progress.failed} failed, "
+                         f"{progress.warning} warnings; {progress.received} received")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: str | None,
+           local: Any) -> None:
+    """Print the summary (stdout) and per-request problems (stderr); raise for the exit code."""
+    import json
+
+    from dcmtool.retrieve import check
+
+    for outcome in summary.outcomes:
+        status = "no answer" if outcome.status is None else f"0x{outcome.status:04X}"
+        if outcome.failed or (outcome.status not in (0x0000, None)):
+            console.err(f"dcmtool: {outcome.label}: {status}, {outcome.failed} failed"
+                        + (f": {outcome.message}" if outcome.message else ""))
+        if outcome.status == 0x0000 and not (outcome.completed or outcome.failed
+                                             or outcome.warning):
+            console.err(f"dcmtool: {outcome.label}: matched no instance on {peer.label}")
+        if summary.out_dir is not None and outcome.received < outcome.expected:
+            console.err(f"dcmtool: {outcome.label}: the peer reported {outcome.expected} "
+                        f"sent, {outcome.received} arrived")
+    completed = sum(o.completed for o in summary.outcomes)
+    failed = sum(o.failed for o in summary.outcomes)
+    warnings = sum(o.warning for o in summary.outcomes)
+    if as_json:
+        console.out(json.dumps({
+            "requests": len(summary.outcomes), "completed": completed, "failed": failed,
+            "warnings": warnings, "received": summary.received,
+            "out": str(summary.out_dir) if summary.out_dir else None,
+            "seconds": round(summary.seconds, 3),
+            "results": [{"request": o.label, "status": None if o.status is None
+                         else f"0x{o.status:04X}", "completed": o.completed,
+                         "failed": o.failed, "warnings": o.warning, "received": o.received,
+                         "failed_sop_instance_uids": o.failed_uids, "message": o.message}
+                        for o in summary.outcomes]}, indent=2))
+    else:
+        rate = completed / summary.seconds if summary.seconds else 0.0
+        where = f"; {summary.received} received in {summary.out_dir}" if summary.out_dir \
+            else ""
+        console.out(f"{len(summary.outcomes)} request(s): {completed} completed, {failed} "
+                    f"failed, {warnings} warnings{where}; {summary.seconds:.2f} s "
+                    f"({rate:.0f} instances/s)")
+    check(summary, destination=destination, local=local, peer=peer)

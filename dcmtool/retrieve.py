@@ -1,0 +1,439 @@
+"""C-MOVE and C-GET SCU: retrieve into a folder, with progress and a completeness check.
+
+Received instances go through the same archive code as ``dcmtool serve`` (fsync, rename,
+index; the same layout patterns), so ``--out DIR`` is itself an archive ``serve`` can open.
+A move to ourselves runs a storage SCP on the configured local port and bind address for the
+duration of the retrieval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dcmtool.association import MAX_CONTEXTS, ContextRequest, make_ae, open_association
+from dcmtool.config import LocalAE, Peer
+from dcmtool.errors import (
+    AssociationAborted,
+    DcmtoolError,
+    DimseFailure,
+    PartialFailure,
+    UsageError,
+)
+from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
+MOVE_MODELS = {"patient": PATIENT_ROOT_MOVE, "study": STUDY_ROOT_MOVE,
+               "patient-study": PATIENT_STUDY_ONLY_MOVE}
+GET_MODELS = {"patient": PATIENT_ROOT_GET, "study": STUDY_ROOT_GET,
+              "patient-study": PATIENT_STUDY_ONLY_GET}
+
+#: Storage classes a C-GET offers to receive by default: what studies usually hold. Each gets
+#: one context with the uncompressed syntaxes and one per common compressed family, so that
+#: the list fits the 128 contexts of one association with the Q/R context.
+COMMON_STORAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.2",      # CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",    # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4",      # MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",    # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.1",      # CR
+    "1.2.840.10008.5.1.4.1.1.1.1",    # DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX for processing
+    "1.2.840.10008.5.1.4.1.1.1.2",    # Mammography for presentation
+    "1.2.840.10008.5.1.4.1.1.6.1",    # US Image
+    "1.2.840.10008.5.1.4.1.1.3.1",    # US Multi-frame
+    "1.2.840.10008.5.1.4.1.1.7",      # Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.4",    # Multi-frame True Color SC
+    "1.2.840.10008.5.1.4.1.1.12.1",   # XA
+    "1.2.840.10008.5.1.4.1.1.20",     # NM
+    "1.2.840.10008.5.1.4.1.1.128",    # PET
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.11.1",   # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.66.4",   # Segmentation
+    "1.2.840.10008.5.1.4.1.1.77.1.4", # VL Photographic
+    "1.2.840.10008.5.1.4.1.1.13.1.3", # Breast Tomosynthesis
+    "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG
+    "1.2.840.10008.5.1.4.1.1.130",    # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.66",     # Raw Data
+)
+#: Syntax groups proposed per class for C-GET: uncompressed, then the lossless families.
+GET_SYNTAX_GROUPS = (
+    (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN),
+    ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.80",
+     "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201",
+     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
+     "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.1.99"),
+)
+
+
+@dataclass
+class RetrieveOutcome:
+    """The result of one C-MOVE or C-GET request (one item of the list)."""
+
+    label: str  # what was asked for, e.g. "StudyInstanceUID=1.2.3"
+    status: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    received: int = 0  # files our storage SCP stored during this request
+    failed_uids: list[str] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def expected(self) -> int:
+        return self.completed + self.warning
+
+
+@dataclass
+class RetrieveSummary:
+    outcomes: list[RetrieveOutcome] = field(default_factory=list)
+    out_dir: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def received(self) -> int:
+        return sum(o.received for o in self.outcomes)
+
+
+@dataclass(frozen=True)
+class Progress:
+    label: str
+    completed: int
+    remaining: int
+    failed: int
+    warning: int
+    received: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def identifier_label(identifier: Any) -> str:
+    for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID"):
+        value = identifier.get(keyword)
+        if value:
+            return f"{keyword}={value}"
+    return "the identifier"
+
+
+def build_retrieve_identifier(level: str, keys: Sequence[str]) -> Any:
+    from pydicom.dataset import Dataset
+
+    from dcmtool.find import set_key
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for key in keys:
+        set_key(ds, key)
+    return ds
+
+
+def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool,
+              port: int | None = None) -> Any:
+    """An archive in ``out_dir`` and a storage SCP feeding it (on loopback port 0 for C-GET,
+    where nothing connects to it: its store handler serves the C-GET association)."""
+    from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
+    from dcmtool.archive.storage import StorePolicy
+    from dcmtool.server import ServeOptions, open_archive, start_server
+
+    try:
+        pattern = Layout.parse(layout or DEFAULT_PATTERN)
+    except LayoutError as exc:
+        raise UsageError(f"--layout: {exc}") from None
+    # A retrieval may bring an instance we already have: keep it, count it as received.
+    policy = StorePolicy(layout=pattern, duplicates="ignore", min_free_bytes=0)
+    archive, _ = open_archive(out_dir, policy)
+    options = ServeOptions(ae_title=local.ae_title,
+                           port=(local.port if port is None else port) if listen else 0,
+                           bind=local.bind if listen else "127.0.0.1",
+                           max_associations=10)
+    try:
+        return start_server(archive, options)
+    except BaseException:
+        archive.close()
+        raise
+
+
+def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str | None,
+         out_dir: Path | None, local: LocalAE, layout: str | None = None,
+         on_progress: ProgressCallback | None = None) -> RetrieveSummary:
+    """C-MOVE each identifier to ``destination``, or to a storage SCP of ours in ``out_dir``."""
+    if destination is None and out_dir is None:
+        raise UsageError("give --dest AET (a third-party move) or --out DIR (move to dcmtool)")
+    summary = RetrieveSummary(out_dir=out_dir)
+    receiver = None
+    if destination is None:
+        assert out_dir is not None
+        receiver = _receiver(out_dir, local, layout, listen=True)
+        destination = local.ae_title
+    started = time.perf_counter()
+    try:
+        with open_association(peer, [ContextRequest(model, (EXPLICIT_VR_LITTLE_ENDIAN,
+                                                            IMPLICIT_VR_LITTLE_ENDIAN))]) as s:
+            for identifier in identifiers:
+                before = receiver.stats.stored if receiver else 0
+                outcome = RetrieveOutcome(identifier_label(identifier))
+                responses = s.assoc.send_c_move(identifier, destination, model)
+                _follow(s, responses, outcome, receiver, before, on_progress, "C-MOVE")
+                if receiver is not None:
+                    outcome.received = receiver.stats.stored - before
+                summary.outcomes.append(outcome)
+        summary.seconds = time.perf_counter() - started
+    finally:
+        if receiver is not None:
+            receiver.stop(grace=10)
+    return summary
+
+
+def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
+        local: LocalAE, store_classes: Sequence[str] = COMMON_STORAGE_CLASSES,
+        layout: str | None = None, on_progress: ProgressCallback | None = None
+        ) -> RetrieveSummary:
+    """C-GET each identifier; the instances arrive on the same association."""
+    from pynetdicom import evt
+
+    summary = RetrieveSummary(out_dir=out_dir)
+    receiver = _receiver(out_dir, local, layout, listen=False)
+    contexts = [ContextRequest(model, (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))]
+    for sop_class in dict.fromkeys(store_classes):
+        for group in GET_SYNTAX_GROUPS:
+            contexts.append(ContextRequest(sop_class, group, scu_role=False, scp_role=True))
+    if len(contexts) > MAX_CONTEXTS:
+        receiver.stop(grace=1)
+        raise UsageError(f"{len(store_classes)} storage classes need {len(contexts)} "
+                         f"presentation contexts; one association holds {MAX_CONTEXTS}",
+                         hint="name at most 63 classes with --store-classes")
+    ae = make_ae(peer)
+    ae.dcmtool_incoming = str(receiver.archive.incoming)  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    try:
+        with open_association(peer, contexts, ae=ae,
+                              handlers=[(evt.EVT_C_STORE, receiver.handle_store)]) as s:
+            for identifier in identifiers:
+                before = receiver.stats.stored
+                outcome = RetrieveOutcome(identifier_label(identifier))
+                responses = s.assoc.send_c_get(identifier, model)
+                _follow(s, responses, outcome, receiver, before, on_progress, "C-GET")
+                outcome.received = receiver.stats.stored - before
+                summary.outcomes.append(outcome)
+        summary.seconds = time.perf_counter() - started
+    finally:
+        receiver.stop(grace=10)
+    return summary
+
+
+def _follow(session: Any, responses: Any, outcome: RetrieveOutcome, receiver: Any,
+            before: int, on_progress: ProgressCallback | None, service: str) -> None:
+    """Read the pending and final responses of one retrieval into ``outcome``."""
+    for status, identifier in responses:
+        code = getattr(status, "Status", None)
+        if code is None:
+            raise session.lost(f"the {service}")
+        outcome.completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
+        outcome.failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+        outcome.warning = int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+        remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
+        if code in (0xFF00, 0xFF01):
+            if on_progress:
+                received = receiver.stats.stored - before if receiver else 0
+                on_progress(Progress(outcome.label, outcome.completed, remaining,
+                                     outcome.failed, outcome.warning, received))
+            continue
+        outcome.status = int(code)
+        outcome.message = str(getattr(status, "ErrorComment", "") or "")
+        if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+            value = identifier.FailedSOPInstanceUIDList
+            outcome.failed_uids = [str(v) for v in (value if isinstance(value, list | tuple)
+                                                    or type(value).__name__ == "MultiValue"
+                                                    else [value]) if v]
+
+
+def read_list(text: str, key: str | None) -> list[tuple[str, str]]:
+    """(keyword, value) pairs from find's JSONL output, a CSV, or one value per line.
+
+    A plain value is a Study Instance UID when it looks like one, else ``key`` (default
+    AccessionNumber). JSONL/CSV rows give their most specific unique key, else their
+    AccessionNumber or PatientID.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    order = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "AccessionNumber",
+             "PatientID")
+    pairs: list[tuple[str, str]] = []
+    if lines[0].lstrip().startswith("{"):
+        for line in lines:
+            row = _json_row(json.loads(line))
+            pairs.append(_pick(row, order, line))
+        return pairs
+    first = lines[0]
+    if "," in first and any(k in first for k in order):
+        for row in csv.DictReader(io.StringIO("\n".join(lines))):
+            pairs.append(_pick({k: v for k, v in row.items() if k and v}, order, str(row)))
+        return pairs
+    for line in lines:
+        value = line.strip()
+        if key:
+            pairs.append((key, value))
+        elif _looks_like_uid(value):
+            pairs.append(("StudyInstanceUID", value))
+        else:
+            pairs.append(("AccessionNumber", value))
+    return pairs
+
+
+def _json_row(data: dict[str, Any]) -> dict[str, str]:
+    """Keyword -> first value of a DICOM JSON object (find --jsonl output)."""
+    from pydicom.datadict import keyword_for_tag
+
+    row: dict[str, str] = {}
+    for tag, element in data.items():
+        values = element.get("Value") if isinstance(element, dict) else None
+        if not values:
+            continue
+        keyword = keyword_for_tag(int(tag, 16)) if len(tag) == 8 else tag
+        first = values[0]
+        row[keyword or tag] = first.get("Alphabetic", "") if isinstance(first, dict) \
+            else str(first)
+    return row
+
+
+def _pick(row: dict[str, str], order: Sequence[str], source: str) -> tuple[str, str]:
+    for keyword in order:
+        if row.get(keyword):
+            return keyword, row[keyword]
+    raise UsageError(f"--from: no StudyInstanceUID, AccessionNumber or PatientID in {source[:80]}")
+
+
+def _looks_like_uid(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) > 2 and all(p.isdigit() for p in parts) and len(text) <= 64
+
+
+LEVEL_OF_KEY = {"SOPInstanceUID": "IMAGE", "SeriesInstanceUID": "SERIES",
+                "StudyInstanceUID": "STUDY", "AccessionNumber": "STUDY", "PatientID": "PATIENT"}
+
+
+def resolve(peer: Peer, pairs: Sequence[tuple[str, str]], *, find_model: str
+            ) -> list[Any]:
+    """Retrieve identifiers for (keyword, value) pairs; accession numbers (and patient IDs
+    under Study Root) are resolved to Study Instance UIDs with a C-FIND first."""
+    from pydicom.dataset import Dataset
+
+    from dcmtool.find import STUDY_ROOT, find
+
+    identifiers: list[Any] = []
+    for keyword, value in pairs:
+        needs_find = keyword == "AccessionNumber" or (
+            keyword == "PatientID" and find_model == STUDY_ROOT)
+        if needs_find:
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            setattr(query, keyword, value)
+            query.StudyInstanceUID = ""
+            result = find(peer, query, find_model)
+            uids = sorted({str(m.StudyInstanceUID) for m in result.matches
+                           if m.get("StudyInstanceUID")})
+            if not uids:
+                raise DcmtoolError(f"{keyword} {value}: no study matches on {peer.label}")
+            for uid in uids:
+                ds = Dataset()
+                ds.QueryRetrieveLevel = "STUDY"
+                ds.StudyInstanceUID = uid
+                identifiers.append(ds)
+            continue
+        ds = Dataset()
+        ds.QueryRetrieveLevel = LEVEL_OF_KEY[keyword]
+        setattr(ds, keyword, value)
+        identifiers.append(ds)
+    return identifiers
+
+
+def _failed(status: int | None) -> bool:
+    """A final status that is a failure: 0xA702, 0xA7xx, 0xA9xx, 0xCxxx (not B000/FE00)."""
+    return status is not None and status not in (0x0000, 0xB000, 0xFE00) and status >= 0xA000
+
+
+def check(summary: RetrieveSummary, *, destination: str | None, local: LocalAE | None,
+          peer: Peer) -> None:
+    """Raise the error that gives the right exit code, explaining the usual setup mistakes."""
+    outcomes = summary.outcomes
+    if not outcomes:
+        return
+    unknown = [o for o in outcomes if o.status == 0xA801]
+    if unknown:
+        aet = destination or (local.ae_title if local else "?")
+        where = f"{aet}@<this host>:{local.port}" if local and destination is None else aet
+        raise DimseFailure(
+            f"{peer.label} does not know the move destination {aet} (0xA801)",
+            status=0xA801,
+            hint=f"register {where} on {peer.label} as a DICOM node (AE title, this host's "
+                 "address, port), or use 'dcmtool get'")
+    failures = [o for o in outcomes if _failed(o.status)]
+    partial = [o for o in outcomes if o.status == 0xB000 or o.failed]
+    incomplete = [o for o in outcomes if summary.out_dir is not None and o.received < o.expected]
+    if summary.out_dir is not None and all(o.received == 0 for o in outcomes) and \
+            any(o.failed for o in outcomes) and destination is None and local is not None:
+        raise AssociationAborted(
+            f"{peer.label} could not deliver any instance to our storage SCP "
+            f"({local.ae_title}, port {local.port})",
+            hint=f"can {peer.label} reach this host on port {local.port}? check the address "
+                 f"it has for {local.ae_title}, firewalls, and [local] bind "
+                 f"(now {local.bind})")
+    if failures and len(failures) == len(outcomes) and not any(o.completed for o in outcomes):
+        first = failures[0]
+        raise DimseFailure(f"{first.label}: the peer answered 0x{first.status:04X}"
+                           f"{': ' + first.message if first.message else ''}",
+                           status=first.status or 0)
+    if failures or partial or incomplete:
+        parts = []
+        if failures:
+            parts.append(f"{len(failures)} request(s) failed")
+        if partial:
+            parts.append(f"{sum(o.failed for o in outcomes)} sub-operation(s) failed")
+        if incomplete:
+            parts.append(f"{sum(o.expected - o.received for o in incomplete)} instance(s) "
+                         "reported sent never arrived")
+        raise PartialFailure("; ".join(parts))
+
+
+def classes_in(peer: Peer, identifiers: Sequence[Any], model: str) -> list[str]:
+    """The SOP classes the selection holds, by C-FIND at IMAGE level (for C-GET contexts)."""
+    from pydicom.dataset import Dataset
+
+    from dcmtool.find import MODELS, find
+
+    found: dict[str, None] = {}
+    for identifier in identifiers:
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword in identifier:
+                setattr(query, keyword, identifier.get(keyword))
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword not in query:
+                setattr(query, keyword, "")
+        query.SOPClassUID = ""
+        for match in find(peer, query, MODELS[model]).matches:
+            if match.get("SOPClassUID"):
+                found[str(match.SOPClassUID)] = None
+    return list(found)
