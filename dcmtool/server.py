@@ -200,6 +200,7 @@ class RunningServer:
         self.stats = ServerStats()
         self._hooks = _Hooks(options)
         self._per_assoc: dict[int, dict[str, int]] = {}
+        self._background: list[threading.Thread] = []  # moves finished for a departed peer
         self._stopped = threading.Event()
         self.ae = self._make_ae()
         try:
@@ -426,16 +427,53 @@ class RunningServer:
             contexts = _sub_contexts(instances)
             yield host, port, {"contexts": contexts}
             yield len(instances)
-            for instance in instances:
-                if event.is_cancelled:
-                    yield 0xFE00, None
-                    return
-                yield 0xFF00, instance
+            handed = 0  # instances pynetdicom has taken to send
+            try:
+                for instance in instances:
+                    if event.is_cancelled:
+                        yield 0xFE00, None
+                        return
+                    yield 0xFF00, instance
+                    handed += 1
+            except GeneratorExit:
+                # The requester went away mid-move; pynetdicom drops the handler. Seed 004:
+                # the sub-operations still finish, on an association of our own.
+                rest = instances[handed:]
+                if rest:
+                    self._finish_move(destination, host, port, rest)
+                raise
             self.archive.audit.write("move", destination=destination,
                                      instances=len(instances), **self._who(event.assoc))
         except Exception as exc:
             LOG.exception("C-MOVE handler failed")
             yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+
+    def _finish_move(self, destination: str, host: str, port: int, rest: list[Any]) -> None:
+        """Send what a dropped C-MOVE had left, in the background (dcmtool store's sender)."""
+        from dcmtool.config import Peer
+        from dcmtool.store import Instance, store
+
+        LOG.warning("C-MOVE requester left; sending the remaining %d instance(s) to %s",
+                    len(rest), destination)
+        peer = Peer(label=destination, host=host, port=port, called_ae_title=destination,
+                    calling_ae_title=self.options.ae_title)
+        files = [Instance(Path(i.dcmtool_path), str(i.SOPClassUID), str(i.SOPInstanceUID),
+                          str(i.dcmtool_syntax), "", Path(i.dcmtool_path).stat().st_size)
+                 for i in rest]
+
+        def run() -> None:
+            try:
+                summary = store(peer, files, retries=2)
+                LOG.info("C-MOVE to %s finished after the requester left: %d stored, "
+                         "%d failed", destination, summary.stored, summary.failed)
+                self.archive.audit.write("move-finished", destination=destination,
+                                         stored=summary.stored, failed=summary.failed)
+            except Exception as exc:
+                LOG.error("C-MOVE to %s could not be finished: %s", destination, exc)
+
+        thread = threading.Thread(target=run, name="dcmtool-move-finish", daemon=True)
+        self._background.append(thread)
+        thread.start()
 
     def _on_get(self, event: Any) -> Any:
         try:
@@ -553,6 +591,8 @@ class RunningServer:
                 LOG.warning("aborting an association still open after %.0f s", grace)
                 assoc.abort()
                 assoc.join(5)
+        for thread in self._background:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._hooks.close()
         self.archive.close()
 

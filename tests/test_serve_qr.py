@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from support.archive import ServedArchive
 from support.datasets import write_instance
@@ -257,3 +258,42 @@ def test_worklist_answers_findscu_w(serve_archive: Callable[..., ServedArchive],
     found = [dcmread(p) for p in out.glob("rsp*.dcm")]
     assert [str(d.AccessionNumber) for d in found] == ["ACC1"]
     assert str(found[0].PatientName) == "Patient^MR"
+
+
+def test_a_move_whose_requester_aborts_still_finishes(
+        serve_archive: Callable[..., ServedArchive], dcmtk_storescp: Callable[..., Any],
+        tmp_path: Path) -> None:
+    """Seed 004: if the requesting association drops, the sub-operations finish."""
+    import time
+
+    from pynetdicom import AE
+
+    scp = dcmtk_storescp()
+    served = serve_archive(destinations=(("STORESCP", "127.0.0.1", scp.port),))
+    folder = tmp_path / "many"
+    study = generate_uid()
+    for index in range(40):
+        write_instance(folder / f"{index}.dcm", StudyInstanceUID=study, rows=64, columns=64)
+    assert run_cli("store", served.address, str(folder)).exit_code == 0
+    ae = AE(ae_title="LEAVER")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")
+    assoc = ae.associate(served.host, served.port, ae_title=served.ae_title)
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study
+    for status, _ in assoc.send_c_move(identifier, "STORESCP",
+                                       "1.2.840.10008.5.1.4.1.2.2.2"):
+        if status and status.Status == 0xFF00:
+            assoc.abort()  # gone after the first pending response
+            break
+    audit = served.root / "audit.jsonl"
+
+    def finished() -> bool:
+        return '"move-finished"' in audit.read_text(encoding="utf-8")
+
+    deadline = time.monotonic() + 30
+    while not finished() and time.monotonic() < deadline:
+        time.sleep(0.1)  # bounded wait: the rest goes out on an association of the server's
+    assert finished()
+    assert len(list(scp.output_dir.iterdir())) == 40
