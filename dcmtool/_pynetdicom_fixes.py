@@ -72,6 +72,7 @@ def apply() -> None:
         _patch_command_encoding()
         _patch_reactor_race()
         _patch_stored_instance_send()
+        _patch_server_poll()
         _applied = True
 
 
@@ -560,3 +561,16 @@ def _patch_stored_instance_send() -> None:
         return original(self, ds, *args, **kwargs)
 
     Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+def _patch_server_poll() -> None:
+    """Stop a server within 50 ms: socketserver checks for shutdown every 0.5 s by default,
+    which every ``dcmtool move -o`` would pay when its storage SCP stops."""
+    from pynetdicom.transport import AssociationServer
+
+    original = AssociationServer.serve_forever
+
+    def serve_forever(self: Any, poll_interval: float = 0.05) -> None:
+        original(self, poll_interval)
+
+    AssociationServer.serve_forever = serve_forever  # type: ignore[method-assign]

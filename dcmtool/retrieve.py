@@ -95,6 +95,7 @@ class RetrieveOutcome:
     failed: int = 0
     warning: int = 0
     received: int = 0  # files our storage SCP stored during this request
+    connections: int = 0  # associations the peer opened to our storage SCP meanwhile
     failed_uids: list[str] = field(default_factory=list)
     message: str = ""
 
@@ -191,11 +192,13 @@ def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str
                                                             IMPLICIT_VR_LITTLE_ENDIAN))]) as s:
             for identifier in identifiers:
                 before = receiver.stats.stored if receiver else 0
+                connections = receiver.stats.associations if receiver else 0
                 outcome = RetrieveOutcome(identifier_label(identifier))
                 responses = s.assoc.send_c_move(identifier, destination, model)
                 _follow(s, responses, outcome, receiver, before, on_progress, "C-MOVE")
                 if receiver is not None:
                     outcome.received = receiver.stats.stored - before
+                    outcome.connections = receiver.stats.associations - connections
                 summary.outcomes.append(outcome)
         summary.seconds = time.perf_counter() - started
     finally:
@@ -248,9 +251,10 @@ def _follow(session: Any, responses: Any, outcome: RetrieveOutcome, receiver: An
         code = getattr(status, "Status", None)
         if code is None:
             raise session.lost(f"the {service}")
-        outcome.completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
-        outcome.failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
-        outcome.warning = int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+        # Counts only grow; some peers (Orthanc on 0xC000) end with zeros.
+        outcome.completed = max(outcome.completed, _count(status, "Completed"))
+        outcome.failed = max(outcome.failed, _count(status, "Failed"))
+        outcome.warning = max(outcome.warning, _count(status, "Warning"))
         remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
         if code in (0xFF00, 0xFF01):
             if on_progress:
@@ -265,6 +269,10 @@ def _follow(session: Any, responses: Any, outcome: RetrieveOutcome, receiver: An
             outcome.failed_uids = [str(v) for v in (value if isinstance(value, list | tuple)
                                                     or type(value).__name__ == "MultiValue"
                                                     else [value]) if v]
+
+
+def _count(status: Any, kind: str) -> int:
+    return int(getattr(status, f"NumberOf{kind}Suboperations", 0) or 0)
 
 
 def read_list(text: str, key: str | None) -> list[tuple[str, str]]:
@@ -391,8 +399,9 @@ def check(summary: RetrieveSummary, *, destination: str | None, local: LocalAE |
     failures = [o for o in outcomes if _failed(o.status)]
     partial = [o for o in outcomes if o.status == 0xB000 or o.failed]
     incomplete = [o for o in outcomes if summary.out_dir is not None and o.received < o.expected]
-    if summary.out_dir is not None and all(o.received == 0 for o in outcomes) and \
-            any(o.failed for o in outcomes) and destination is None and local is not None:
+    if summary.out_dir is not None and destination is None and local is not None and \
+            any(o.failed for o in outcomes) and \
+            all(o.received == 0 and o.connections == 0 for o in outcomes):
         raise AssociationAborted(
             f"{peer.label} could not deliver any instance to our storage SCP "
             f"({local.ae_title}, port {local.port})",

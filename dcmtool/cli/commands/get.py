@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dcmtool.cli import options
+from dcmtool.cli import console, options
 from dcmtool.cli.commands.move import SELECT, ProgressLine, finish, selection
 
 EPILOG = """Examples:
@@ -93,7 +93,11 @@ def get(
                             from_list, from_key)
     classes = list(store_classes or [])
     if exact_classes:
-        classes += classes_in(target, identifiers, model)
+        found = classes_in(target, identifiers, model)
+        if not found:
+            console.err(f"dcmtool: {target.label} named no SOP Class UID at IMAGE level; "
+                        "offering the default storage classes")
+        classes += found
     local = settings.config().local
     progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
     summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out, local=local,
@@ -101,4 +105,7 @@ def get(
                   on_progress=progress)
     if progress:
         progress.clear()
+    if any(o.failed for o in summary.outcomes) and not (exact_classes or store_classes):
+        console.err("dcmtool: hint: sub-operations fail when the selection holds SOP classes "
+                    "we did not offer: try --exact-classes or --store-classes UID")
     finish(summary, target, json_output, destination=None, local=None)
