@@ -376,6 +376,8 @@ class RunningServer:
                     break
                 count += 1
                 yield 0xFF00, response
+                if count % 16 == 0:
+                    _drain(event.assoc)  # let the reactor read a C-CANCEL between sends
         except QueryError as exc:
             yield _status(exc.status, exc.comment), None
             return
@@ -418,10 +420,12 @@ class RunningServer:
             instances, failure = self._selected(event)
             host, port = known[destination]
             if failure is not None:
-                # pynetdicom's C-MOVE flow takes no failure status here: nothing to move.
+                # pynetdicom takes a final status only after the sub-operation count: one
+                # announced sub-operation, then the failure (it reports that one as failed).
                 LOG.warning("C-MOVE identifier refused: %s", failure.ErrorComment)
                 yield host, port
-                yield 0
+                yield 1
+                yield failure, None
                 return
             assert instances is not None
             contexts = _sub_contexts(instances)
@@ -480,7 +484,8 @@ class RunningServer:
             instances, failure = self._selected(event)
             if failure is not None:
                 LOG.warning("C-GET identifier refused: %s", failure.ErrorComment)
-                yield 0
+                yield 1  # see _on_move: a count first, then the final failure status
+                yield failure, None
                 return
             assert instances is not None
             yield len(instances)
@@ -615,6 +620,15 @@ QR_MODELS = (
     "1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3", "1.2.840.10008.5.1.4.1.2.3.3",
 )
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+
+
+def _drain(assoc: Any, timeout: float = 5.0) -> None:
+    """Wait until the DUL has sent what is queued: pynetdicom's reactor reads the socket only
+    when its send queue is empty, so a C-CANCEL would otherwise wait for every match."""
+    pending = assoc.dul.to_provider_queue
+    deadline = time.monotonic() + timeout
+    while pending.qsize() and assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def _stored_instance(path: Path, sop_class: str, sop_instance: str, syntax: str) -> Any:

@@ -376,7 +376,7 @@ def _send_one(session: Any, instance: Instance,
                                    f"as {offered}, not {name}")
             wire = fallback
         if modify is None and wire == instance.transfer_syntax:
-            return outcome(assoc.send_c_store(instance.path), wire)  # the file's own bytes
+            return outcome(_send_bytes(assoc, instance), wire)  # the file's own bytes
         from pydicom import dcmread
 
         ds = dcmread(instance.path)
@@ -389,6 +389,21 @@ def _send_one(session: Any, instance: Instance,
     except Exception as exc:  # a bad file costs one outcome, never the batch
         return FileOutcome(instance.path, instance.sop_instance_uid, None,
                            f"cannot send: {type(exc).__name__}: {exc}")
+
+
+def _send_bytes(assoc: Any, instance: Instance) -> Any:
+    """C-STORE the file as its bytes: straight onto the socket, else pynetdicom's chunked send."""
+    from dcmtool import fastsend
+
+    offset = fastsend.dataset_offset(instance.path) if fastsend.usable(assoc) else None
+    context_id = next((cx.context_id for cx in assoc.accepted_contexts
+                       if cx.abstract_syntax == instance.sop_class_uid
+                       and cx.transfer_syntax[0] == instance.transfer_syntax and cx.as_scu),
+                      None)
+    if offset is None or context_id is None:
+        return assoc.send_c_store(instance.path)
+    return fastsend.send_file(assoc, context_id, instance.path, offset,
+                              instance.sop_class_uid, instance.sop_instance_uid)
 
 
 def _transcoded(instance: Instance, ds: Any, wire: str,

@@ -157,8 +157,9 @@ def plan(identifier: Any, model: str, options: QueryOptions) -> _Plan:
             params.extend(condition[1])
     columns = [f'{_TABLE[lvl]}."{key}" AS "{key}"' for lvl in LEVELS[: depth + 1]
                for key in _KEYS[lvl]]
-    charset_table = _TABLE[level] if level != "PATIENT" else "p"
-    columns.append(f'{charset_table}.SpecificCharacterSet AS "_charset"')
+    # Values come from several rows, each in its own character set (decoded to text here).
+    for lvl in LEVELS[: depth + 1]:
+        columns.append(f'{_TABLE[lvl]}.SpecificCharacterSet AS "_charset_{_TABLE[lvl]}"')
     for keyword in return_keys:
         if keyword in _COMPUTED and LEVELS.index(_COMPUTED[keyword][0]) <= depth:
             columns.append(f'{_COMPUTED[keyword][1]} AS "{keyword}"')
@@ -231,7 +232,11 @@ def find(index: Index, identifier: Any, model: str, options: QueryOptions | None
         if query.sequence_filters and not _sequences_match(row, query.sequence_filters):
             continue
         response = Dataset()
-        charset = "ISO_IR 192" if options.utf8 else (row["_charset"] or None)
+        charsets = {row[f"_charset_{_TABLE[lvl]}"] or None
+                    for lvl in LEVELS[: LEVELS.index(query.level) + 1]}
+        # One stored character set answers in it; rows that differ answer in UTF-8, which
+        # holds every value.
+        charset = "ISO_IR 192" if options.utf8 or len(charsets) > 1 else charsets.pop()
         if charset:
             response.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
         response.QueryRetrieveLevel = query.level

@@ -1,0 +1,117 @@
+"""C-STORE of a file's bytes straight onto an established association's socket.
+
+pynetdicom's chunked send re-reads the File Meta with pydicom, builds a DIMSE primitive, and
+hands every PDU to its DUL thread through a queue; for small instances that costs more than
+the transfer. Here the command set is packed with struct, the data set is framed into P-DATA-TF
+PDUs straight from the file (never decoded), and the PDUs are written by the calling thread.
+The response still arrives through pynetdicom's reactor and DIMSE queue, so the association's
+state machine, timeouts and abort handling stay pynetdicom's.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+from typing import Any
+
+#: Data set bytes per PDU when the peer sets no limit (maximum length 0).
+UNLIMITED_CHUNK = 1 << 20
+
+
+def dataset_offset(path: Path) -> int | None:
+    """Where the data set starts in a Part 10 file, from its File Meta group length."""
+    with path.open("rb") as fh:
+        head = fh.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None  # no group length first: let pynetdicom parse the File Meta
+    (length,) = struct.unpack("<I", head[140:144])
+    return 144 + int(length)
+
+
+def _element(group: int, element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", group, element, len(value)) + value
+
+
+def _uid(text: str) -> bytes:
+    raw = text.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def command_set(sop_class: str, sop_instance: str, message_id: int, priority: int = 2,
+                move_originator: tuple[str, int] | None = None) -> bytes:
+    """C-STORE-RQ command set, implicit VR little endian, group length first (PS3.7 9.3.1)."""
+    body = b"".join([
+        _element(0x0000, 0x0002, _uid(sop_class)),
+        _element(0x0000, 0x0100, struct.pack("<H", 0x0001)),
+        _element(0x0000, 0x0110, struct.pack("<H", message_id)),
+        _element(0x0000, 0x0700, struct.pack("<H", priority)),
+        _element(0x0000, 0x0800, struct.pack("<H", 0x0000)),  # a data set follows
+        _element(0x0000, 0x1000, _uid(sop_instance)),
+    ])
+    if move_originator is not None:
+        aet, message = move_originator
+        body += _element(0x0000, 0x1030, aet.encode("ascii").ljust(16)[:16])
+        body += _element(0x0000, 0x1031, struct.pack("<H", message))
+    return _element(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def _pdu(context_id: int, control: int, data: bytes | memoryview) -> bytes:
+    """One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5)."""
+    pdv_length = len(data) + 2
+    return struct.pack(">BBIIBB", 0x04, 0x00, pdv_length + 4, pdv_length, context_id,
+                       control) + bytes(data)
+
+
+def usable(assoc: Any) -> bool:
+    """The fast path needs an established association and no PDU debug logging."""
+    return bool(assoc.is_established) and not logging.getLogger("pynetdicom").isEnabledFor(
+        logging.DEBUG)
+
+
+def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
+              sop_instance: str, *, move_originator: tuple[str, int] | None = None) -> Any:
+    """Send one C-STORE-RQ with the file's data set; return the response status Dataset.
+
+    Returns an empty Dataset (no ``Status``) when no response came: the association was
+    aborted or timed out, as pynetdicom's ``send_c_store`` does.
+    """
+    from pydicom.dataset import Dataset
+
+    message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
+    assoc.dcmtool_message_id = message_id
+    limit = int(assoc.acceptor.maximum_length or 0)
+    chunk = (limit - 6) if limit > 6 else UNLIMITED_CHUNK
+    command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
+    sock = assoc.dul.socket.socket
+    fh = path.open("rb")  # an unreadable file fails here, before anything is sent
+    try:
+        fh.seek(offset)
+        data = fh.read(chunk)
+        following = fh.read(chunk)
+        # With the checkpoint clear, the reactor hands our response back to the DIMSE queue
+        # (dcmtool's #875 fix), so there is no need to wait for it to pause.
+        assoc._reactor_checkpoint.clear()
+        try:
+            if not following:
+                # The usual small instance: one write for the command and the data set.
+                sock.sendall(_pdu(context_id, 0x03, command) + _pdu(context_id, 0x02, data))
+            else:
+                sock.sendall(_pdu(context_id, 0x03, command))
+                while following:
+                    sock.sendall(_pdu(context_id, 0x00, data))
+                    data, following = following, fh.read(chunk)
+                sock.sendall(_pdu(context_id, 0x02, data))
+            _, response = assoc.dimse.get_msg(block=True)
+        except OSError:  # the connection broke mid-message: nothing more can go on it
+            response = None
+            assoc.abort()
+        finally:
+            assoc._reactor_checkpoint.set()
+    finally:
+        fh.close()
+    if response is None:
+        if assoc.is_established:
+            assoc.abort()  # DIMSE timeout: what pynetdicom does too
+        return Dataset()
+    return assoc._check_received_status(response)
