@@ -423,7 +423,9 @@ class RunningServer:
                 # pynetdicom takes a final status only after the sub-operation count: one
                 # announced sub-operation, then the failure (it reports that one as failed).
                 LOG.warning("C-MOVE identifier refused: %s", failure.ErrorComment)
-                yield host, port
+                from pynetdicom.presentation import build_context
+
+                yield host, port, {"contexts": [build_context(VERIFICATION)]}
                 yield 1
                 yield failure, None
                 return
