@@ -427,3 +427,42 @@ def test_big_endian_files_are_sent_with_their_words_swapped(dcmtk_storescp: Call
     assert json.loads(result.stdout)["files"][0]["transfer_syntax"] == "1.2.840.10008.1.2"
     (received,) = list(scp.output_dir.iterdir())
     assert (dcmread(received).pixel_array == dcmread(path).pixel_array).all()
+
+
+@pytest.mark.peer("dcmtk")
+def test_large_files_framed_into_small_pdus_arrive_byte_for_byte(
+        dcmtk_storescp: Callable[..., Any], tmp_path: Path) -> None:
+    """Files go onto the socket in P-DATA PDUs of the peer's maximum length."""
+    import numpy as np
+
+    scp = dcmtk_storescp("--max-pdu", "16384")
+    path = tmp_path / "big.dcm"
+    ds = write_instance(path, rows=512, columns=512)
+    ds.PixelData = np.random.default_rng(5).integers(0, 4096, (512, 512), np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    odd = tmp_path / "odd.dcm"  # 3 bytes over a PDU boundary
+    ds2 = write_instance(odd, rows=1, columns=8190)
+    ds2.save_as(odd, enforce_file_format=True)
+    result = run_cli("store", scp.address, str(path), str(odd))
+    assert result.exit_code == 0, result.stderr
+    received = {dcmread(p).SOPInstanceUID: p for p in scp.output_dir.iterdir()}
+    for source in (path, odd):
+        uid = dcmread(source, stop_before_pixels=True).SOPInstanceUID
+        assert dataset_bytes(received[uid]) == dataset_bytes(source)
+
+
+def test_a_file_without_meta_group_length_is_still_sent(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    """No (0002,0000) first: dcmtool cannot find the data set by arithmetic, pynetdicom can."""
+    from dcmtool.fastsend import dataset_offset
+
+    path = tmp_path / "nolength.dcm"
+    write_instance(path)
+    data = path.read_bytes()
+    assert data[132:138] == b"\x02\x00\x00\x00UL"
+    path.write_bytes(data[:132] + data[144:])  # drop the 12-byte (0002,0000) element
+    assert dataset_offset(path) is None
+    served = serve_archive()
+    result = run_cli("store", served.address, str(path))
+    assert result.exit_code == 0, result.stderr
+    assert len(served.files()) == 1
