@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 _LONG = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"}
 
@@ -49,3 +50,89 @@ class FileMeta:
                                  self.receiving_ae_title.encode("ascii", "replace")))
         rest = b"".join(body)
         return _element(2, 0x0000, b"UL", struct.pack("<L", len(rest))) + rest
+
+
+@dataclass(frozen=True)
+class Header:
+    """What dcmtool store needs of a file, read without pydicom."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    dataset_offset: int
+
+
+_LONG_LENGTH = _LONG | {b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
+#: Data sets not in (implicit or explicit) VR little endian: pydicom reads those.
+_OTHER_ENCODINGS = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}
+_STUDY_INSTANCE_UID = 0x0020000D
+
+
+def read_header(path: Any, limit: int = 65536) -> Header | None:
+    """Parse the File Meta and walk the data set to Study Instance UID with struct.
+
+    Returns ``None`` for anything unusual (no group length, big endian or deflated data,
+    undefined lengths before the study UID, a header longer than ``limit``): the caller then
+    reads the file with pydicom, which also decides whether it is DICOM at all.
+    """
+    with open(path, "rb") as fh:
+        data = fh.read(limit)
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    (group_length,) = struct.unpack_from("<I", data, 140)
+    end = 144 + group_length
+    if end > len(data):
+        return None
+    meta: dict[int, str] = {}
+    position = 144
+    while position + 8 <= end:
+        group, element, vr = struct.unpack_from("<HH2s", data, position)
+        if vr in _LONG_LENGTH:
+            (length,) = struct.unpack_from("<I", data, position + 8)
+            position += 12
+        else:
+            (length,) = struct.unpack_from("<H", data, position + 6)
+            position += 8
+        if group != 0x0002 or position + length > end:
+            return None
+        meta[element] = data[position:position + length].rstrip(b"\x00 ").decode(
+            "ascii", "replace")
+        position += length
+    syntax = meta.get(0x0010, "")
+    if not (meta.get(0x0002) and meta.get(0x0003) and syntax) or syntax in _OTHER_ENCODINGS:
+        return None
+    study = _find_study_uid(data, end, implicit=syntax == "1.2.840.10008.1.2")
+    if study is None:
+        return None
+    return Header(meta[0x0002], meta[0x0003], syntax, study, end)
+
+
+def _find_study_uid(data: bytes, position: int, *, implicit: bool) -> str | None:
+    """Study Instance UID, '' when the data set has none, None when the walk cannot tell."""
+    while position + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, position)
+        tag = group << 16 | element
+        if implicit:
+            (length,) = struct.unpack_from("<I", data, position + 4)
+            position += 8
+        else:
+            vr = data[position + 4:position + 6]
+            if not (vr.isalpha() and vr.isupper()):
+                return None  # implicit data under an explicit syntax: let pydicom cope
+            if vr in _LONG_LENGTH:
+                (length,) = struct.unpack_from("<I", data, position + 8)
+                position += 12
+            else:
+                (length,) = struct.unpack_from("<H", data, position + 6)
+                position += 8
+        if tag > _STUDY_INSTANCE_UID:
+            return ""
+        if length == 0xFFFFFFFF:
+            return None  # an undefined-length sequence before the study: pydicom's job
+        if tag == _STUDY_INSTANCE_UID:
+            if position + length > len(data):
+                return None
+            return data[position:position + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        position += length
+    return None

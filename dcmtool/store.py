@@ -12,6 +12,7 @@ raises for one bad file.
 from __future__ import annotations
 
 import glob
+import struct
 import sys
 import threading
 import time
@@ -124,6 +125,12 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
         if resolved in seen:
             continue
         seen.add(resolved)
+        header = _quick_header(path)
+        if header is not None:
+            instances.append(Instance(path, header.sop_class_uid, header.sop_instance_uid,
+                                      header.transfer_syntax_uid, header.study_instance_uid,
+                                      path.stat().st_size))
+            continue
         try:
             ds = dcmread(path, stop_before_pixels=True,
                          specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
@@ -145,6 +152,19 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
 
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def _quick_header(path: Path) -> Any:
+    """The struct-parsed header of an ordinary file (not a DICOMDIR), else None."""
+    from dcmtool.filemeta import read_header
+
+    try:
+        header = read_header(path)
+    except (OSError, struct.error):
+        return None
+    if header is None or header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+        return None
+    return header
 
 
 def dicomdir_files(path: Path) -> list[Path]:
