@@ -47,6 +47,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _applied = False
@@ -523,6 +524,25 @@ def _patch_reactor_race() -> None:
     dimse.DIMSEServiceProvider.get_msg = get_msg  # type: ignore[method-assign]
 
 
+def _send_stored(assoc: Any, original: Callable[..., Any], path: Path, sop_class: str,
+                 syntax: str, sop_instance: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+    """A sub-operation's file, as its bytes: straight onto the socket when possible."""
+    from dcmtool import fastsend
+
+    offset = fastsend.dataset_offset(path) if fastsend.usable(assoc) else None
+    context_id = next((cx.context_id for cx in assoc.accepted_contexts
+                       if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == syntax
+                       and cx.as_scu), None)
+    if offset is None or context_id is None or args:
+        return original(assoc, path, *args, **kwargs)
+    originator = kwargs.get("originator_aet")
+    move = (str(originator).strip(), int(kwargs.get("originator_id") or 0)) \
+        if originator else None
+    return fastsend.send_file(assoc, context_id, path, offset, sop_class, sop_instance,
+                              message_id=kwargs.get("msg_id"), move_originator=move)
+
+
 def _patch_stored_instance_send() -> None:
     """C-MOVE/C-GET sub-operations send archive files as their bytes, transcoding on demand.
 
@@ -545,7 +565,8 @@ def _patch_stored_instance_send() -> None:
         accepted = [str(cx.transfer_syntax[0]) for cx in self.accepted_contexts
                     if cx.abstract_syntax == sop_class and cx.as_scu]
         if stored in accepted:
-            return original(self, path, *args, **kwargs)
+            return _send_stored(self, original, Path(path), sop_class, stored,
+                                str(dataset.SOPInstanceUID), args, kwargs)
         from pydicom import dcmread
 
         from dcmtool.syntaxes import lookup

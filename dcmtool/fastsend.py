@@ -70,7 +70,8 @@ def usable(assoc: Any) -> bool:
 
 
 def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
-              sop_instance: str, *, move_originator: tuple[str, int] | None = None) -> Any:
+              sop_instance: str, *, message_id: int | None = None,
+              move_originator: tuple[str, int] | None = None) -> Any:
     """Send one C-STORE-RQ with the file's data set; return the response status Dataset.
 
     Returns an empty Dataset (no ``Status``) when no response came: the association was
@@ -78,8 +79,9 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     """
     from pydicom.dataset import Dataset
 
-    message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
-    assoc.dcmtool_message_id = message_id
+    if message_id is None:
+        message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
+        assoc.dcmtool_message_id = message_id
     limit = int(assoc.acceptor.maximum_length or 0)
     chunk = (limit - 6) if limit > 6 else UNLIMITED_CHUNK
     command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
