@@ -117,3 +117,61 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
             assoc.abort()  # DIMSE timeout: what pynetdicom does too
         return Dataset()
     return assoc._check_received_status(response)
+
+
+def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00) -> bytes:
+    """C-FIND-RSP command set with a data set following (PS3.7 9.3.2.2)."""
+    body = b"".join([
+        _element(0x0000, 0x0002, _uid(sop_class)),
+        _element(0x0000, 0x0100, struct.pack("<H", 0x8020)),
+        _element(0x0000, 0x0120, struct.pack("<H", message_id)),
+        _element(0x0000, 0x0800, struct.pack("<H", 0x0102)),  # a data set follows
+        _element(0x0000, 0x0900, struct.pack("<H", status)),
+    ])
+    return _element(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+
+
+class PendingWriter:
+    """Writes C-FIND pending responses straight to the socket, a batch per write.
+
+    Used from the handler thread while pynetdicom's DUL has nothing queued (the handler has
+    not yielded yet), so nothing else writes meanwhile; the final response still goes through
+    pynetdicom, after these.
+    """
+
+    BATCH_BYTES = 65536
+    BATCH_COUNT = 16
+
+    def __init__(self, assoc: Any, context_id: int, sop_class: str, message_id: int) -> None:
+        self.sock = assoc.dul.socket.socket
+        limit = int(assoc.requestor.maximum_length or 0)
+        self.chunk = (limit - 6) if limit > 6 else UNLIMITED_CHUNK
+        self.context_id = context_id
+        self.command = _pdu(context_id, 0x03, find_response_command(sop_class, message_id))
+        self.buffer: list[bytes] = []
+        self.size = 0
+
+    @classmethod
+    def for_event(cls, event: Any) -> PendingWriter | None:
+        assoc = event.assoc
+        if not usable(assoc) or assoc.dul.to_provider_queue.qsize():
+            return None
+        return cls(assoc, int(event.context.context_id),
+                   str(event.request.AffectedSOPClassUID), int(event.request.MessageID))
+
+    def send(self, identifier: bytes) -> None:
+        parts = [self.command]
+        view = memoryview(identifier)
+        for start in range(0, max(len(view), 1), self.chunk):
+            last = start + self.chunk >= len(view)
+            parts.append(_pdu(self.context_id, 0x02 if last else 0x00,
+                              view[start:start + self.chunk]))
+        self.buffer.extend(parts)
+        self.size += sum(len(p) for p in parts)
+        if self.size >= self.BATCH_BYTES or len(self.buffer) >= self.BATCH_COUNT * 2:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.sock.sendall(b"".join(self.buffer))
+            self.buffer, self.size = [], 0

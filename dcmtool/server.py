@@ -248,6 +248,9 @@ class RunningServer:
         # Stream data sets to disk instead of memory; process-wide pynetdicom settings.
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.UNRESTRICTED_STORAGE_SERVICE = o.accept_unknown
+        # pynetdicom pretty-prints every identifier for its log even when nobody reads it.
+        verbose = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+        _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = verbose
         # Values that break VR rules are the sender's business; stored as received, quietly.
         import pydicom.config
 
@@ -346,7 +349,8 @@ class RunningServer:
             yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
 
     def _find(self, event: Any) -> Any:
-        from dcmtool.archive.query import MODEL_OF, QueryError, QueryOptions, find
+        from dcmtool.archive.query import MODEL_OF, Match, QueryError, QueryOptions, matches
+        from dcmtool.fastsend import PendingWriter
 
         who = self._who(event.assoc)
         model_uid = str(event.request.AffectedSOPClassUID)
@@ -361,11 +365,18 @@ class RunningServer:
         else:
             options = QueryOptions(self.options.case_insensitive_names,
                                    self.options.utf8_answers, self.options.ae_title)
-            source = find(self.archive.index, identifier, MODEL_OF[model_uid], options)
+            source = matches(self.archive.index, identifier, MODEL_OF[model_uid], options)
+        # Pending responses go straight onto the socket when they can (thousands per query);
+        # the final one, and any pynetdicom must encode, go through pynetdicom.
+        writer = PendingWriter.for_event(event) if model_uid != MODALITY_WORKLIST_FIND \
+            else None
+        implicit = str(event.context.transfer_syntax) == "1.2.840.10008.1.2"
         count = 0
         try:
             for response in source:
                 if event.is_cancelled:
+                    if writer:
+                        writer.flush()
                     LOG.info("C-FIND from %s cancelled after %d matches", who["calling_aet"],
                              count)
                     yield 0xFE00, None
@@ -375,12 +386,27 @@ class RunningServer:
                                 who["calling_aet"], self.options.max_results)
                     break
                 count += 1
+                if isinstance(response, Match):
+                    encoded = response.encoded(implicit=implicit) if writer else None
+                    if encoded is not None and writer is not None:
+                        writer.send(encoded)
+                        continue
+                    if writer:
+                        writer.flush()  # keep the order: ours first, then pynetdicom's
+                    response = response.dataset()
                 yield 0xFF00, response
                 if count % 16 == 0:
                     _drain(event.assoc)  # let the reactor read a C-CANCEL between sends
         except QueryError as exc:
+            if writer:
+                writer.flush()
             yield _status(exc.status, exc.comment), None
             return
+        except OSError:
+            LOG.warning("C-FIND from %s: the connection broke", who["calling_aet"])
+            return
+        if writer:
+            writer.flush()
         LOG.info("C-FIND from %s: %d matches", who["calling_aet"], count)
         self.archive.audit.write("find", matches=count, **who)
         yield 0x0000, None

@@ -219,34 +219,84 @@ def _condition(column: str, vr: str, value: str, options: QueryOptions
     return f"{column} = ?", [value]
 
 
-def find(index: Index, identifier: Any, model: str, options: QueryOptions | None = None
-         ) -> Iterator[Any]:
-    """Yield one response identifier (pydicom Dataset) per match, in index order."""
-    from pydicom.dataset import Dataset
+@dataclass
+class Match:
+    """One C-FIND match: its values as index text, before any Dataset is built."""
 
+    level: str
+    charset: str | None  # the response's Specific Character Set ('\\'-joined if several)
+    values: list[tuple[str, str, Any]]  # (keyword, VR, text or None), identifier order
+    retrieve_ae_title: str | None = None
+
+    def encoded(self, *, implicit: bool) -> bytes | None:
+        """The response identifier packed with struct, or ``None`` where pydicom must do it
+        (sequences, ISO 2022 code extensions, values outside their character set)."""
+        from dcmtool.elements import CODECS, encode, tag_of, value_bytes
+
+        codec = CODECS.get(self.charset or "")
+        if codec is None:
+            return None
+        elements: list[tuple[int, str, bytes]] = []
+        if self.charset:
+            elements.append((0x00080005, "CS", value_bytes("CS", self.charset, "ascii") or b""))
+        elements.append((0x00080052, "CS", value_bytes("CS", self.level, "ascii") or b""))
+        if self.retrieve_ae_title:
+            elements.append((0x00080054, "AE", value_bytes("AE", self.retrieve_ae_title,
+                                                           "ascii") or b""))
+        for keyword, vr, value in self.values:
+            tag = tag_of(keyword)
+            if keyword in ("ModalitiesInStudy", "SOPClassesInStudy") and value:
+                value = str(value).replace(",", "\\")
+            raw = value_bytes(vr, None if value is None else str(value), codec)
+            if tag is None or raw is None:
+                return None
+            elements.append((tag, vr, raw))
+        return encode(elements, implicit=implicit)
+
+    def dataset(self) -> Any:
+        """The response identifier as a pydicom Dataset (the general, slower path)."""
+        from pydicom.dataset import Dataset
+
+        response = Dataset()
+        if self.charset:
+            response.SpecificCharacterSet = (self.charset.split("\\") if "\\" in self.charset
+                                             else self.charset)
+        response.QueryRetrieveLevel = self.level
+        for keyword, vr, value in self.values:
+            _set(response, keyword, vr, value)
+        if self.retrieve_ae_title:
+            response.RetrieveAETitle = self.retrieve_ae_title
+        return response
+
+
+def matches(index: Index, identifier: Any, model: str, options: QueryOptions | None = None
+            ) -> Iterator[Match]:
+    """Yield one Match per index row that satisfies the identifier, in index order."""
     options = options or QueryOptions()
     query = plan(identifier, model, options)
     requested = {element.keyword: element for element in identifier if element.keyword}
+    retrieve_ae = options.retrieve_ae_title if "RetrieveAETitle" in requested else None
+    levels = LEVELS[: LEVELS.index(query.level) + 1]
+    wanted = [(keyword, requested[keyword].VR) for keyword in query.return_keys
+              if keyword != "RetrieveAETitle" or not retrieve_ae]
     for row in index.rows(query.sql, tuple(query.params)):
         keys = row.keys()
         if query.sequence_filters and not _sequences_match(row, query.sequence_filters):
             continue
-        response = Dataset()
-        charsets = {row[f"_charset_{_TABLE[lvl]}"] or None
-                    for lvl in LEVELS[: LEVELS.index(query.level) + 1]}
+        charsets = {row[f"_charset_{_TABLE[lvl]}"] or None for lvl in levels}
         # One stored character set answers in it; rows that differ answer in UTF-8, which
         # holds every value.
         charset = "ISO_IR 192" if options.utf8 or len(charsets) > 1 else charsets.pop()
-        if charset:
-            response.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
-        response.QueryRetrieveLevel = query.level
-        for keyword in query.return_keys:
-            element = requested[keyword]
-            value = row[keyword] if keyword in keys else None
-            _set(response, keyword, element.VR, value)
-        if options.retrieve_ae_title and "RetrieveAETitle" in requested:
-            response.RetrieveAETitle = options.retrieve_ae_title
-        yield response
+        yield Match(query.level, charset,
+                    [(keyword, vr, row[keyword] if keyword in keys else None)
+                     for keyword, vr in wanted], retrieve_ae)
+
+
+def find(index: Index, identifier: Any, model: str, options: QueryOptions | None = None
+         ) -> Iterator[Any]:
+    """Yield one response identifier (pydicom Dataset) per match, in index order."""
+    for match in matches(index, identifier, model, options):
+        yield match.dataset()
 
 
 def _sequences_match(row: Any, filters: list[tuple[str, Any]]) -> bool:
