@@ -18,6 +18,14 @@ dcmtool runs on (which has pydicom), once per bench run, into a temporary folder
         endian, ~525 KB each, one series: smooth anatomy (body, fat, lungs with texture, heart,
         aorta, spine, ribs, table) changing from slice to slice, plus correlated noise of
         ~13 HU, so that lossless codecs compress it about as much as real CT (needs numpy).
+    make_data.py OUT index [--studies 5000] [--per-study 20] [--series-per-study 2] [--seed 1]
+        A query/retrieve index: STUDIES studies of PER-STUDY tiny instances (16x16 pixels,
+        ~1.5 KB each), two studies per patient, with spread-out values to match on: 100
+        surnames (``SURNAMES``), study dates over ten years from 2016, five modalities.
+        Written byte by byte (no pydicom per file: 100,000 files take seconds, not minutes).
+        Files are named index-SSSSS-III.dcm, so the first N x PER-STUDY in name order are
+        the first N studies. The JSON summary adds the matching values of the bench's queries
+        (``index_queries``) and how many studies each matches, in all and in the first 500.
     make_data.py OUT big [--size 1GiB] [--seed 1]
         One multi-frame image (Multi-frame Grayscale Word Secondary Capture, 512x512 frames
         of 16 bit) whose pixel data is SIZE bytes; streamed to disk, so it never needs SIZE
@@ -26,7 +34,8 @@ dcmtool runs on (which has pydicom), once per bench run, into a temporary folder
 The files go flat into OUT (created if needed). Same arguments, same bytes: UIDs are derived
 from the seed (``2.25.<digest>``), pixel data from a seeded generator (for ct-body, numpy's
 PCG64: the same bytes for the same numpy version). The last line on stdout is a JSON
-summary: {"files": N, "bytes": TOTAL, "dir": OUT, "sop_class": UID}.
+summary: {"files": N, "bytes": TOTAL, "dir": OUT, "sop_class": UID, ...}, with the Study
+Instance UIDs for ct and small ("study_uids") and the queries for index.
 """
 
 from __future__ import annotations
@@ -152,7 +161,8 @@ def make_series_set(out: Path, kind: str, count: int, series: int, studies: int,
         ct_attributes(ds, number, uid(seed, kind, "frame-of-reference", patient))
         ds.PixelData = blocks[i % len(blocks)]
         total += save(ds, out / f"{kind}-{i:05d}.dcm")
-    return {"files": count, "bytes": total, "dir": str(out), "sop_class": CT_IMAGE_STORAGE}
+    return {"files": count, "bytes": total, "dir": str(out), "sop_class": CT_IMAGE_STORAGE,
+            "study_uids": [uid(seed, kind, "study", p) for p in range(studies)]}
 
 
 def make_ct_body(out: Path, count: int, seed: int) -> dict[str, object]:
@@ -262,6 +272,156 @@ def make_big(out: Path, size: int, seed: int) -> dict[str, object]:
             "sop_class": MF_GRAYSCALE_WORD_SC, "frames": frames}
 
 
+# --- index: many small studies for query/retrieve, encoded by hand ---------------------------
+
+#: 100 surnames, none a prefix of another (each part's first letter is unique among its part),
+#: so that "SURNAME*" matches exactly the patients with that surname.
+SURNAMES = [first + second
+            for first in ("AB", "BER", "COL", "DAV", "EV", "FAR", "GOR", "HAL", "KIN", "LOM")
+            for second in ("ANDER", "BURY", "CROFT", "DALE", "FIELD", "GATE", "HOLM", "LING",
+                           "MORE", "TON")]
+GIVEN_NAMES = ["ANNA", "BORIS", "CLARA", "DAVID", "EMMA", "FELIX", "GRETA", "HUGO", "IRIS",
+               "JONAS", "KARIN", "LEON", "MARIA", "NOAH", "OLGA", "PAUL", "RITA", "SVEN",
+               "TINA", "VICTOR"]
+MODALITIES = ["CT", "MR", "CR", "US", "DX"]
+DESCRIPTIONS = ["CHEST", "ABDOMEN", "HEAD", "KNEE LEFT", "SPINE LUMBAR", "PELVIS", "HAND RIGHT"]
+INDEX_DAYS = 3653  # study dates spread over 2016-01-01 .. 2025-12-31
+INDEX_QUERY_PATIENT = 123  # in the first 500 studies: every subset answers every query
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.9.7433.1.1"  # an example root, bench only
+
+
+def index_patient(study: int) -> int:
+    return study // 2
+
+
+def index_date(study: int) -> str:
+    """Study dates as a permutation over the days (7919 is prime to INDEX_DAYS)."""
+    import datetime
+    day = datetime.date(2016, 1, 1) + datetime.timedelta(days=(study * 7919) % INDEX_DAYS)
+    return day.strftime("%Y%m%d")
+
+
+def index_name(patient: int) -> str:
+    return f"{SURNAMES[(patient * 37) % 100]}^{GIVEN_NAMES[patient % len(GIVEN_NAMES)]}"
+
+
+def index_queries(seed: int = 1, studies: int = 5000) -> dict[str, str]:
+    """The matching values of the bench's queries, all hitting a patient of the first 500
+    studies: an exact Patient ID, a surname wildcard (1% of the patients) and a 30-day date
+    range around one of that patient's studies (~0.8% of the studies)."""
+    import datetime
+    patient = min(INDEX_QUERY_PATIENT, index_patient(studies - 1))
+    first = datetime.datetime.strptime(index_date(2 * patient), "%Y%m%d").date()
+    start, end = first - datetime.timedelta(days=10), first + datetime.timedelta(days=19)
+    return {
+        "PatientID": f"IDX-{seed}-{patient:06d}",
+        "PatientName": index_name(patient).split("^")[0] + "*",
+        "StudyDate": f"{start:%Y%m%d}-{end:%Y%m%d}",
+    }
+
+
+def _element(group: int, element: int, vr: str, value: bytes | str) -> bytes:
+    """One explicit VR little endian element, its value padded to an even length."""
+    data = value.encode("ascii") if isinstance(value, str) else value
+    if len(data) % 2:
+        data += b"\0" if vr in ("UI", "OB") else b" "
+    if vr in ("OB", "OW", "SQ", "UN", "UT"):
+        return struct.pack("<HH2s2xI", group, element, vr.encode(), len(data)) + data
+    return struct.pack("<HH2sH", group, element, vr.encode(), len(data)) + data
+
+
+def _us(value: int) -> bytes:
+    return struct.pack("<H", value)
+
+
+def make_index(out: Path, studies: int, per_study: int, series_per_study: int,
+               seed: int, subset: int = 500) -> dict[str, object]:
+    """STUDIES x PER-STUDY tiny CT instances, the elements written in tag order by hand."""
+    size = 16
+    pixels = bytes(size * size * 2)
+    total = 0
+    for s in range(studies):
+        patient = index_patient(s)
+        study_uid = uid(seed, "index", "study", s)
+        date = index_date(s)
+        modality = MODALITIES[s % len(MODALITIES)]
+        study_part = [
+            _element(0x0008, 0x0005, "CS", "ISO_IR 100"),
+            _element(0x0008, 0x0008, "CS", "ORIGINAL\\PRIMARY\\AXIAL"),
+            _element(0x0008, 0x0016, "UI", CT_IMAGE_STORAGE),
+        ]
+        for k in range(per_study):
+            series = k * series_per_study // per_study
+            series_uid = uid(seed, "index", "series", s, series)
+            sop_uid = uid(seed, "index", "instance", s, k)
+            body = b"".join([
+                *study_part,
+                _element(0x0008, 0x0018, "UI", sop_uid),
+                _element(0x0008, 0x0020, "DA", date),
+                _element(0x0008, 0x0021, "DA", date),
+                _element(0x0008, 0x0023, "DA", date),
+                _element(0x0008, 0x0030, "TM", f"{8 + s % 10:02d}{s % 60:02d}00"),
+                _element(0x0008, 0x0031, "TM", f"{8 + s % 10:02d}{s % 60:02d}{series:02d}"),
+                _element(0x0008, 0x0033, "TM", f"{8 + s % 10:02d}{s % 60:02d}{k % 60:02d}"),
+                _element(0x0008, 0x0050, "SH", f"A{seed}{s:07d}"),
+                _element(0x0008, 0x0060, "CS", modality),
+                _element(0x0008, 0x0070, "LO", "dcmtool bench"),
+                _element(0x0008, 0x0080, "LO", "Benchmark Hospital"),
+                _element(0x0008, 0x0090, "PN", "REFERRING^DOCTOR"),
+                _element(0x0008, 0x1030, "LO", DESCRIPTIONS[s % len(DESCRIPTIONS)]),
+                _element(0x0008, 0x103E, "LO", f"SERIES {series + 1}"),
+                _element(0x0010, 0x0010, "PN", index_name(patient)),
+                _element(0x0010, 0x0020, "LO", f"IDX-{seed}-{patient:06d}"),
+                _element(0x0010, 0x0030, "DA", f"{1930 + patient % 80}0101"),
+                _element(0x0010, 0x0040, "CS", "FM"[patient % 2]),
+                _element(0x0020, 0x000D, "UI", study_uid),
+                _element(0x0020, 0x000E, "UI", series_uid),
+                _element(0x0020, 0x0010, "SH", str(s % 100000)),
+                _element(0x0020, 0x0011, "IS", str(series + 1)),
+                _element(0x0020, 0x0013, "IS", str(k + 1)),
+                _element(0x0028, 0x0002, "US", _us(1)),
+                _element(0x0028, 0x0004, "CS", "MONOCHROME2"),
+                _element(0x0028, 0x0010, "US", _us(size)),
+                _element(0x0028, 0x0011, "US", _us(size)),
+                _element(0x0028, 0x0100, "US", _us(16)),
+                _element(0x0028, 0x0101, "US", _us(12)),
+                _element(0x0028, 0x0102, "US", _us(11)),
+                _element(0x0028, 0x0103, "US", _us(0)),
+                _element(0x7FE0, 0x0010, "OW", pixels),
+            ])
+            meta = b"".join([
+                _element(0x0002, 0x0001, "OB", b"\x00\x01"),
+                _element(0x0002, 0x0002, "UI", CT_IMAGE_STORAGE),
+                _element(0x0002, 0x0003, "UI", sop_uid),
+                _element(0x0002, 0x0010, "UI", ExplicitVRLittleEndian),
+                _element(0x0002, 0x0012, "UI", IMPLEMENTATION_CLASS_UID),
+                _element(0x0002, 0x0013, "SH", "DCMTOOL_BENCH"),
+            ])
+            data = (bytes(128) + b"DICM" + _element(0x0002, 0x0000, "UL",
+                                                    struct.pack("<I", len(meta)))
+                    + meta + body)
+            (out / f"index-{s:05d}-{k:03d}.dcm").write_bytes(data)
+            total += len(data)
+    queries = index_queries(seed, studies)
+    return {"files": studies * per_study, "bytes": total, "dir": str(out),
+            "sop_class": CT_IMAGE_STORAGE, "studies": studies, "queries": queries,
+            "matches": {"all": index_matches(queries, studies, seed),
+                        f"first {subset}": index_matches(queries, min(subset, studies), seed)}}
+
+
+def index_matches(queries: dict[str, str], studies: int, seed: int) -> dict[str, int]:
+    """How many of the first STUDIES studies each query of ``index_queries`` matches."""
+    low, high = queries["StudyDate"].split("-")
+    surname = queries["PatientName"].rstrip("*")
+    counts = {"PatientID": 0, "PatientName": 0, "StudyDate": 0, "all": studies}
+    for s in range(studies):
+        patient = index_patient(s)
+        counts["PatientID"] += f"IDX-{seed}-{patient:06d}" == queries["PatientID"]
+        counts["PatientName"] += index_name(patient).startswith(surname)
+        counts["StudyDate"] += low <= index_date(s) <= high
+    return counts
+
+
 def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
     if not match:
@@ -275,12 +435,16 @@ def parse_size(text: str) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="make_data.py", description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="folder for the files (created if needed)")
-    parser.add_argument("kind", choices=("ct", "small", "ct-body", "big"))
+    parser.add_argument("kind", choices=("ct", "small", "ct-body", "index", "big"))
     parser.add_argument("--count", type=int,
                         help="instances (ct: 500, small: 2000, ct-body: 200)")
     parser.add_argument("--series", type=int, help="series (ct: 5, small: 20)")
     parser.add_argument("--studies", type=int,
                         help="studies, one patient each (ct: 1, small: 4 or SERIES if fewer)")
+    parser.add_argument("--per-study", type=int, default=20,
+                        help="index: instances per study (default 20)")
+    parser.add_argument("--series-per-study", type=int, default=2,
+                        help="index: series per study (default 2)")
     parser.add_argument("--size", type=parse_size, default=2**30,
                         help="big: pixel data size (default 1GiB)")
     parser.add_argument("--seed", type=int, default=1)
@@ -288,6 +452,12 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.kind == "big":
         summary = make_big(args.out, args.size, args.seed)
+    elif args.kind == "index":
+        studies = args.studies or 5000
+        if studies < 1 or not 1 <= args.series_per_study <= args.per_study:
+            parser.error("index: --studies >= 1 and 1 <= --series-per-study <= --per-study")
+        summary = make_index(args.out, studies, args.per_study, args.series_per_study,
+                             args.seed)
     elif args.kind == "ct-body":
         summary = make_ct_body(args.out, args.count or 200, args.seed)
     else:
