@@ -63,6 +63,13 @@ def _pdu(context_id: int, control: int, data: bytes | memoryview) -> bytes:
                        control) + bytes(data)
 
 
+def _chunk(assoc: Any) -> int:
+    """Data bytes per PDU: what the *peer* said it receives (the other side's maximum)."""
+    peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
+    limit = int(peer.maximum_length or 0)
+    return (limit - 6) if limit > 6 else UNLIMITED_CHUNK
+
+
 def usable(assoc: Any) -> bool:
     """The fast path needs an established association and no PDU debug logging."""
     return bool(assoc.is_established) and not logging.getLogger("pynetdicom").isEnabledFor(
@@ -82,8 +89,7 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     if message_id is None:
         message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
         assoc.dcmtool_message_id = message_id
-    limit = int(assoc.acceptor.maximum_length or 0)
-    chunk = (limit - 6) if limit > 6 else UNLIMITED_CHUNK
+    chunk = _chunk(assoc)
     command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
     sock = assoc.dul.socket.socket
     fh = path.open("rb")  # an unreadable file fails here, before anything is sent
@@ -144,8 +150,7 @@ class PendingWriter:
 
     def __init__(self, assoc: Any, context_id: int, sop_class: str, message_id: int) -> None:
         self.sock = assoc.dul.socket.socket
-        limit = int(assoc.requestor.maximum_length or 0)
-        self.chunk = (limit - 6) if limit > 6 else UNLIMITED_CHUNK
+        self.chunk = _chunk(assoc)
         self.context_id = context_id
         self.command = _pdu(context_id, 0x03, find_response_command(sop_class, message_id))
         self.buffer: list[bytes] = []

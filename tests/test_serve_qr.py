@@ -297,3 +297,26 @@ def test_a_move_whose_requester_aborts_still_finishes(
         time.sleep(0.1)  # bounded wait: the rest goes out on an association of the server's
     assert finished()
     assert len(list(scp.output_dir.iterdir())) == 40
+
+
+def test_getscu_with_a_small_pdu_gets_large_instances_intact(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    """C-GET sub-operations are framed to the requester's maximum PDU, not ours."""
+    import numpy as np
+
+    served = serve_archive()
+    study = generate_uid()
+    path = tmp_path / "big.dcm"
+    ds = write_instance(path, rows=256, columns=256, StudyInstanceUID=study)
+    ds.PixelData = np.random.default_rng(9).integers(0, 4096, (256, 256), np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    assert run_cli("store", served.address, str(path)).exit_code == 0
+    out = tmp_path / "got"
+    out.mkdir()
+    command = [GETSCU, "-aec", served.ae_title, "--max-pdu", "16384", "-S", "-od", str(out),
+               "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+               served.host, str(served.port)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (received,) = list(out.iterdir())
+    assert dcmread(received).PixelData == ds.PixelData
