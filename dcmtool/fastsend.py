@@ -71,9 +71,15 @@ def _chunk(assoc: Any) -> int:
 
 
 def usable(assoc: Any) -> bool:
-    """The fast path needs an established association and no PDU debug logging."""
-    return bool(assoc.is_established) and not logging.getLogger("pynetdicom").isEnabledFor(
-        logging.DEBUG)
+    """Whether send_file may write to this association's socket itself.
+
+    Only on associations we requested (store, C-MOVE sub-operations), where nothing else
+    writes while a C-STORE is outstanding. On an association we accepted, pynetdicom's DUL
+    thread may still be writing a response (a C-GET's pending responses) and the PDUs would
+    interleave. Not with PDU debug logging either, which only pynetdicom's path produces.
+    """
+    return bool(assoc.is_established) and not assoc.is_acceptor and \
+        not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
 
 
 def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
@@ -158,8 +164,12 @@ class PendingWriter:
 
     @classmethod
     def for_event(cls, event: Any) -> PendingWriter | None:
+        """A writer for this C-FIND, or None: the handler runs before pynetdicom has sent
+        anything for this request, and the requester waits for the previous request's final
+        response before sending this one, so the socket is ours until the handler yields."""
         assoc = event.assoc
-        if not usable(assoc) or assoc.dul.to_provider_queue.qsize():
+        if not assoc.is_established or assoc.dul.to_provider_queue.qsize() or \
+                logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
             return None
         return cls(assoc, int(event.context.context_id),
                    str(event.request.AffectedSOPClassUID), int(event.request.MessageID))

@@ -392,7 +392,10 @@ class RunningServer:
                         writer.send(encoded)
                         continue
                     if writer:
-                        writer.flush()  # keep the order: ours first, then pynetdicom's
+                        # Ours first, then pynetdicom's; from here on only pynetdicom writes
+                        # (its DUL thread may still be sending when we would write again).
+                        writer.flush()
+                        writer = None
                     response = response.dataset()
                 yield 0xFF00, response
                 if count % 16 == 0:

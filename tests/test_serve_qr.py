@@ -301,22 +301,29 @@ def test_a_move_whose_requester_aborts_still_finishes(
 
 def test_getscu_with_a_small_pdu_gets_large_instances_intact(
         serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
-    """C-GET sub-operations are framed to the requester's maximum PDU, not ours."""
+    """C-GET sub-operations are framed to the requester's maximum PDU, not ours, and never
+    interleave with the pending C-GET responses on the same association."""
     import numpy as np
 
     served = serve_archive()
     study = generate_uid()
-    path = tmp_path / "big.dcm"
-    ds = write_instance(path, rows=256, columns=256, StudyInstanceUID=study)
-    ds.PixelData = np.random.default_rng(9).integers(0, 4096, (256, 256), np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    assert run_cli("store", served.address, str(path)).exit_code == 0
+    rng = np.random.default_rng(9)
+    pixels = {}
+    for index in range(6):
+        path = tmp_path / "in" / f"{index}.dcm"
+        ds = write_instance(path, rows=256, columns=256, StudyInstanceUID=study)
+        ds.PixelData = rng.integers(0, 4096, (256, 256), np.uint16).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        pixels[str(ds.SOPInstanceUID)] = ds.PixelData
+    assert run_cli("store", served.address, str(tmp_path / "in")).exit_code == 0
     out = tmp_path / "got"
     out.mkdir()
     command = [GETSCU, "-aec", served.ae_title, "--max-pdu", "16384", "-S", "-od", str(out),
                "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
                served.host, str(served.port)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env={"TCP_NODELAY": "1"})
     assert done.returncode == 0, done.stderr
-    (received,) = list(out.iterdir())
-    assert dcmread(received).PixelData == ds.PixelData
+    assert "E:" not in done.stderr, done.stderr
+    received = {str(dcmread(p).SOPInstanceUID): dcmread(p).PixelData for p in out.iterdir()}
+    assert received == pixels
