@@ -11,12 +11,15 @@ state machine, timeouts and abort handling stay pynetdicom's.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from pathlib import Path
 from typing import Any
 
 #: Data set bytes per PDU when the peer sets no limit (maximum length 0).
 UNLIMITED_CHUNK = 1 << 20
+#: Data sets up to this size are read whole and sent with one gathered write.
+STREAM_ABOVE = 32 << 20
 
 
 def dataset_offset(path: Path) -> int | None:
@@ -54,6 +57,34 @@ def command_set(sop_class: str, sop_instance: str, message_id: int, priority: in
         body += _element(0x0000, 0x1030, aet.encode("ascii").ljust(16)[:16])
         body += _element(0x0000, 0x1031, struct.pack("<H", message))
     return _element(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
+    """P-DATA-TF headers and data slices (no copies) for ``data``, ``chunk`` bytes a PDU."""
+    buffers: list[Any] = []
+    total = len(data)
+    for start in range(0, max(total, 1), chunk):
+        piece = data[start:start + chunk]
+        final = last and start + chunk >= total
+        buffers.append(struct.pack(">BBIIBB", 0x04, 0x00, len(piece) + 6, len(piece) + 2,
+                                   context_id, 0x02 if final else 0x00))
+        buffers.append(piece)
+    return buffers
+
+
+def _send_buffers(sock: Any, buffers: list[Any]) -> None:
+    """Write every buffer, in order: gathered writes where the socket has them (not TLS)."""
+    if not hasattr(sock, "sendmsg") or hasattr(sock, "cipher"):
+        sock.sendall(b"".join(buffers))
+        return
+    views = [memoryview(b) for b in buffers]
+    while views:
+        sent = sock.sendmsg(views[:512])  # IOV_MAX is 1024 on Linux
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def _pdu(context_id: int, control: int, data: bytes | memoryview) -> bytes:
@@ -98,32 +129,30 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     chunk = _chunk(assoc)
     command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
     sock = assoc.dul.socket.socket
-    fh = path.open("rb")  # an unreadable file fails here, before anything is sent
-    try:
+    with path.open("rb") as fh:  # an unreadable file fails here, before anything is sent
+        streaming = os.fstat(fh.fileno()).st_size - offset > STREAM_ABOVE
         fh.seek(offset)
-        data = fh.read(chunk)
-        following = fh.read(chunk)
+        data = fh.read(STREAM_ABOVE)
         # With the checkpoint clear, the reactor hands our response back to the DIMSE queue
         # (dcmtool's #875 fix), so there is no need to wait for it to pause.
         assoc._reactor_checkpoint.clear()
         try:
-            if not following:
-                # The usual small instance: one write for the command and the data set.
-                sock.sendall(_pdu(context_id, 0x03, command) + _pdu(context_id, 0x02, data))
-            else:
-                sock.sendall(_pdu(context_id, 0x03, command))
-                while following:
-                    sock.sendall(_pdu(context_id, 0x00, data))
-                    data, following = following, fh.read(chunk)
-                sock.sendall(_pdu(context_id, 0x02, data))
+            if not streaming:
+                _send_buffers(sock, [_pdu(context_id, 0x03, command),
+                                     *_framed(context_id, memoryview(data), chunk, last=True)])
+            else:  # a large data set: a block at a time, never all in memory
+                _send_buffers(sock, [_pdu(context_id, 0x03, command)])
+                while data:
+                    following = fh.read(STREAM_ABOVE)
+                    _send_buffers(sock, _framed(context_id, memoryview(data), chunk,
+                                                last=not following))
+                    data = following
             _, response = assoc.dimse.get_msg(block=True)
         except OSError:  # the connection broke mid-message: nothing more can go on it
             response = None
             assoc.abort()
         finally:
             assoc._reactor_checkpoint.set()
-    finally:
-        fh.close()
     if response is None:
         if assoc.is_established:
             assoc.abort()  # DIMSE timeout: what pynetdicom does too

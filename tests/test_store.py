@@ -492,3 +492,23 @@ def test_quick_header_agrees_with_pydicom(tmp_path: Path) -> None:
     header = read_header(tmp_path / "x.dcm")
     assert header is not None
     assert header.study_instance_uid == dcmread(tmp_path / "x.dcm").StudyInstanceUID
+
+
+@pytest.mark.peer("dcmtk")
+def test_large_data_sets_stream_in_blocks(dcmtk_storescp: Callable[..., Any], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the in-memory limit a data set goes out block by block, still byte for byte."""
+    import numpy as np
+
+    from dcmtool import fastsend
+
+    monkeypatch.setattr(fastsend, "STREAM_ABOVE", 50_000)  # 3 blocks for this file
+    scp = dcmtk_storescp("--max-pdu", "16384")
+    path = tmp_path / "big.dcm"
+    ds = write_instance(path, rows=256, columns=256)
+    ds.PixelData = np.random.default_rng(6).integers(0, 4096, (256, 256), np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    result = run_cli("store", scp.address, str(path))
+    assert result.exit_code == 0, result.stderr
+    (received,) = list(scp.output_dir.iterdir())
+    assert dataset_bytes(received) == dataset_bytes(path)
