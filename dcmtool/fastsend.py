@@ -107,10 +107,19 @@ def usable(assoc: Any) -> bool:
     Only on associations we requested (store, C-MOVE sub-operations), where nothing else
     writes while a C-STORE is outstanding. On an association we accepted, pynetdicom's DUL
     thread may still be writing a response (a C-GET's pending responses) and the PDUs would
-    interleave. Not with PDU debug logging either, which only pynetdicom's path produces.
+    interleave. Not over TLS, and not with PDU debug logging, which only pynetdicom's path
+    produces.
     """
-    return bool(assoc.is_established) and not assoc.is_acceptor and \
+    return bool(assoc.is_established) and not assoc.is_acceptor and _plain(assoc) and \
         not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+
+
+def _plain(assoc: Any) -> bool:
+    """Not TLS: an SSL connection must not be written by one thread while pynetdicom's DUL
+    thread reads it (OpenSSL objects are not safe for that)."""
+    import ssl
+
+    return not isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
 
 
 def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
@@ -198,7 +207,7 @@ class PendingWriter:
         response before sending this one, so the socket is ours until the handler yields."""
         assoc = event.assoc
         if not assoc.is_established or assoc.dul.to_provider_queue.qsize() or \
-                logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+                not _plain(assoc) or logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
             return None
         return cls(assoc, int(event.context.context_id),
                    str(event.request.AffectedSOPClassUID), int(event.request.MessageID))
