@@ -74,6 +74,7 @@ def apply() -> None:
         _patch_reactor_race()
         _patch_stored_instance_send()
         _patch_server_poll()
+        _patch_send_lock()
         _applied = True
 
 
@@ -595,3 +596,31 @@ def _patch_server_poll() -> None:
         original(self, poll_interval)
 
     AssociationServer.serve_forever = serve_forever  # type: ignore[method-assign]
+
+
+def _patch_send_lock() -> None:
+    """Every PDU pynetdicom writes is written under the DUL's ``dcmtool_send_lock``.
+
+    dcmtool's fast paths (``dcmtool.fastsend``) write whole messages to the socket from
+    another thread under the same lock, so PDUs never interleave mid-write.
+    """
+    from pynetdicom.dul import DULServiceProvider
+
+    original = DULServiceProvider._send
+
+    def _send(self: Any, pdu: Any) -> None:
+        with send_lock(self):
+            original(self, pdu)
+
+    DULServiceProvider._send = _send  # type: ignore[method-assign]
+
+
+def send_lock(dul: Any) -> threading.Lock:
+    """The DUL's write lock (created on first use; the attribute set is atomic under the GIL)."""
+    lock = getattr(dul, "dcmtool_send_lock", None)
+    if lock is None:
+        with _lock:
+            lock = getattr(dul, "dcmtool_send_lock", None)
+            if lock is None:
+                lock = dul.dcmtool_send_lock = threading.Lock()
+    return lock

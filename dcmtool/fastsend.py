@@ -10,9 +10,12 @@ state machine, timeouts and abort handling stay pynetdicom's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +104,30 @@ def _chunk(assoc: Any) -> int:
     return (limit - 6) if limit > 6 else UNLIMITED_CHUNK
 
 
-def usable(assoc: Any) -> bool:
-    """Whether send_file may write to this association's socket itself.
+@contextlib.contextmanager
+def _exclusive(assoc: Any, timeout: float = 10.0) -> Iterator[None]:
+    """Own the socket for one whole message.
 
-    Only on associations we requested (store, C-MOVE sub-operations), where nothing else
-    writes while a C-STORE is outstanding. On an association we accepted, pynetdicom's DUL
-    thread may still be writing a response (a C-GET's pending responses) and the PDUs would
-    interleave. Not over TLS, and not with PDU debug logging, which only pynetdicom's path
-    produces.
+    pynetdicom queues PDUs for its DUL thread (a C-GET's pending responses are queued by the
+    same thread that then sends the next sub-operation here): wait until the DUL has taken
+    them all, then hold its write lock, so no PDU of ours lands inside one of its messages.
     """
-    return bool(assoc.is_established) and not assoc.is_acceptor and _plain(assoc) and \
+    from dcmtool._pynetdicom_fixes import send_lock
+
+    queued = assoc.dul.to_provider_queue
+    deadline = time.monotonic() + timeout
+    while queued.qsize() and assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.0002)
+    with send_lock(assoc.dul):
+        yield
+
+
+def usable(assoc: Any) -> bool:
+    """Whether send_file may write to this association's socket itself: not over TLS, and
+    not with PDU debug logging, which only pynetdicom's path produces. (On a C-GET
+    association pynetdicom's DUL thread writes pending responses meanwhile: see
+    ``_exclusive``.)"""
+    return bool(assoc.is_established) and _plain(assoc) and \
         not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
 
 
@@ -146,16 +163,18 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
         # (dcmtool's #875 fix), so there is no need to wait for it to pause.
         assoc._reactor_checkpoint.clear()
         try:
-            if not streaming:
-                _send_buffers(sock, [_pdu(context_id, 0x03, command),
-                                     *_framed(context_id, memoryview(data), chunk, last=True)])
-            else:  # a large data set: a block at a time, never all in memory
-                _send_buffers(sock, [_pdu(context_id, 0x03, command)])
-                while data:
-                    following = fh.read(STREAM_ABOVE)
-                    _send_buffers(sock, _framed(context_id, memoryview(data), chunk,
-                                                last=not following))
-                    data = following
+            with _exclusive(assoc):
+                if not streaming:
+                    _send_buffers(sock, [_pdu(context_id, 0x03, command),
+                                         *_framed(context_id, memoryview(data), chunk,
+                                                  last=True)])
+                else:  # a large data set: a block at a time, never all in memory
+                    _send_buffers(sock, [_pdu(context_id, 0x03, command)])
+                    while data:
+                        following = fh.read(STREAM_ABOVE)
+                        _send_buffers(sock, _framed(context_id, memoryview(data), chunk,
+                                                    last=not following))
+                        data = following
             _, response = assoc.dimse.get_msg(block=True)
         except OSError:  # the connection broke mid-message: nothing more can go on it
             response = None
@@ -193,6 +212,7 @@ class PendingWriter:
     BATCH_COUNT = 16
 
     def __init__(self, assoc: Any, context_id: int, sop_class: str, message_id: int) -> None:
+        self.assoc = assoc
         self.sock = assoc.dul.socket.socket
         self.chunk = _chunk(assoc)
         self.context_id = context_id
@@ -226,5 +246,6 @@ class PendingWriter:
 
     def flush(self) -> None:
         if self.buffer:
-            self.sock.sendall(b"".join(self.buffer))
+            with _exclusive(self.assoc):
+                self.sock.sendall(b"".join(self.buffer))
             self.buffer, self.size = [], 0
