@@ -531,17 +531,13 @@ def _send_stored(assoc: Any, original: Callable[..., Any], path: Path, sop_class
     """A sub-operation's file, as its bytes: straight onto the socket when possible."""
     from dcmtool import fastsend
 
-    offset = fastsend.dataset_offset(path) if fastsend.usable(assoc) else None
-    context_id = next((cx.context_id for cx in assoc.accepted_contexts
-                       if cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == syntax
-                       and cx.as_scu), None)
-    if offset is None or context_id is None or args:
-        return original(assoc, path, *args, **kwargs)
     originator = kwargs.get("originator_aet")
     move = (str(originator).strip(), int(kwargs.get("originator_id") or 0)) \
         if originator else None
-    return fastsend.send_file(assoc, context_id, path, offset, sop_class, sop_instance,
-                              message_id=kwargs.get("msg_id"), move_originator=move)
+    status = None if args else fastsend.send_path(
+        assoc, path, sop_class, syntax, sop_instance, message_id=kwargs.get("msg_id"),
+        move_originator=move)
+    return original(assoc, path, *args, **kwargs) if status is None else status
 
 
 def _patch_stored_instance_send() -> None:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dcmtool.elements import encode
+
 #: Data set bytes per PDU when the peer sets no limit (maximum length 0).
 UNLIMITED_CHUNK = 1 << 20
 #: Data sets up to this size are read whole and sent with one gathered write.
@@ -35,31 +37,34 @@ def dataset_offset(path: Path) -> int | None:
     return 144 + int(length)
 
 
-def _element(group: int, element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", group, element, len(value)) + value
-
-
 def _uid(text: str) -> bytes:
     raw = text.encode("ascii")
     return raw + b"\x00" if len(raw) % 2 else raw
 
 
+def _command(fields: list[tuple[int, bytes]]) -> bytes:
+    """A command set (group 0000, implicit VR little endian), group length first."""
+    body = encode([(0x00000000 | element, "", value) for element, value in fields],
+                  implicit=True)
+    return encode([(0x00000000, "UL", struct.pack("<I", len(body)))], implicit=True) + body
+
+
 def command_set(sop_class: str, sop_instance: str, message_id: int, priority: int = 2,
                 move_originator: tuple[str, int] | None = None) -> bytes:
-    """C-STORE-RQ command set, implicit VR little endian, group length first (PS3.7 9.3.1)."""
-    body = b"".join([
-        _element(0x0000, 0x0002, _uid(sop_class)),
-        _element(0x0000, 0x0100, struct.pack("<H", 0x0001)),
-        _element(0x0000, 0x0110, struct.pack("<H", message_id)),
-        _element(0x0000, 0x0700, struct.pack("<H", priority)),
-        _element(0x0000, 0x0800, struct.pack("<H", 0x0000)),  # a data set follows
-        _element(0x0000, 0x1000, _uid(sop_instance)),
-    ])
+    """C-STORE-RQ command set (PS3.7 9.3.1)."""
+    fields = [
+        (0x0002, _uid(sop_class)),
+        (0x0100, struct.pack("<H", 0x0001)),
+        (0x0110, struct.pack("<H", message_id)),
+        (0x0700, struct.pack("<H", priority)),
+        (0x0800, struct.pack("<H", 0x0000)),  # a data set follows
+        (0x1000, _uid(sop_instance)),
+    ]
     if move_originator is not None:
         aet, message = move_originator
-        body += _element(0x0000, 0x1030, aet.encode("ascii").ljust(16)[:16])
-        body += _element(0x0000, 0x1031, struct.pack("<H", message))
-    return _element(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+        fields.append((0x1030, aet.encode("ascii").ljust(16)[:16]))
+        fields.append((0x1031, struct.pack("<H", message)))
+    return _command(fields)
 
 
 def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
@@ -139,6 +144,36 @@ def _plain(assoc: Any) -> bool:
     return not isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
 
 
+def accepted_syntaxes(assoc: Any) -> dict[str, dict[str, int]]:
+    """SOP class -> {transfer syntax: context ID} of the contexts we may send on as SCU;
+    built once per association (pynetdicom rebuilds its list on every access)."""
+    cached: dict[str, dict[str, int]] | None = getattr(assoc, "dcmtool_accepted", None)
+    if cached is None:
+        cached = {}
+        for cx in assoc.accepted_contexts:
+            if cx.as_scu:
+                cached.setdefault(str(cx.abstract_syntax), {}).setdefault(
+                    str(cx.transfer_syntax[0]), int(cx.context_id))
+        assoc.dcmtool_accepted = cached
+    return cached
+
+
+def send_path(assoc: Any, path: Path, sop_class: str, syntax: str, sop_instance: str, *,
+              offset: int | None = None, message_id: int | None = None,
+              move_originator: tuple[str, int] | None = None) -> Any | None:
+    """C-STORE a file's bytes by the fast path; ``None`` when it cannot be used here (TLS,
+    debug logging, no context in the file's syntax, no File Meta group length)."""
+    if not usable(assoc):
+        return None
+    context_id = accepted_syntaxes(assoc).get(sop_class, {}).get(syntax)
+    if offset is None:
+        offset = dataset_offset(path)
+    if context_id is None or offset is None:
+        return None
+    return send_file(assoc, context_id, path, offset, sop_class, sop_instance,
+                     message_id=message_id, move_originator=move_originator)
+
+
 def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
               sop_instance: str, *, message_id: int | None = None,
               move_originator: tuple[str, int] | None = None) -> Any:
@@ -190,14 +225,13 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
 
 def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00) -> bytes:
     """C-FIND-RSP command set with a data set following (PS3.7 9.3.2.2)."""
-    body = b"".join([
-        _element(0x0000, 0x0002, _uid(sop_class)),
-        _element(0x0000, 0x0100, struct.pack("<H", 0x8020)),
-        _element(0x0000, 0x0120, struct.pack("<H", message_id)),
-        _element(0x0000, 0x0800, struct.pack("<H", 0x0102)),  # a data set follows
-        _element(0x0000, 0x0900, struct.pack("<H", status)),
+    return _command([
+        (0x0002, _uid(sop_class)),
+        (0x0100, struct.pack("<H", 0x8020)),
+        (0x0120, struct.pack("<H", message_id)),
+        (0x0800, struct.pack("<H", 0x0102)),  # a data set follows
+        (0x0900, struct.pack("<H", status)),
     ])
-    return _element(0x0000, 0x0000, struct.pack("<I", len(body))) + body
 
 
 class PendingWriter:

@@ -148,8 +148,7 @@ def build_retrieve_identifier(level: str, keys: Sequence[str]) -> Any:
     return ds
 
 
-def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool,
-              port: int | None = None) -> Any:
+def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool) -> Any:
     """An archive in ``out_dir`` and a storage SCP feeding it (on loopback port 0 for C-GET,
     where nothing connects to it: its store handler serves the C-GET association)."""
     from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
@@ -164,7 +163,7 @@ def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool
     policy = StorePolicy(layout=pattern, duplicates="ignore", min_free_bytes=0)
     archive, _ = open_archive(out_dir, policy)
     options = ServeOptions(ae_title=local.ae_title,
-                           port=(local.port if port is None else port) if listen else 0,
+                           port=local.port if listen else 0,
                            bind=local.bind if listen else "127.0.0.1",
                            max_associations=10)
     try:

@@ -47,6 +47,7 @@ class Instance:
     transfer_syntax: str
     study_instance_uid: str
     size: int
+    dataset_offset: int | None = None  # where the data set starts, when the scan knows
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
         if header is not None:
             instances.append(Instance(path, header.sop_class_uid, header.sop_instance_uid,
                                       header.transfer_syntax_uid, header.study_instance_uid,
-                                      path.stat().st_size))
+                                      path.stat().st_size, header.dataset_offset))
             continue
         try:
             ds = dcmread(path, stop_before_pixels=True,
@@ -358,9 +359,10 @@ class _Transcoding:
 def _send_one(session: Any, instance: Instance,
               modify: Callable[[Any], None] | None = None,
               transcoding: _Transcoding | None = None) -> FileOutcome:
+    from dcmtool.fastsend import accepted_syntaxes
+
     assoc = session.assoc
-    accepted = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
-                if cx.abstract_syntax == instance.sop_class_uid}
+    accepted = accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
     name = describe(instance.transfer_syntax)
 
     def outcome(status: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
@@ -415,15 +417,10 @@ def _send_bytes(assoc: Any, instance: Instance) -> Any:
     """C-STORE the file as its bytes: straight onto the socket, else pynetdicom's chunked send."""
     from dcmtool import fastsend
 
-    offset = fastsend.dataset_offset(instance.path) if fastsend.usable(assoc) else None
-    context_id = next((cx.context_id for cx in assoc.accepted_contexts
-                       if cx.abstract_syntax == instance.sop_class_uid
-                       and cx.transfer_syntax[0] == instance.transfer_syntax and cx.as_scu),
-                      None)
-    if offset is None or context_id is None:
-        return assoc.send_c_store(instance.path)
-    return fastsend.send_file(assoc, context_id, instance.path, offset,
-                              instance.sop_class_uid, instance.sop_instance_uid)
+    status = fastsend.send_path(assoc, instance.path, instance.sop_class_uid,
+                                instance.transfer_syntax, instance.sop_instance_uid,
+                                offset=instance.dataset_offset)
+    return assoc.send_c_store(instance.path) if status is None else status
 
 
 def _transcoded(instance: Instance, ds: Any, wire: str,

@@ -138,9 +138,9 @@ def transcode(ds: Any, target_uid: str, options: EncodeOptions | None = None) ->
     """
     options = options or EncodeOptions()
     source_uid = str(ds.file_meta.TransferSyntaxUID)
+    _parse_all(ds)  # also for a copy in the same syntax: write_dataset relies on it
     if source_uid == target_uid:
         return ds
-    _parse_all(ds)
     target = lookup(target_uid)
     if target is None:
         raise TranscodeError(f"unknown target transfer syntax {target_uid}")
@@ -164,7 +164,7 @@ def transcode(ds: Any, target_uid: str, options: EncodeOptions | None = None) ->
         raise TranscodeError(f"cannot write {target.name}: the data set has no Pixel Data "
                              "(compressed syntaxes are for images)")
     _check_profile(ds, target)
-    before = _native_size(ds)
+    before = len(ds.PixelData)
     if target_uid in JPEG_FAMILY:
         _encode_jpeg(ds, target_uid, options)
     else:
@@ -292,10 +292,6 @@ def _check_profile(ds: Any, target: TransferSyntax) -> None:
                          hint="choose another syntax, such as explicit or j2k-lossless")
 
 
-def _native_size(ds: Any) -> int:
-    return len(ds.PixelData)
-
-
 def _rgb_frames(ds: Any) -> Any:
     """The pixel array, colour as interleaved RGB; updates the Image Pixel module to match."""
     from pydicom.pixels.processing import convert_color_space
@@ -378,6 +374,7 @@ def _encode_jpeg(ds: Any, target_uid: str, options: EncodeOptions) -> None:
                 data = frame.view(unsigned) if frame.dtype.kind == "i" else \
                     frame.astype(unsigned, copy=False)
                 encoded.append(bytes(codecs_module.jpeg8_encode(
+                    # Predictor 1 is SV1's; process 14 allows it too.
                     np.ascontiguousarray(data), lossless=True, predictor=1,
                     bitspersample=8 if bits_allocated <= 8 else 16,
                     colorspace="RGB" if samples == 3 else None,
@@ -498,12 +495,13 @@ def write_dataset(ds: Any, path: Path) -> int:
     """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename).
 
     The File Meta names dcmtool as the implementation that wrote it. Returns the size.
+    A data set read from a file should have been through ``transcode`` first, which parses
+    every raw element so that it can be written in its syntax.
     """
     from pydicom import dcmwrite
 
     from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
-    _parse_all(ds)
     meta = ds.file_meta
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -292,13 +292,6 @@ def matches(index: Index, identifier: Any, model: str, options: QueryOptions | N
                      for keyword, vr in wanted], retrieve_ae)
 
 
-def find(index: Index, identifier: Any, model: str, options: QueryOptions | None = None
-         ) -> Iterator[Any]:
-    """Yield one response identifier (pydicom Dataset) per match, in index order."""
-    for match in matches(index, identifier, model, options):
-        yield match.dataset()
-
-
 def _sequences_match(row: Any, filters: list[tuple[str, Any]]) -> bool:
     keys = row.keys()
     for keyword, wanted in filters:

@@ -172,3 +172,32 @@ def model_name(patient_root: bool, study_root: bool, patient_study_only: bool) -
     if patient_root + study_root + patient_study_only > 1:
         raise UsageError("choose one of -P, -S and -O")
     return "patient" if patient_root else "patient-study" if patient_study_only else "study"
+
+
+SELECT = "Selection"
+
+Study = Annotated[
+    Optional[list[str]],
+    typer.Option("--study", metavar="UID", help="Study Instance UID (repeatable).",
+                 rich_help_panel=SELECT, show_default=False),
+]
+Series = Annotated[
+    Optional[list[str]],
+    typer.Option("--series", metavar="UID", help="Series Instance UID (repeatable).",
+                 rich_help_panel=SELECT, show_default=False),
+]
+Accession = Annotated[
+    Optional[list[str]],
+    typer.Option("--accession", metavar="N", help="Accession number, resolved by C-FIND "
+                 "(repeatable).", rich_help_panel=SELECT, show_default=False),
+]
+PatientIdSelection = Annotated[
+    Optional[list[str]],
+    typer.Option("--patient-id", metavar="ID", help="Patient ID (repeatable).",
+                 rich_help_panel=SELECT, show_default=False),
+]
+RetrieveLevel = Annotated[
+    Optional[str],
+    typer.Option("--level", "-L", metavar="LEVEL", help="Level of the -k identifier "
+                 "(default STUDY).", rich_help_panel=SELECT, show_default=False),
+]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dcmtool.cli import console, options
-from dcmtool.cli.commands.move import SELECT, ProgressLine, finish, selection
+from dcmtool.cli.commands.move import ProgressLine, finish, selection
 
 EPILOG = """Examples:
 
@@ -28,22 +28,12 @@ def get(
     peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
     out: options.Out = None,
-    study: Annotated[Optional[list[str]], typer.Option(
-        "--study", metavar="UID", help="Study Instance UID (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
-    series: Annotated[Optional[list[str]], typer.Option(
-        "--series", metavar="UID", help="Series Instance UID (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
-    accession: Annotated[Optional[list[str]], typer.Option(
-        "--accession", metavar="N", help="Accession number, resolved by C-FIND (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
-    patient_id: Annotated[Optional[list[str]], typer.Option(
-        "--patient-id", metavar="ID", help="Patient ID (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
+    study: options.Study = None,
+    series: options.Series = None,
+    accession: options.Accession = None,
+    patient_id: options.PatientIdSelection = None,
     keys: options.Keys = None,
-    level: Annotated[Optional[str], typer.Option(
-        "--level", "-L", metavar="LEVEL", help="Level of the -k identifier (default STUDY).",
-        rich_help_panel=SELECT, show_default=False)] = None,
+    level: options.RetrieveLevel = None,
     from_list: options.FromList = None,
     from_key: options.FromKey = None,
     store_classes: Annotated[Optional[list[str]], typer.Option(

@@ -28,7 +28,6 @@ A move to ourselves needs the peer to know our AE title ([local] ae_title) at th
 C-GET instead. Exit 0 when everything arrived, 7 when some sub-operations failed.
 """
 
-SELECT = "Selection"
 
 
 def move(
@@ -38,22 +37,12 @@ def move(
         "--dest", metavar="AET", help="Move destination AE title (default: ourselves, "
         "receiving into --out).", show_default=False)] = None,
     out: options.Out = None,
-    study: Annotated[Optional[list[str]], typer.Option(
-        "--study", metavar="UID", help="Study Instance UID (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
-    series: Annotated[Optional[list[str]], typer.Option(
-        "--series", metavar="UID", help="Series Instance UID (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
-    accession: Annotated[Optional[list[str]], typer.Option(
-        "--accession", metavar="N", help="Accession number, resolved by C-FIND (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
-    patient_id: Annotated[Optional[list[str]], typer.Option(
-        "--patient-id", metavar="ID", help="Patient ID (repeatable).",
-        rich_help_panel=SELECT, show_default=False)] = None,
+    study: options.Study = None,
+    series: options.Series = None,
+    accession: options.Accession = None,
+    patient_id: options.PatientIdSelection = None,
     keys: options.Keys = None,
-    level: Annotated[Optional[str], typer.Option(
-        "--level", "-L", metavar="LEVEL", help="Level of the -k identifier (default STUDY).",
-        rich_help_panel=SELECT, show_default=False)] = None,
+    level: options.RetrieveLevel = None,
     from_list: options.FromList = None,
     from_key: options.FromKey = None,
     patient_root: options.PatientRoot = False,
