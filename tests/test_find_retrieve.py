@@ -231,3 +231,22 @@ def test_mwl_shortcuts(serve_archive: Callable[..., ServedArchive], tmp_path: Pa
     assert none.exit_code == 0 and none.stdout == ""
     bad = run_cli("mwl", served.address, "--date", "tomorrow")
     assert bad.exit_code == 2 and "--date 'tomorrow'" in bad.stderr
+
+
+def test_a_rejected_find_is_exit_4(serve_archive: Callable[..., ServedArchive]) -> None:
+    served = serve_archive(require_called_aet=True, ae_title="ARCHIVE")
+    result = run_cli("find", f"WRONG@{served.host}:{served.port}")
+    assert result.exit_code == 4, result.stderr
+    assert "rejected" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_peer_that_aborts_a_get_is_exit_5(pynetdicom_scp: Callable[..., Any],
+                                           tmp_path: Path) -> None:
+    from pynetdicom import evt
+    from support.peers import abort_handler
+
+    scp = pynetdicom_scp(handlers=[(evt.EVT_C_GET, abort_handler)],
+                         contexts=["1.2.840.10008.5.1.4.1.2.2.3"])
+    result = run_cli("get", scp.address, "--study", "1.2.3.4", "-o", tmp_path / "out")
+    assert result.exit_code == 5, result.stdout + result.stderr
+    assert "aborted" in result.stderr and "Traceback" not in result.output
