@@ -34,6 +34,8 @@
    requestor then times out and aborts. The reactor is the only caller of the non-blocking
    ``get_msg()``; while a requestor holds the checkpoint, any response it takes is handed back
    to the front of the queue, where the requestor's blocking ``get_msg()`` finds it.
+10. C-MOVE and C-GET SCP: an AE that sets ``dcmtool_retrieve`` runs its own sub-operation
+    loop (``dcmtool.suboperations``) instead of pynetdicom's.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def apply() -> None:
         _patch_stored_instance_send()
         _patch_server_poll()
         _patch_send_lock()
+        _patch_retrieve_scp()
         _applied = True
 
 
@@ -620,3 +623,22 @@ def send_lock(dul: Any) -> threading.Lock:
             if lock is None:
                 lock = dul.dcmtool_send_lock = threading.Lock()
     return lock
+
+
+def _patch_retrieve_scp() -> None:
+    """C-MOVE/C-GET requests go to ``ae.dcmtool_retrieve(service, request, context, kind)``
+    when the AE has one (dcmtool serve), else to pynetdicom's own loop."""
+    from pynetdicom.service_class import QueryRetrieveServiceClass
+
+    for name, kind in (("_move_scp", "move"), ("_get_scp", "get")):
+        original = getattr(QueryRetrieveServiceClass, name)
+
+        def scp(self: Any, request: Any, context: Any, original: Any = original,
+                kind: str = kind) -> None:
+            run = getattr(self.ae, "dcmtool_retrieve", None)
+            if run is None:
+                original(self, request, context)
+            else:
+                run(self, request, context, kind)
+
+        setattr(QueryRetrieveServiceClass, name, scp)

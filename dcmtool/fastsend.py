@@ -30,7 +30,16 @@ STREAM_ABOVE = 32 << 20
 def dataset_offset(path: Path) -> int | None:
     """Where the data set starts in a Part 10 file, from its File Meta group length."""
     with path.open("rb") as fh:
-        head = fh.read(144)
+        return _offset_from(fh.read(144))
+
+
+def offset_in(data: bytes | memoryview) -> int | None:
+    """``dataset_offset`` of a file read whole into ``data``."""
+    offset = _offset_from(data[:144])
+    return offset if offset is not None and offset <= len(data) else None
+
+
+def _offset_from(head: bytes | memoryview) -> int | None:
     if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
         return None  # no group length first: let pynetdicom parse the File Meta
     (length,) = struct.unpack("<I", head[140:144])
@@ -127,6 +136,14 @@ def _exclusive(assoc: Any, timeout: float = 10.0) -> Iterator[None]:
         yield
 
 
+def _socket(assoc: Any) -> Any:
+    """The association's socket; ``ConnectionError`` once pynetdicom has closed it."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is None:
+        raise ConnectionError("the association's connection is closed")
+    return sock
+
+
 def usable(assoc: Any) -> bool:
     """Whether send_file may write to this association's socket itself: not over TLS, and
     not with PDU debug logging, which only pynetdicom's path produces. (On a C-GET
@@ -174,6 +191,67 @@ def send_path(assoc: Any, path: Path, sop_class: str, syntax: str, sop_instance:
                      message_id=message_id, move_originator=move_originator)
 
 
+def next_message_id(assoc: Any) -> int:
+    """A Message ID for our next request on ``assoc`` (1..65535, wrapping)."""
+    message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
+    assoc.dcmtool_message_id = message_id
+    return int(message_id)
+
+
+def read_small(path: Path) -> bytes | None:
+    """A whole file's bytes when it is small enough to send from memory, else ``None``.
+
+    ``read()`` without a size makes one buffer of the file's size; ``read(STREAM_ABOVE)``
+    would map and zero 32 MiB for every file (a third of the CPU a small sub-operation used).
+    """
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size > STREAM_ABOVE:
+            return None
+        return fh.read()
+
+
+def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: str,
+                 sop_instance: str, message_id: int, *,
+                 move_originator: tuple[str, int] | None = None,
+                 before: bytes = b"") -> None:
+    """Write one C-STORE-RQ (after ``before``, whole PDUs of our own, e.g. a C-GET's pending
+    response) in one gathered write; ``await_response`` then reads the answer.
+
+    Raises ``OSError`` when the connection broke: the association is aborted by then.
+    """
+    # With the checkpoint clear, the reactor hands our response back to the DIMSE queue
+    # (dcmtool's #875 fix), so there is no need to wait for it to pause.
+    assoc._reactor_checkpoint.clear()
+    command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
+    buffers: list[Any] = [before] if before else []
+    buffers += [_pdu(context_id, 0x03, command),
+                *_framed(context_id, dataset, _chunk(assoc), last=True)]
+    try:
+        with _exclusive(assoc):
+            _send_buffers(_socket(assoc), buffers)
+    except OSError:  # the connection broke mid-message: nothing more can go on it
+        assoc._reactor_checkpoint.set()
+        assoc.abort()
+        raise
+
+
+def await_response(assoc: Any) -> Any:
+    """The status Dataset answering ``send_request``; an empty Dataset (no ``Status``) when
+    none came (aborted, or the DIMSE timeout, after which the association is aborted as
+    pynetdicom's ``send_c_store`` does)."""
+    from pydicom.dataset import Dataset
+
+    try:
+        _, response = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    if response is None:
+        if assoc.is_established:
+            assoc.abort()
+        return Dataset()
+    return assoc._check_received_status(response)
+
+
 def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
               sop_instance: str, *, message_id: int | None = None,
               move_originator: tuple[str, int] | None = None) -> Any:
@@ -185,42 +263,43 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     from pydicom.dataset import Dataset
 
     if message_id is None:
-        message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
-        assoc.dcmtool_message_id = message_id
+        message_id = next_message_id(assoc)
+    data = read_small(path)  # an unreadable file fails here, before anything is sent
+    try:
+        if data is not None:
+            send_request(assoc, context_id, memoryview(data)[offset:], sop_class,
+                         sop_instance, message_id, move_originator=move_originator)
+        else:
+            _stream(assoc, context_id, path, offset, sop_class, sop_instance, message_id,
+                    move_originator)
+    except OSError:
+        return Dataset()
+    return await_response(assoc)
+
+
+def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
+            sop_instance: str, message_id: int,
+            move_originator: tuple[str, int] | None) -> None:
+    """A large data set: a block at a time, never all in memory."""
     chunk = _chunk(assoc)
     command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
-    sock = assoc.dul.socket.socket
-    with path.open("rb") as fh:  # an unreadable file fails here, before anything is sent
-        streaming = os.fstat(fh.fileno()).st_size - offset > STREAM_ABOVE
+    sock = _socket(assoc)
+    with path.open("rb") as fh:
         fh.seek(offset)
         data = fh.read(STREAM_ABOVE)
-        # With the checkpoint clear, the reactor hands our response back to the DIMSE queue
-        # (dcmtool's #875 fix), so there is no need to wait for it to pause.
         assoc._reactor_checkpoint.clear()
         try:
             with _exclusive(assoc):
-                if not streaming:
-                    _send_buffers(sock, [_pdu(context_id, 0x03, command),
-                                         *_framed(context_id, memoryview(data), chunk,
-                                                  last=True)])
-                else:  # a large data set: a block at a time, never all in memory
-                    _send_buffers(sock, [_pdu(context_id, 0x03, command)])
-                    while data:
-                        following = fh.read(STREAM_ABOVE)
-                        _send_buffers(sock, _framed(context_id, memoryview(data), chunk,
-                                                    last=not following))
-                        data = following
-            _, response = assoc.dimse.get_msg(block=True)
-        except OSError:  # the connection broke mid-message: nothing more can go on it
-            response = None
-            assoc.abort()
-        finally:
+                _send_buffers(sock, [_pdu(context_id, 0x03, command)])
+                while data:
+                    following = fh.read(STREAM_ABOVE)
+                    _send_buffers(sock, _framed(context_id, memoryview(data), chunk,
+                                                last=not following))
+                    data = following
+        except OSError:
             assoc._reactor_checkpoint.set()
-    if response is None:
-        if assoc.is_established:
-            assoc.abort()  # DIMSE timeout: what pynetdicom does too
-        return Dataset()
-    return assoc._check_received_status(response)
+            assoc.abort()
+            raise
 
 
 def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00) -> bytes:
@@ -232,6 +311,38 @@ def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00)
         (0x0800, struct.pack("<H", 0x0102)),  # a data set follows
         (0x0900, struct.pack("<H", status)),
     ])
+
+
+def retrieve_response_command(sop_class: str, command_field: int, message_id: int,
+                              status: int, remaining: int, completed: int, failed: int,
+                              warning: int) -> bytes:
+    """A pending C-MOVE-RSP (0x8021) or C-GET-RSP (0x8010) command set, no data set
+    (PS3.7 9.3.3.2, 9.3.4.2); counts above 65535 (US) are reported as 65535."""
+    def count(value: int) -> bytes:
+        return struct.pack("<H", min(max(value, 0), 0xFFFF))
+
+    return _command([
+        (0x0002, _uid(sop_class)),
+        (0x0100, struct.pack("<H", command_field)),
+        (0x0120, struct.pack("<H", message_id)),
+        (0x0800, struct.pack("<H", 0x0101)),  # no data set
+        (0x0900, struct.pack("<H", status)),
+        (0x1020, count(remaining)),
+        (0x1021, count(completed)),
+        (0x1022, count(failed)),
+        (0x1023, count(warning)),
+    ])
+
+
+def command_pdu(context_id: int, command: bytes) -> bytes:
+    """A whole command-only message in one P-DATA-TF PDU (command sets are tiny)."""
+    return _pdu(context_id, 0x03, command)
+
+
+def write_exclusive(assoc: Any, data: bytes) -> None:
+    """Write whole PDUs of ours between pynetdicom's (raises ``OSError``)."""
+    with _exclusive(assoc):
+        _socket(assoc).sendall(data)
 
 
 class PendingWriter:

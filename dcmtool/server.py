@@ -32,6 +32,17 @@ from dcmtool.archive.storage import (
 from dcmtool.errors import DcmtoolError, UsageError
 from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from dcmtool.sopclasses import VERIFICATION, storage_sop_classes
+from dcmtool.suboperations import (
+    CANCELLED,
+    GET_RESPONSE,
+    MOVE_RESPONSE,
+    Responder,
+    StoredFile,
+    Tally,
+    log_store_failure,
+    perform,
+    sub_contexts,
+)
 from dcmtool.syntaxes import TRANSFER_SYNTAXES, resolve_uid
 
 _pynetdicom_fixes.apply()
@@ -200,7 +211,6 @@ class RunningServer:
         self.stats = ServerStats()
         self._hooks = _Hooks(options)
         self._per_assoc: dict[int, dict[str, int]] = {}
-        self._background: list[threading.Thread] = []  # moves finished for a departed peer
         self._stopped = threading.Event()
         self.ae = self._make_ae()
         try:
@@ -245,6 +255,7 @@ class RunningServer:
         for model in (*QR_MODELS, MODALITY_WORKLIST_FIND):
             ae.add_supported_context(model, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
         ae.dcmtool_incoming = str(self.archive.incoming)  # type: ignore[attr-defined]
+        ae.dcmtool_retrieve = self._retrieve  # type: ignore[attr-defined]
         # Stream data sets to disk instead of memory; process-wide pynetdicom settings.
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.UNRESTRICTED_STORAGE_SERVICE = o.accept_unknown
@@ -280,8 +291,6 @@ class RunningServer:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
-            (evt.EVT_C_MOVE, self._on_move),
-            (evt.EVT_C_GET, self._on_get),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_closed),
@@ -422,113 +431,121 @@ class RunningServer:
             self._worklist_folder = WorklistFolder(folder, log=LOG.warning)
         return self._worklist_folder
 
-    def _selected(self, event: Any) -> Any:
-        """(sub-operation placeholders, None) or (None, failure status) for a retrieval."""
+    def _selected(self, request: Any, context: Any) -> tuple[list[StoredFile], Any]:
+        """(the files a retrieval selects, None) or ([], the failure status Dataset)."""
+        from pynetdicom.dsutils import decode
+
         from dcmtool.archive.query import MODEL_OF, QueryError, instances_for
 
+        syntax = context.transfer_syntax[0]
         try:
-            identifier = event.identifier
+            identifier = decode(request.Identifier, syntax.is_implicit_VR,
+                                syntax.is_little_endian, syntax.is_deflated)
             rows = instances_for(self.archive.index, identifier,
-                                 MODEL_OF[str(event.request.AffectedSOPClassUID)])
+                                 MODEL_OF[str(request.AffectedSOPClassUID)])
         except QueryError as exc:
-            return None, _status(exc.status, exc.comment)
+            return [], _status(exc.status, exc.comment)
         except Exception as exc:
-            return None, _status(0xA900, f"identifier cannot be processed: "
-                                 f"{type(exc).__name__}")
-        return [_stored_instance(self.archive.root / path, sop_class, sop_instance, syntax)
+            return [], _status(0xA900, f"identifier cannot be processed: "
+                               f"{type(exc).__name__}")
+        return [StoredFile(self.archive.root / path, sop_class, sop_instance, syntax)
                 for path, sop_class, sop_instance, syntax in rows], None
 
-    def _on_move(self, event: Any) -> Any:
+    def _retrieve(self, service: Any, request: Any, context: Any, kind: str) -> None:
+        """The C-MOVE / C-GET SCP, in place of pynetdicom's loop (see dcmtool.suboperations).
+        Never raises: the requester always gets a final status."""
+        responder = Responder(service, request, context,
+                              MOVE_RESPONSE if kind == "move" else GET_RESPONSE)
         try:
-            destination = str(event.move_destination).strip()
-            known = {aet: (host, port) for aet, host, port in self.options.destinations}
-            if destination not in known:
-                LOG.warning("C-MOVE to unknown destination %s refused", destination)
-                yield None, None  # pynetdicom answers 0xA801 (Move Destination unknown)
-                return
-            instances, failure = self._selected(event)
-            host, port = known[destination]
-            if failure is not None:
-                # pynetdicom takes a final status only after the sub-operation count: one
-                # announced sub-operation, then the failure (it reports that one as failed).
-                LOG.warning("C-MOVE identifier refused: %s", failure.ErrorComment)
-                from pynetdicom.presentation import build_context
-
-                yield host, port, {"contexts": [build_context(VERIFICATION)]}
-                yield 1
-                yield failure, None
-                return
-            assert instances is not None
-            contexts = _sub_contexts(instances)
-            yield host, port, {"contexts": contexts}
-            yield len(instances)
-            handed = 0  # instances pynetdicom has taken to send
-            try:
-                for instance in instances:
-                    if event.is_cancelled:
-                        yield 0xFE00, None
-                        return
-                    yield 0xFF00, instance
-                    handed += 1
-            except GeneratorExit:
-                # The requester went away mid-move; pynetdicom drops the handler. Seed 004:
-                # the sub-operations still finish, on an association of our own.
-                rest = instances[handed:]
-                if rest:
-                    self._finish_move(destination, host, port, rest)
-                raise
-            self.archive.audit.write("move", destination=destination,
-                                     instances=len(instances), **self._who(event.assoc))
+            if kind == "move":
+                self._move(service, request, context, responder)
+            else:
+                self._get(service, request, context, responder)
         except Exception as exc:
-            LOG.exception("C-MOVE handler failed")
-            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+            LOG.exception("C-%s failed", kind.upper())
+            with contextlib.suppress(Exception):
+                responder.final(0xC000, comment=f"internal error: {type(exc).__name__}")
 
-    def _finish_move(self, destination: str, host: str, port: int, rest: list[Any]) -> None:
-        """Send what a dropped C-MOVE had left, in the background (dcmtool store's sender)."""
-        from dcmtool.config import Peer
-        from dcmtool.store import Instance, store
-
-        LOG.warning("C-MOVE requester left; sending the remaining %d instance(s) to %s",
-                    len(rest), destination)
-        peer = Peer(label=destination, host=host, port=port, called_ae_title=destination,
-                    calling_ae_title=self.options.ae_title)
-        files = [Instance(Path(i.dcmtool_path), str(i.SOPClassUID), str(i.SOPInstanceUID),
-                          str(i.dcmtool_syntax), "", Path(i.dcmtool_path).stat().st_size)
-                 for i in rest]
-
-        def run() -> None:
-            try:
-                summary = store(peer, files, retries=2)
-                LOG.info("C-MOVE to %s finished after the requester left: %d stored, "
-                         "%d failed", destination, summary.stored, summary.failed)
-                self.archive.audit.write("move-finished", destination=destination,
-                                         stored=summary.stored, failed=summary.failed)
-            except Exception as exc:
-                LOG.error("C-MOVE to %s could not be finished: %s", destination, exc)
-
-        thread = threading.Thread(target=run, name="dcmtool-move-finish", daemon=True)
-        self._background.append(thread)
-        thread.start()
-
-    def _on_get(self, event: Any) -> Any:
+    def _move(self, service: Any, request: Any, context: Any, responder: Responder) -> None:
+        destination = str(request.MoveDestination).strip()
+        known = {aet: (host, port) for aet, host, port in self.options.destinations}
+        if destination not in known:
+            LOG.warning("C-MOVE to unknown destination %s refused", destination)
+            responder.final(0xA801, comment=f"unknown move destination {destination}")
+            return
+        items, failure = self._selected(request, context)
+        if failure is not None:
+            LOG.warning("C-MOVE identifier refused: %s", failure.ErrorComment)
+            responder.final(failure.Status, comment=str(failure.ErrorComment))
+            return
+        if not items:
+            responder.final(0x0000, Tally(0))
+            return
+        host, port = known[destination]
+        sender = service.ae.associate(host, port, ae_title=destination,
+                                      contexts=sub_contexts(items))
+        if not sender.is_established:
+            LOG.error("C-MOVE: cannot associate with %s at %s:%s", destination, host, port)
+            responder.final(0xA801, comment=f"cannot associate with {destination}")
+            with contextlib.suppress(Exception):
+                sender.dul.socket.close()
+            return
+        originator = (str(service.ae.ae_title).strip(), int(request.MessageID))
         try:
-            instances, failure = self._selected(event)
-            if failure is not None:
-                LOG.warning("C-GET identifier refused: %s", failure.ErrorComment)
-                yield 1  # see _on_move: a count first, then the final failure status
-                yield failure, None
-                return
-            assert instances is not None
-            yield len(instances)
-            for instance in instances:
-                if event.is_cancelled:
-                    yield 0xFE00, None
-                    return
-                yield 0xFF00, instance
-            self.archive.audit.write("get", instances=len(instances), **self._who(event.assoc))
-        except Exception as exc:
-            LOG.exception("C-GET handler failed")
-            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+            tally, cancelled = perform(sender, items, responder, originator=originator,
+                                       fallback=self._fallback(sender, originator))
+        finally:
+            if sender.is_established:
+                sender.release()
+        self._answer(responder, tally, cancelled)
+        who = self._who(service.assoc)
+        if not responder.present:
+            LOG.warning("C-MOVE requester left; the sub-operations to %s finished: %d "
+                        "stored, %d failed", destination, tally.completed + tally.warning,
+                        tally.failed)
+            self.archive.audit.write("move-finished", destination=destination,
+                                     stored=tally.completed + tally.warning,
+                                     failed=tally.failed, **who)
+        self.archive.audit.write("move", destination=destination, instances=len(items),
+                                 completed=tally.completed, failed=tally.failed, **who)
+
+    def _get(self, service: Any, request: Any, context: Any, responder: Responder) -> None:
+        items, failure = self._selected(request, context)
+        if failure is not None:
+            LOG.warning("C-GET identifier refused: %s", failure.ErrorComment)
+            responder.final(failure.Status, comment=str(failure.ErrorComment))
+            return
+        tally, cancelled = perform(service.assoc, items, responder,
+                                   fallback=self._fallback(service.assoc, None))
+        self._answer(responder, tally, cancelled)
+        self.archive.audit.write("get", instances=len(items), completed=tally.completed,
+                                 failed=tally.failed, **self._who(service.assoc))
+
+    @staticmethod
+    def _answer(responder: Responder, tally: Tally, cancelled: bool) -> None:
+        if cancelled:
+            LOG.info("retrieval cancelled with %d sub-operation(s) left", tally.remaining)
+            responder.final(CANCELLED, tally)
+        else:
+            responder.final(tally.final_status, tally)
+
+    @staticmethod
+    def _fallback(sender: Any, originator: tuple[str, int] | None) -> Any:
+        """Sends one file through pynetdicom (patched to convert it when the peer refused
+        its transfer syntax): over TLS, with PDU logging, or for a conversion."""
+        def send(item: StoredFile, message_id: int) -> int | None:
+            placeholder = _stored_instance(item.path, item.sop_class, item.sop_instance,
+                                           item.syntax)
+            extra: dict[str, Any] = {} if originator is None else {
+                "originator_aet": originator[0], "originator_id": originator[1]}
+            try:
+                status = sender.send_c_store(placeholder, msg_id=message_id, **extra)
+            except Exception as exc:  # unreadable file, no context, conversion refused
+                log_store_failure(item, exc)
+                return None
+            return int(status.Status) if "Status" in status else None
+
+        return send
 
     def handle_store(self, event: Any) -> Any:
         """The C-STORE handler, for associations this server did not accept (C-GET)."""
@@ -627,8 +644,6 @@ class RunningServer:
                 LOG.warning("aborting an association still open after %.0f s", grace)
                 assoc.abort()
                 assoc.join(5)
-        for thread in self._background:
-            thread.join(max(0.0, deadline - time.monotonic()))
         self._hooks.close()
         self.archive.close()
 
@@ -672,22 +687,6 @@ def _stored_instance(path: Path, sop_class: str, sop_instance: str, syntax: str)
     ds.dcmtool_path = path
     ds.dcmtool_syntax = syntax
     return ds
-
-
-def _sub_contexts(instances: list[Any]) -> list[Any]:
-    """Presentation contexts for C-MOVE sub-operations: each class in its stored syntaxes
-    plus explicit/implicit VR little endian to convert to, within the 128 allowed."""
-    from pynetdicom.presentation import build_context
-
-    by_class: dict[str, set[str]] = {}
-    for instance in instances:
-        by_class.setdefault(str(instance.SOPClassUID), set()).add(instance.dcmtool_syntax)
-    contexts = []
-    for sop_class, syntaxes in by_class.items():
-        for syntax in sorted(syntaxes - {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}):
-            contexts.append(build_context(sop_class, [syntax]))
-        contexts.append(build_context(sop_class, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]))
-    return contexts[:128]
 
 
 def register_storage_classes() -> None:

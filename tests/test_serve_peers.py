@@ -50,6 +50,7 @@ from support.datasets import dataset_bytes, make_dataset, pydicom_test_file, wri
 from support.peers import (
     DcmtkStoreSCP,
     OrthancServer,
+    free_port,
     in_ci,
     modality,
     require_program,
@@ -667,6 +668,40 @@ def test_tls_serve_keeps_accepting_while_a_connection_is_silent(
         assert echo.exit_code == 0, echo.output
     finally:
         silent.close()  # unblocks the accept thread, so the fixture can stop the server
+
+
+def test_tls_get_and_move(serve_archive: ServeFactory, certificates: Certificates,
+                          tmp_path: Path) -> None:
+    """Over TLS, C-GET sub-operations and every C-GET/C-MOVE response take pynetdicom's path
+    (an SSL socket must not be written by two threads): everything still arrives intact."""
+    from pydicom.uid import generate_uid
+
+    c = certificates
+    local_port = free_port()
+    served = serve_archive(tls_cert=c.server_cert, tls_key=c.server_key,
+                           destinations=(("DCMTOOL", "127.0.0.1", local_port),))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\n'
+                      f'bind = "127.0.0.1"\n', encoding="utf-8")
+    env = {"DCMTOOL_CONFIG": str(config)}
+    address = f"DCMTOOL@127.0.0.1:{served.port}"
+    study = generate_uid()
+    pixels = {}
+    for index in range(3):
+        ds = write_instance(tmp_path / "load" / f"{index}.dcm", StudyInstanceUID=study)
+        pixels[str(ds.SOPInstanceUID)] = ds.PixelData
+    stored = run_cli("store", "--tls-ca", c.ca, address, str(tmp_path / "load"), env=env)
+    assert stored.exit_code == 0, stored.output
+    for operation in ("get", "move"):
+        out = tmp_path / operation
+        done = run_cli(operation, "--tls-ca", c.ca, address, "--study", study, "-o", out,
+                       "--json", env=env)
+        assert done.exit_code == 0, done.output
+        summary = json.loads(done.stdout)
+        assert (summary["completed"], summary["failed"], summary["received"]) == (3, 0, 3)
+        got = {str(d.SOPInstanceUID): d.PixelData
+               for d in (dcmread(p) for p in out.rglob("*.dcm"))}
+        assert got == pixels, operation
 
 
 @pytest.mark.peer("dcmtk")

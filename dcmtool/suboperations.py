@@ -1,0 +1,254 @@
+"""C-MOVE and C-GET sub-operations: dcmtool's loop in place of pynetdicom's service class.
+
+pynetdicom's loop reads each file when its turn comes, sends every pending response through
+its DUL thread and formats log lines for each. This loop reads the next file while the peer
+stores the current one, writes each C-STORE straight onto the socket (``fastsend``) and packs
+pending responses with struct; on a C-GET a pending response goes out in the same write as the
+next C-STORE request. Final responses go through pynetdicom: they may carry a Failed SOP
+Instance UID List, encoded in the request's transfer syntax.
+
+Whatever happens, the requester gets a status: nothing here raises into pynetdicom.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from dcmtool import fastsend
+
+LOG = logging.getLogger("dcmtool.serve")
+
+MOVE_RESPONSE, GET_RESPONSE = 0x8021, 0x8010
+PENDING, CANCELLED, SUCCESS = 0xFF00, 0xFE00, 0x0000
+SUBOPERATIONS_FAILED, SOME_FAILED = 0xA702, 0xB000
+#: C-STORE statuses that are warnings (PS3.4 B.2.3; PS3.7 C.4.1-C.4.2); 0xBxxx in general.
+STORE_WARNINGS = frozenset({0x0001, 0x0107, 0x0116})
+EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An archive file a retrieval sends."""
+
+    path: Path
+    sop_class: str
+    sop_instance: str
+    syntax: str
+
+
+@dataclass
+class Tally:
+    """Sub-operation counts, as the responses report them."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    def add(self, status: int | None, sop_instance: str) -> None:
+        """Count one finished sub-operation (``None``: no response came)."""
+        self.remaining -= 1
+        if status == SUCCESS:
+            self.completed += 1
+        elif status is not None and (status in STORE_WARNINGS or status >> 12 == 0xB):
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(sop_instance)
+
+    def fail_rest(self, rest: Sequence[StoredFile]) -> None:
+        for item in rest:
+            self.add(None, item.sop_instance)
+
+    @property
+    def final_status(self) -> int:
+        if not (self.failed or self.warning):
+            return SUCCESS
+        if self.failed and not (self.completed or self.warning):
+            return SUBOPERATIONS_FAILED
+        return SOME_FAILED
+
+
+def sub_contexts(items: Sequence[StoredFile]) -> list[Any]:
+    """Presentation contexts for a C-MOVE's sub-association: each class in its stored syntaxes
+    plus explicit/implicit VR little endian to convert to, within the 128 allowed."""
+    from pynetdicom.presentation import build_context
+
+    by_class: dict[str, set[str]] = {}
+    for item in items:
+        by_class.setdefault(item.sop_class, set()).add(item.syntax)
+    contexts = []
+    for sop_class, syntaxes in by_class.items():
+        for syntax in sorted(syntaxes - {EXPLICIT_LE, IMPLICIT_LE}):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, [EXPLICIT_LE, IMPLICIT_LE]))
+    return contexts[:128]
+
+
+class Responder:
+    """Answers the requester of one C-MOVE or C-GET.
+
+    Pending responses are packed with struct and written straight to its socket; over TLS or
+    with PDU logging on they go through pynetdicom's DIMSE path instead.
+    """
+
+    def __init__(self, service: Any, request: Any, context: Any, command_field: int) -> None:
+        self.service = service
+        self.assoc = service.assoc
+        self.context_id = int(context.context_id)
+        self.syntax = context.transfer_syntax[0]
+        self.sop_class = str(request.AffectedSOPClassUID)
+        self.message_id = int(request.MessageID)
+        self.command_field = command_field
+        self.direct = fastsend.usable(self.assoc)
+        self.gone = False
+
+    @property
+    def present(self) -> bool:
+        """Whether the requester is still there to answer."""
+        return not self.gone and bool(self.assoc.is_established)
+
+    def cancelled(self) -> bool:
+        return bool(self.service.is_cancelled(self.message_id))
+
+    def pending_pdu(self, tally: Tally) -> bytes:
+        return fastsend.command_pdu(self.context_id, fastsend.retrieve_response_command(
+            self.sop_class, self.command_field, self.message_id, PENDING, tally.remaining,
+            tally.completed, tally.failed, tally.warning))
+
+    def pending(self, tally: Tally) -> None:
+        if not self.present:
+            return
+        if not self.direct:
+            self.service.dimse.send_msg(self._primitive(PENDING, tally), self.context_id)
+            return
+        try:
+            fastsend.write_exclusive(self.assoc, self.pending_pdu(tally))
+        except OSError:
+            self.gone = True
+
+    def final(self, status: int, tally: Tally | None = None, comment: str | None = None) -> None:
+        """The last response: the counts, and the Failed SOP Instance UID List whenever
+        something did not complete."""
+        if not self.present:
+            return
+        response = self._primitive(status, tally)
+        if comment:
+            response.ErrorComment = comment[:64]  # LO
+        if tally is not None and status not in (SUCCESS, PENDING):
+            from pydicom.dataset import Dataset
+            from pynetdicom.dsutils import encode
+
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = tally.failed_uids
+            encoded = encode(failed, self.syntax.is_implicit_VR, self.syntax.is_little_endian,
+                             self.syntax.is_deflated)
+            if encoded is not None:
+                response.Identifier = BytesIO(encoded)
+        self.service.dimse.send_msg(response, self.context_id)
+
+    def _primitive(self, status: int, tally: Tally | None) -> Any:
+        from pynetdicom.dimse_primitives import C_GET, C_MOVE
+
+        response = C_MOVE() if self.command_field == MOVE_RESPONSE else C_GET()
+        response.MessageIDBeingRespondedTo = self.message_id
+        response.AffectedSOPClassUID = self.sop_class
+        response.Status = status
+        if tally is not None:  # PS3.7 9.1.4.1.7: Remaining may be in any response
+            response.NumberOfRemainingSuboperations = min(tally.remaining, 0xFFFF)
+            response.NumberOfCompletedSuboperations = min(tally.completed, 0xFFFF)
+            response.NumberOfFailedSuboperations = min(tally.failed, 0xFFFF)
+            response.NumberOfWarningSuboperations = min(tally.warning, 0xFFFF)
+        return response
+
+
+Fallback = Callable[[StoredFile, int], int | None]
+
+
+def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
+            fallback: Fallback, originator: tuple[str, int] | None = None) -> tuple[Tally, bool]:
+    """Send ``items`` on ``sender`` (the destination's association for a C-MOVE, the
+    requester's own for a C-GET), one C-STORE at a time, answering the requester as it goes.
+
+    ``fallback(item, message_id)`` sends what the fast path cannot (a conversion, TLS) and
+    returns its status. Returns the counts and whether the requester cancelled. A requester
+    that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
+    """
+    tally = Tally(len(items))
+    same_association = sender is responder.assoc
+    before = b""  # a C-GET's pending response, sent with the next C-STORE request
+    ahead = _load(sender, items[0]) if items else None
+    for index, item in enumerate(items):
+        if responder.present and responder.cancelled():
+            return tally, True
+        if not sender.is_established:
+            tally.fail_rest(items[index:])
+            break
+        loaded, ahead = ahead, None
+        following = items[index + 1] if index + 1 < len(items) else None
+        message_id = fastsend.next_message_id(sender)
+        status: int | None
+        if loaded is not None:
+            data, context_id, offset = loaded
+            try:
+                fastsend.send_request(sender, context_id, memoryview(data)[offset:],
+                                      item.sop_class, item.sop_instance, message_id,
+                                      move_originator=originator, before=before)
+                before = b""
+            except OSError:
+                status = None
+            else:
+                del data, loaded  # the next file's bytes take their place
+                if following is not None:  # read while the peer stores this one
+                    ahead = _load(sender, following)
+                status = fastsend.await_response(sender).get("Status")
+        else:
+            if before:
+                _flush(responder, before)
+                before = b""
+            status = fallback(item, message_id)
+            if following is not None:
+                ahead = _load(sender, following)
+        tally.add(status, item.sop_instance)
+        if tally.remaining and responder.present:
+            if same_association and responder.direct:
+                before = responder.pending_pdu(tally)
+            else:
+                responder.pending(tally)
+    if before:
+        _flush(responder, before)
+    return tally, False
+
+
+def _flush(responder: Responder, data: bytes) -> None:
+    try:
+        fastsend.write_exclusive(responder.assoc, data)
+    except OSError:
+        responder.gone = True
+
+
+def _load(sender: Any, item: StoredFile) -> tuple[bytes, int, int] | None:
+    """(file bytes, context ID, data set offset) when ``item`` can take the fast path."""
+    if not fastsend.usable(sender):
+        return None
+    context_id = fastsend.accepted_syntaxes(sender).get(item.sop_class, {}).get(item.syntax)
+    if context_id is None:
+        return None
+    try:
+        data = fastsend.read_small(item.path)
+    except OSError:
+        return None  # the fallback reports it
+    offset = None if data is None else fastsend.offset_in(data)
+    if data is None or offset is None:
+        return None
+    return data, context_id, offset
+
+
+def log_store_failure(item: StoredFile, exc: BaseException) -> None:
+    LOG.warning("sub-operation for %s failed: %s", item.sop_instance, exc)
