@@ -36,6 +36,9 @@
    to the front of the queue, where the requestor's blocking ``get_msg()`` finds it.
 10. C-MOVE and C-GET SCP: an AE that sets ``dcmtool_retrieve`` runs its own sub-operation
     loop (``dcmtool.suboperations``) instead of pynetdicom's.
+11. Owned reading: while a thread reads an association's socket itself
+    (``fastsend.OwnedResponses``), the DUL thread neither polls nor reads it; a PDU that
+    thread does not handle is pushed back and read by the DUL as if it had just arrived.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def apply() -> None:
         _patch_server_poll()
         _patch_send_lock()
         _patch_retrieve_scp()
+        _patch_owned_reading()
         _applied = True
 
 
@@ -127,6 +131,10 @@ def _patch_socket() -> None:
         original_connect(self, primitive)
 
     def recv(self: Any, nr_bytes: int) -> bytearray:
+        pushback = getattr(self, "dcmtool_pushback", b"")
+        if pushback:  # bytes an owned reader took but left to pynetdicom (point 11)
+            self.dcmtool_pushback = pushback[nr_bytes:]
+            return bytearray(pushback[:nr_bytes])
         # The PDU length is the peer's claim: allocate as the bytes arrive, not up front.
         buffer = bytearray(min(nr_bytes, _RECV_CHUNK))
         received = 0
@@ -375,7 +383,10 @@ def _patch_event_loops() -> None:
             transport = self.socket
             sock = getattr(transport, "socket", None)
             waiting: list[Any] = [reader]
-            if sock is not None and getattr(transport, "_is_connected", False):
+            if sock is not None and getattr(transport, "_is_connected", False) and \
+                    not getattr(self, "dcmtool_owned", False):
+                if getattr(transport, "dcmtool_pushback", b""):
+                    return  # a PDU handed back by an owned reader
                 pending = getattr(sock, "pending", None)
                 if pending is not None and pending():
                     return  # TLS: decrypted bytes already buffered
@@ -642,3 +653,34 @@ def _patch_retrieve_scp() -> None:
                 run(self, request, context, kind)
 
         setattr(QueryRetrieveServiceClass, name, scp)
+
+
+def _patch_owned_reading() -> None:
+    """Point 11: the DUL leaves a socket alone while another thread owns its reading."""
+    from pynetdicom import dul, transport
+
+    original_event = dul.DULServiceProvider._is_transport_event
+    original_ready: Any = transport.AssociationSocket.ready  # a property
+
+    def _is_transport_event(self: Any) -> bool:
+        with read_lock(self):
+            if getattr(self, "dcmtool_owned", False):
+                return False
+            return bool(original_event(self))
+
+    def ready(self: Any) -> bool:
+        return bool(getattr(self, "dcmtool_pushback", b"")) or bool(original_ready.fget(self))
+
+    dul.DULServiceProvider._is_transport_event = _is_transport_event  # type: ignore[method-assign]
+    transport.AssociationSocket.ready = property(ready)  # type: ignore[assignment, method-assign]
+
+
+def read_lock(dul: Any) -> threading.Lock:
+    """Held by the DUL thread while it reads a PDU, and while ownership changes hands."""
+    lock = getattr(dul, "dcmtool_read_lock", None)
+    if lock is None:
+        with _lock:
+            lock = getattr(dul, "dcmtool_read_lock", None)
+            if lock is None:
+                lock = dul.dcmtool_read_lock = threading.Lock()
+    return lock

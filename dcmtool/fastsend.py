@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import struct
 import time
 from collections.abc import Iterator
@@ -213,15 +214,17 @@ def read_small(path: Path) -> bytes | None:
 def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: str,
                  sop_instance: str, message_id: int, *,
                  move_originator: tuple[str, int] | None = None,
-                 before: bytes = b"") -> None:
+                 before: bytes = b"", pause_reactor: bool = True) -> None:
     """Write one C-STORE-RQ (after ``before``, whole PDUs of our own, e.g. a C-GET's pending
     response) in one gathered write; ``await_response`` then reads the answer.
 
     Raises ``OSError`` when the connection broke: the association is aborted by then.
     """
     # With the checkpoint clear, the reactor hands our response back to the DIMSE queue
-    # (dcmtool's #875 fix), so there is no need to wait for it to pause.
-    assoc._reactor_checkpoint.clear()
+    # (dcmtool's #875 fix), so there is no need to wait for it to pause. (An owned reader
+    # takes the response itself: the reactor never sees it.)
+    if pause_reactor:
+        assoc._reactor_checkpoint.clear()
     command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
     buffers: list[Any] = [before] if before else []
     buffers += [_pdu(context_id, 0x03, command),
@@ -343,6 +346,128 @@ def write_exclusive(assoc: Any, data: bytes) -> None:
     """Write whole PDUs of ours between pynetdicom's (raises ``OSError``)."""
     with _exclusive(assoc):
         _socket(assoc).sendall(data)
+
+
+class OwnedResponses:
+    """C-STORE responses read from the socket by the thread that sent the requests.
+
+    For an association only this thread uses (a C-MOVE's sub-association): the response
+    otherwise wakes pynetdicom's DUL thread, goes through its state machine, a pydicom
+    decode of the command set and a queue to this thread, which is most of the turnaround
+    between two sub-operations. While this reader owns the socket the DUL thread does not
+    touch it (``_pynetdicom_fixes`` point 11). Anything but a P-DATA-TF PDU (an A-ABORT, a
+    release request) is pushed back for pynetdicom to read, and ownership returns to it.
+    """
+
+    def __init__(self, assoc: Any) -> None:
+        self.assoc = assoc
+        self.dul = assoc.dul
+        self.transport = assoc.dul.socket
+        self.sock = _socket(assoc)
+        self.timeout = assoc.dimse_timeout
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+        self.active = False
+
+    def take(self) -> None:
+        from dcmtool._pynetdicom_fixes import read_lock
+
+        with read_lock(self.dul):  # not in the middle of one of the DUL's reads
+            self.dul.dcmtool_owned = True
+        self.active = True
+        self._wake_dul()  # it drops the socket from the poll it is sleeping in
+
+    def release(self) -> None:
+        if self.active:
+            self.dul.dcmtool_owned = False
+            self.active = False
+            self._wake_dul()
+
+    def _wake_dul(self) -> None:
+        wake = getattr(self.dul, "_dcmtool_wake", None)
+        if wake is not None:
+            wake()
+
+    def status(self, message_id: int) -> int | None:
+        """The Status of the C-STORE-RSP to ``message_id``; ``None`` when none came (the
+        connection closed, the DIMSE timeout, or something else arrived)."""
+        deadline = None if self.timeout is None else time.monotonic() + float(self.timeout)
+        command = bytearray()
+        while True:
+            head = self._read(6, deadline)
+            if head is None:
+                return self._lost(deadline)
+            pdu_type, length = struct.unpack(">BxI", head)
+            body = self._read(length, deadline)
+            if body is None:
+                return self._lost(deadline)
+            self.dul._idle_timer.restart()  # the network timeout counts from the last PDU
+            if pdu_type != 0x04:
+                self.transport.dcmtool_pushback = head + body
+                self.release()
+                return None
+            offset, complete = 0, False
+            while offset + 6 <= len(body):
+                (item_length,) = struct.unpack(">I", body[offset:offset + 4])
+                control = body[offset + 5]
+                if not control & 0x01:
+                    return self._protocol_error("a data set where a response was expected")
+                command += body[offset + 6:offset + 4 + item_length]
+                complete = bool(control & 0x02)
+                offset += 4 + item_length
+            if complete:
+                return self._parse(bytes(command), message_id)
+
+    def _parse(self, command: bytes, message_id: int) -> int | None:
+        fields: dict[int, bytes] = {}
+        offset = 0
+        while offset + 8 <= len(command):
+            _, element, length = struct.unpack("<HHI", command[offset:offset + 8])
+            fields[element] = command[offset + 8:offset + 8 + length]
+            offset += 8 + length
+        try:
+            (field,) = struct.unpack("<H", fields[0x0100])
+            (responding_to,) = struct.unpack("<H", fields[0x0120])
+            (data_set,) = struct.unpack("<H", fields[0x0800])
+            (status,) = struct.unpack("<H", fields[0x0900])
+        except (KeyError, struct.error):
+            return self._protocol_error("a response without its required fields")
+        if field != 0x8001 or responding_to != message_id or data_set != 0x0101:
+            return self._protocol_error("a message that does not answer our C-STORE")
+        return int(status)
+
+    def _read(self, count: int, deadline: float | None) -> bytes | None:
+        parts: list[bytes] = []
+        needed = count
+        while needed:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.poller.poll(None if wait is None else wait * 1000):
+                return None
+            try:
+                data = self.sock.recv(min(needed, 1 << 20))
+            except OSError:
+                return None
+            if not data:
+                return None
+            parts.append(data)
+            needed -= len(data)
+        return b"".join(parts)
+
+    def _lost(self, deadline: float | None) -> int | None:
+        """Closed, or the DIMSE timeout: pynetdicom takes over (it notices a closed
+        connection on its own); after a timeout the association is aborted, as pynetdicom's
+        send_c_store does."""
+        self.release()
+        if deadline is not None and time.monotonic() >= deadline and self.assoc.is_established:
+            self.assoc.abort()
+        return None
+
+    def _protocol_error(self, what: str) -> int | None:
+        logging.getLogger("dcmtool").warning("%s sent %s: aborting the association",
+                                              str(self.assoc.acceptor.ae_title).strip(), what)
+        self.release()
+        self.assoc.abort()
+        return None
 
 
 class PendingWriter:

@@ -76,19 +76,21 @@ class Tally:
 
 
 def sub_contexts(items: Sequence[StoredFile]) -> list[Any]:
-    """Presentation contexts for a C-MOVE's sub-association: each class in its stored syntaxes
-    plus explicit/implicit VR little endian to convert to, within the 128 allowed."""
+    """Presentation contexts for a C-MOVE's sub-association, within the 128 allowed: each
+    class in each of its stored syntaxes alone (so the files go as they are: an acceptor
+    offered several syntaxes in one context may pick another, pynetdicom's picks implicit),
+    then explicit/implicit VR little endian together, to convert to when those are refused."""
     from pynetdicom.presentation import build_context
 
-    by_class: dict[str, set[str]] = {}
+    by_class: dict[str, list[str]] = {}
     for item in items:
-        by_class.setdefault(item.sop_class, set()).add(item.syntax)
-    contexts = []
-    for sop_class, syntaxes in by_class.items():
-        for syntax in sorted(syntaxes - {EXPLICIT_LE, IMPLICIT_LE}):
-            contexts.append(build_context(sop_class, [syntax]))
-        contexts.append(build_context(sop_class, [EXPLICIT_LE, IMPLICIT_LE]))
-    return contexts[:128]
+        syntaxes = by_class.setdefault(item.sop_class, [])
+        if item.syntax not in syntaxes:
+            syntaxes.append(item.syntax)
+    stored = [build_context(sop_class, [syntax])
+              for sop_class, syntaxes in by_class.items() for syntax in syntaxes]
+    converted = [build_context(sop_class, [EXPLICIT_LE, IMPLICIT_LE]) for sop_class in by_class]
+    return (stored + converted)[:128]
 
 
 class Responder:
@@ -182,24 +184,49 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     """
     tally = Tally(len(items))
     same_association = sender is responder.assoc
+    # A C-MOVE's sub-association is ours alone: read its responses here (see OwnedResponses).
+    reader = None if same_association or not fastsend.usable(sender) \
+        else fastsend.OwnedResponses(sender)
+    if reader is not None:
+        reader.take()
+    try:
+        _run(sender, items, responder, tally, reader, fallback, originator)
+    except _Cancelled:
+        return tally, True
+    finally:
+        if reader is not None:
+            reader.release()
+    return tally, False
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: Tally,
+         reader: fastsend.OwnedResponses | None, fallback: Fallback,
+         originator: tuple[str, int] | None) -> None:
+    same_association = sender is responder.assoc
     before = b""  # a C-GET's pending response, sent with the next C-STORE request
     ahead = _load(sender, items[0]) if items else None
     for index, item in enumerate(items):
         if responder.present and responder.cancelled():
-            return tally, True
+            raise _Cancelled
         if not sender.is_established:
             tally.fail_rest(items[index:])
             break
         loaded, ahead = ahead, None
         following = items[index + 1] if index + 1 < len(items) else None
         message_id = fastsend.next_message_id(sender)
+        owned = reader is not None and reader.active
         status: int | None
         if loaded is not None:
             data, context_id, offset = loaded
             try:
                 fastsend.send_request(sender, context_id, memoryview(data)[offset:],
                                       item.sop_class, item.sop_instance, message_id,
-                                      move_originator=originator, before=before)
+                                      move_originator=originator, before=before,
+                                      pause_reactor=not owned)
                 before = b""
             except OSError:
                 status = None
@@ -207,11 +234,17 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
                 del data, loaded  # the next file's bytes take their place
                 if following is not None:  # read while the peer stores this one
                     ahead = _load(sender, following)
-                status = fastsend.await_response(sender).get("Status")
+                if owned:
+                    assert reader is not None
+                    status = reader.status(message_id)
+                else:
+                    status = fastsend.await_response(sender).get("Status")
         else:
             if before:
                 _flush(responder, before)
                 before = b""
+            if reader is not None:
+                reader.release()  # pynetdicom's send_c_store reads through its DUL
             status = fallback(item, message_id)
             if following is not None:
                 ahead = _load(sender, following)
@@ -223,7 +256,6 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
                 responder.pending(tally)
     if before:
         _flush(responder, before)
-    return tally, False
 
 
 def _flush(responder: Responder, data: bytes) -> None:

@@ -95,6 +95,12 @@ def test_every_sub_operation_is_reported_and_arrives_intact(
     assert _counts(statuses[-1]) == (0, 6, 0, 0)
     stored = received if operation == "get" else destination.stored
     assert {str(ds.SOPInstanceUID): ds.PixelData for ds in stored} == pixels
+    # As stored, not converted: pynetdicom's SCP picks implicit VR from a context that
+    # offers both, so the stored syntax is proposed in a context of its own.
+    archived = {str(dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                for p in served.files()}
+    assert archived == {"1.2.840.10008.1.2.1"}
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in stored} == archived
 
 
 def test_c_cancel_stops_a_move_with_fe00(serve_archive: Callable[..., ServedArchive],
@@ -215,3 +221,30 @@ def test_a_file_gone_from_the_archive_fails_one_sub_operation(
     assert _counts(final) == (0, 3, 1, 0)
     assert identifier.FailedSOPInstanceUIDList == missing_uid  # one value: pydicom's str
     assert {str(ds.SOPInstanceUID) for ds in received} == set(pixels) - {missing_uid}
+
+
+def test_a_move_longer_than_the_network_timeout_completes(
+        serve_archive: Callable[..., ServedArchive], pynetdicom_scp: Callable[..., Any],
+        tmp_path: Path) -> None:
+    """The serve reads its sub-association's responses itself: each one must still count as
+    traffic for the network (idle) timeout, or a move lasting longer than it is aborted."""
+    slow = threading.Event()  # never set: each store waits 10 ms, a slow destination
+
+    def on_store(event: Any) -> int:
+        slow.wait(0.01)
+        return 0x0000
+
+    destination = pynetdicom_scp(ae_title="MOVEDEST", storage=True,
+                                 handlers={evt.EVT_C_STORE: on_store})
+    served = serve_archive(network_timeout=0.5,
+                           destinations=(("MOVEDEST", destination.host, destination.port),))
+    study, _ = _load(served, tmp_path / "load", 100)  # about a second in all
+    assoc = _requester(served, [])
+    try:
+        responses = list(assoc.send_c_move(_study(study), "MOVEDEST",
+                                           StudyRootQueryRetrieveInformationModelMove))
+    finally:
+        assoc.release()
+    final, _ = responses[-1]
+    assert final.Status == 0x0000
+    assert _counts(final) == (0, 100, 0, 0)
