@@ -351,12 +351,13 @@ def write_exclusive(assoc: Any, data: bytes) -> None:
 class OwnedResponses:
     """C-STORE responses read from the socket by the thread that sent the requests.
 
-    For an association only this thread uses (a C-MOVE's sub-association): the response
-    otherwise wakes pynetdicom's DUL thread, goes through its state machine, a pydicom
-    decode of the command set and a queue to this thread, which is most of the turnaround
-    between two sub-operations. While this reader owns the socket the DUL thread does not
-    touch it (``_pynetdicom_fixes`` point 11). Anything but a P-DATA-TF PDU (an A-ABORT, a
-    release request) is pushed back for pynetdicom to read, and ownership returns to it.
+    For an association whose peer only answers meanwhile (a C-MOVE's sub-association; a
+    C-GET requester, which may also cancel): the response otherwise wakes pynetdicom's DUL
+    thread, goes through its state machine, a pydicom decode of the command set and a queue
+    to this thread, which is most of the turnaround between two sub-operations. While this
+    reader owns the socket the DUL thread does not touch it (``_pynetdicom_fixes`` point 11).
+    Anything but a P-DATA-TF PDU (an A-ABORT, a release request) is pushed back for
+    pynetdicom to read, and ownership returns to it; any other message aborts.
     """
 
     def __init__(self, assoc: Any) -> None:
@@ -390,17 +391,39 @@ class OwnedResponses:
 
     def status(self, message_id: int) -> int | None:
         """The Status of the C-STORE-RSP to ``message_id``; ``None`` when none came (the
-        connection closed, the DIMSE timeout, or something else arrived)."""
+        connection closed, the DIMSE timeout, or something else arrived). A C-CANCEL that
+        arrives meanwhile (a C-GET requester's) is recorded where pynetdicom keeps them."""
         deadline = None if self.timeout is None else time.monotonic() + float(self.timeout)
+        while True:
+            command = self._command(deadline)
+            if command is None:
+                return None
+            fields = _command_fields(command)
+            if fields is None:
+                self._protocol_error("a command set that does not parse")
+                return None
+            if fields.get(0x0100) == 0x0FFF and 0x0120 in fields:  # C-CANCEL-RQ
+                self._cancel(fields[0x0120])
+                continue
+            if fields.get(0x0100) != 0x8001 or fields.get(0x0120) != message_id or \
+                    fields.get(0x0800) != 0x0101 or 0x0900 not in fields:
+                self._protocol_error("a message that does not answer our C-STORE")
+                return None
+            return fields[0x0900]
+
+    def _command(self, deadline: float | None) -> bytes | None:
+        """The next whole command set from P-DATA-TF PDUs."""
         command = bytearray()
         while True:
             head = self._read(6, deadline)
             if head is None:
-                return self._lost(deadline)
+                self._lost(deadline)
+                return None
             pdu_type, length = struct.unpack(">BxI", head)
             body = self._read(length, deadline)
             if body is None:
-                return self._lost(deadline)
+                self._lost(deadline)
+                return None
             self.dul._idle_timer.restart()  # the network timeout counts from the last PDU
             if pdu_type != 0x04:
                 self.transport.dcmtool_pushback = head + body
@@ -411,30 +434,20 @@ class OwnedResponses:
                 (item_length,) = struct.unpack(">I", body[offset:offset + 4])
                 control = body[offset + 5]
                 if not control & 0x01:
-                    return self._protocol_error("a data set where a response was expected")
+                    self._protocol_error("a data set where a command was expected")
+                    return None
                 command += body[offset + 6:offset + 4 + item_length]
                 complete = bool(control & 0x02)
                 offset += 4 + item_length
             if complete:
-                return self._parse(bytes(command), message_id)
+                return bytes(command)
 
-    def _parse(self, command: bytes, message_id: int) -> int | None:
-        fields: dict[int, bytes] = {}
-        offset = 0
-        while offset + 8 <= len(command):
-            _, element, length = struct.unpack("<HHI", command[offset:offset + 8])
-            fields[element] = command[offset + 8:offset + 8 + length]
-            offset += 8 + length
-        try:
-            (field,) = struct.unpack("<H", fields[0x0100])
-            (responding_to,) = struct.unpack("<H", fields[0x0120])
-            (data_set,) = struct.unpack("<H", fields[0x0800])
-            (status,) = struct.unpack("<H", fields[0x0900])
-        except (KeyError, struct.error):
-            return self._protocol_error("a response without its required fields")
-        if field != 0x8001 or responding_to != message_id or data_set != 0x0101:
-            return self._protocol_error("a message that does not answer our C-STORE")
-        return int(status)
+    def _cancel(self, message_id: int) -> None:
+        from pynetdicom.dimse_primitives import C_CANCEL
+
+        cancel = C_CANCEL()
+        cancel.MessageIDBeingRespondedTo = message_id
+        self.assoc.dimse.cancel_req[message_id] = cancel
 
     def _read(self, count: int, deadline: float | None) -> bytes | None:
         parts: list[bytes] = []
@@ -453,21 +466,33 @@ class OwnedResponses:
             needed -= len(data)
         return b"".join(parts)
 
-    def _lost(self, deadline: float | None) -> int | None:
+    def _lost(self, deadline: float | None) -> None:
         """Closed, or the DIMSE timeout: pynetdicom takes over (it notices a closed
         connection on its own); after a timeout the association is aborted, as pynetdicom's
         send_c_store does."""
         self.release()
         if deadline is not None and time.monotonic() >= deadline and self.assoc.is_established:
             self.assoc.abort()
-        return None
 
-    def _protocol_error(self, what: str) -> int | None:
+    def _protocol_error(self, what: str) -> None:
         logging.getLogger("dcmtool").warning("%s sent %s: aborting the association",
                                               str(self.assoc.acceptor.ae_title).strip(), what)
         self.release()
         self.assoc.abort()
-        return None
+
+
+def _command_fields(command: bytes) -> dict[int, int] | None:
+    """The US values of a command set's group 0000 elements (implicit VR), by element."""
+    fields: dict[int, int] = {}
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack("<HHI", command[offset:offset + 8])
+        if group != 0x0000 or offset + 8 + length > len(command):
+            return None
+        if length == 2:
+            (fields[element],) = struct.unpack("<H", command[offset + 8:offset + 10])
+        offset += 8 + length
+    return fields if offset == len(command) else None
 
 
 class PendingWriter:

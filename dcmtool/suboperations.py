@@ -183,10 +183,8 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
     """
     tally = Tally(len(items))
-    same_association = sender is responder.assoc
-    # A C-MOVE's sub-association is ours alone: read its responses here (see OwnedResponses).
-    reader = None if same_association or not fastsend.usable(sender) \
-        else fastsend.OwnedResponses(sender)
+    # Read the responses here (see OwnedResponses): the peer sends nothing else meanwhile.
+    reader = fastsend.OwnedResponses(sender) if fastsend.usable(sender) else None
     if reader is not None:
         reader.take()
     try:

@@ -248,3 +248,40 @@ def test_a_move_longer_than_the_network_timeout_completes(
     final, _ = responses[-1]
     assert final.Status == 0x0000
     assert _counts(final) == (0, 100, 0, 0)
+
+
+def test_c_cancel_stops_a_get_after_the_sub_operation_in_progress(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    """A C-GET requester's C-CANCEL arrives on the association the serve sends on, before
+    the response to the C-STORE in progress: exactly one instance is sent."""
+    served = serve_archive()
+    study, _ = _load(served, tmp_path / "load", 20)
+    received: list[Dataset] = []
+    requester: dict[str, Any] = {}
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        if len(received) == 1:
+            requester["assoc"].send_c_cancel(1, requester["context_id"])
+        return 0x0000
+
+    ae = AE(ae_title="REQUESTER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(served.host, served.port, ae_title=served.ae_title,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    requester["assoc"] = assoc
+    requester["context_id"] = next(
+        cx.context_id for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+    try:
+        responses = list(assoc.send_c_get(_study(study),
+                                          StudyRootQueryRetrieveInformationModelGet, msg_id=1))
+    finally:
+        assoc.release()
+    final, _ = responses[-1]
+    assert final.Status == 0xFE00
+    assert _counts(final) == (19, 1, 0, 0)
+    assert len(received) == 1
