@@ -268,21 +268,40 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     if message_id is None:
         message_id = next_message_id(assoc)
     data = read_small(path)  # an unreadable file fails here, before anything is sent
+    reader: OwnedResponses | None = getattr(assoc, "dcmtool_reader", None)
+    owned = reader is not None and reader.active
     try:
         if data is not None:
             send_request(assoc, context_id, memoryview(data)[offset:], sop_class,
-                         sop_instance, message_id, move_originator=move_originator)
+                         sop_instance, message_id, move_originator=move_originator,
+                         pause_reactor=not owned)
         else:
             _stream(assoc, context_id, path, offset, sop_class, sop_instance, message_id,
-                    move_originator)
+                    move_originator, pause_reactor=not owned)
     except OSError:
         return Dataset()
-    return await_response(assoc)
+    if not owned:
+        return await_response(assoc)
+    assert reader is not None
+    answer = reader.response(message_id)
+    status = Dataset()
+    if answer is not None:
+        status.Status = answer[0]
+        if answer[1]:
+            status.ErrorComment = answer[1]
+    return status
+
+
+def release_responses(assoc: Any) -> None:
+    """Give the reading of ``assoc`` back to pynetdicom (before any pynetdicom request)."""
+    reader: OwnedResponses | None = getattr(assoc, "dcmtool_reader", None)
+    if reader is not None:
+        reader.release()
 
 
 def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str,
             sop_instance: str, message_id: int,
-            move_originator: tuple[str, int] | None) -> None:
+            move_originator: tuple[str, int] | None, *, pause_reactor: bool = True) -> None:
     """A large data set: a block at a time, never all in memory."""
     chunk = _chunk(assoc)
     command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
@@ -290,7 +309,8 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
     with path.open("rb") as fh:
         fh.seek(offset)
         data = fh.read(STREAM_ABOVE)
-        assoc._reactor_checkpoint.clear()
+        if pause_reactor:
+            assoc._reactor_checkpoint.clear()
         try:
             with _exclusive(assoc):
                 _send_buffers(sock, [_pdu(context_id, 0x03, command)])
@@ -370,6 +390,17 @@ class OwnedResponses:
         self.poller.register(self.sock, select.POLLIN)
         self.active = False
 
+    @classmethod
+    def attach(cls, assoc: Any) -> OwnedResponses | None:
+        """Own ``assoc``'s responses for ``send_file`` until ``release()``; ``None`` where
+        the fast path is off (TLS, PDU logging)."""
+        if not usable(assoc):
+            return None
+        reader = cls(assoc)
+        reader.take()
+        assoc.dcmtool_reader = reader
+        return reader
+
     def take(self) -> None:
         from dcmtool._pynetdicom_fixes import read_lock
 
@@ -393,6 +424,11 @@ class OwnedResponses:
         """The Status of the C-STORE-RSP to ``message_id``; ``None`` when none came (the
         connection closed, the DIMSE timeout, or something else arrived). A C-CANCEL that
         arrives meanwhile (a C-GET requester's) is recorded where pynetdicom keeps them."""
+        response = self.response(message_id)
+        return None if response is None else response[0]
+
+    def response(self, message_id: int) -> tuple[int, str] | None:
+        """(Status, Error Comment) of the C-STORE-RSP to ``message_id``, as ``status``."""
         deadline = None if self.timeout is None else time.monotonic() + float(self.timeout)
         while True:
             command = self._command(deadline)
@@ -402,14 +438,17 @@ class OwnedResponses:
             if fields is None:
                 self._protocol_error("a command set that does not parse")
                 return None
-            if fields.get(0x0100) == 0x0FFF and 0x0120 in fields:  # C-CANCEL-RQ
-                self._cancel(fields[0x0120])
+            field, responding_to = _us(fields, 0x0100), _us(fields, 0x0120)
+            if field == 0x0FFF and responding_to is not None:  # C-CANCEL-RQ
+                self._cancel(responding_to)
                 continue
-            if fields.get(0x0100) != 0x8001 or fields.get(0x0120) != message_id or \
-                    fields.get(0x0800) != 0x0101 or 0x0900 not in fields:
+            status = _us(fields, 0x0900)
+            if field != 0x8001 or responding_to != message_id or \
+                    _us(fields, 0x0800) != 0x0101 or status is None:
                 self._protocol_error("a message that does not answer our C-STORE")
                 return None
-            return fields[0x0900]
+            comment = fields.get(0x0902, b"").decode("latin-1").rstrip("\x00 ")
+            return status, comment
 
     def _command(self, deadline: float | None) -> bytes | None:
         """The next whole command set from P-DATA-TF PDUs."""
@@ -481,18 +520,22 @@ class OwnedResponses:
         self.assoc.abort()
 
 
-def _command_fields(command: bytes) -> dict[int, int] | None:
-    """The US values of a command set's group 0000 elements (implicit VR), by element."""
-    fields: dict[int, int] = {}
+def _command_fields(command: bytes) -> dict[int, bytes] | None:
+    """A command set's group 0000 element values (implicit VR), by element number."""
+    fields: dict[int, bytes] = {}
     offset = 0
     while offset + 8 <= len(command):
         group, element, length = struct.unpack("<HHI", command[offset:offset + 8])
         if group != 0x0000 or offset + 8 + length > len(command):
             return None
-        if length == 2:
-            (fields[element],) = struct.unpack("<H", command[offset + 8:offset + 10])
+        fields[element] = command[offset + 8:offset + 8 + length]
         offset += 8 + length
     return fields if offset == len(command) else None
+
+
+def _us(fields: dict[int, bytes], element: int) -> int | None:
+    value = fields.get(element)
+    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
 
 
 class PendingWriter:

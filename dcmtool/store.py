@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from dcmtool import fastsend
 from dcmtool.association import MAX_CONTEXTS, ContextRequest, open_association
 from dcmtool.config import Peer
 from dcmtool.errors import (
@@ -319,12 +320,18 @@ class _Group:
                 try:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
-                        while pending:
-                            outcome = _send_one(s, pending[0], self.modify,
-                                                self.transcoding)
-                            if outcome.status is None and outcome.sent_as is not None:
-                                raise s.lost(f"the C-STORE of {pending[0].path.name}")
-                            self.record(pending.pop(0), outcome)
+                        # Responses are read by this thread (see fastsend.OwnedResponses).
+                        reader = fastsend.OwnedResponses.attach(s.assoc)
+                        try:
+                            while pending:
+                                outcome = _send_one(s, pending[0], self.modify,
+                                                    self.transcoding)
+                                if outcome.status is None and outcome.sent_as is not None:
+                                    raise s.lost(f"the C-STORE of {pending[0].path.name}")
+                                self.record(pending.pop(0), outcome)
+                        finally:
+                            if reader is not None:
+                                reader.release()  # pynetdicom reads the A-RELEASE-RP
                 except (ConnectionFailed, AssociationAborted) as exc:
                     failures += 1
                     first_error = first_error or exc
@@ -359,10 +366,8 @@ class _Transcoding:
 def _send_one(session: Any, instance: Instance,
               modify: Callable[[Any], None] | None = None,
               transcoding: _Transcoding | None = None) -> FileOutcome:
-    from dcmtool.fastsend import accepted_syntaxes
-
     assoc = session.assoc
-    accepted = accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
+    accepted = fastsend.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
     name = describe(instance.transfer_syntax)
 
     def outcome(status: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
@@ -405,6 +410,7 @@ def _send_one(session: Any, instance: Instance,
         if modify is not None:
             modify(ds)
         _transcoded(instance, ds, wire, transcoding.options if transcoding else None)
+        fastsend.release_responses(assoc)  # pynetdicom's send reads through its DUL
         return outcome(assoc.send_c_store(ds), wire, str(ds.SOPInstanceUID))
     except DcmtoolError as exc:
         return FileOutcome(instance.path, instance.sop_instance_uid, None, exc.message)
@@ -415,12 +421,13 @@ def _send_one(session: Any, instance: Instance,
 
 def _send_bytes(assoc: Any, instance: Instance) -> Any:
     """C-STORE the file as its bytes: straight onto the socket, else pynetdicom's chunked send."""
-    from dcmtool import fastsend
-
     status = fastsend.send_path(assoc, instance.path, instance.sop_class_uid,
                                 instance.transfer_syntax, instance.sop_instance_uid,
                                 offset=instance.dataset_offset)
-    return assoc.send_c_store(instance.path) if status is None else status
+    if status is not None:
+        return status
+    fastsend.release_responses(assoc)  # pynetdicom's send reads through its DUL
+    return assoc.send_c_store(instance.path)
 
 
 def _transcoded(instance: Instance, ds: Any, wire: str,

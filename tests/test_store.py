@@ -512,3 +512,18 @@ def test_large_data_sets_stream_in_blocks(dcmtk_storescp: Callable[..., Any], tm
     assert result.exit_code == 0, result.stderr
     (received,) = list(scp.output_dir.iterdir())
     assert dataset_bytes(received) == dataset_bytes(path)
+
+
+def test_the_peers_error_comment_is_reported(serve_archive: Callable[..., ServedArchive],
+                                             tmp_path: Path) -> None:
+    """store reads each C-STORE response from the socket itself: the comment that explains a
+    refusal (here serve's duplicate check, 0x0111) still reaches the report."""
+    served = serve_archive()
+    path = tmp_path / "one.dcm"
+    write_instance(path)
+    assert run_cli("store", served.address, str(path)).exit_code == 0
+    again = run_cli("store", served.address, str(path), "--json")
+    assert again.exit_code == 6
+    (refused,) = json.loads(again.stdout)["files"]
+    assert refused["status"] == "0x0111"
+    assert "duplicate SOP Instance UID" in refused["message"], refused["message"]
