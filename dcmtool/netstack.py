@@ -2,10 +2,12 @@
 
 ``import pynetdicom`` imports pydicom, whose config imports its pixel-data machinery (numpy,
 every installed codec, the decoder registries): about 150 ms here, for a process that will
-never decode a pixel. A process that only talks to the network (``dcmtool echo``) calls
-:func:`load_network_only` first: while pydicom is imported, numpy and the codecs are hidden and
-pydicom's pixel modules are stand-ins that load the real module on first use. Everything else
-just imports :mod:`dcmtool.association`, which loads the full stack.
+never decode a pixel. A process that will most likely only talk to the network
+(``dcmtool echo``, ``store`` without ``--ts``) calls :func:`load_network_only` first: while
+pydicom is imported, numpy and the codecs are hidden and pydicom's pixel modules are stand-ins
+that load the real module on first use. If pixels are needed after all (store converting a
+file the peer refused as it is), :func:`enable_pixels` gives pydicom numpy and its real pixel
+modules. Everything else just imports :mod:`dcmtool.association`, which loads the full stack.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 import types
 from collections.abc import Sequence
 from typing import Any
@@ -87,8 +90,10 @@ def load_network_only() -> None:
     whether numpy exists, so pixel decoding stays unavailable for the rest of the process.
     Does nothing when pydicom is already loaded.
     """
+    global _network_only
     if "pydicom" in sys.modules:
         return
+    _network_only = True
     finder = _HidePixelPackages()
     sys.meta_path.insert(0, finder)
     stubs = {name: _DeferredModule(name) for name in PYDICOM_PIXEL_MODULES}
@@ -106,10 +111,58 @@ def load_network_only() -> None:
     _apply_fixes()
 
 
+#: Whether pydicom was imported by load_network_only (without numpy).
+_network_only = False
+_enabling = threading.Lock()
+
+
+def enable_pixels() -> None:
+    """Pixel data usable again after :func:`load_network_only` (does nothing otherwise).
+
+    pydicom 3.0 records at import time whether numpy exists (config, values, dataelem,
+    filewriter, dataset, the overlay handler); they are told it does, and the pixel stand-ins
+    are replaced by the real modules, which import numpy and the codecs now. A test converts
+    files in a process that started network-only.
+    """
+    global _network_only
+    with _enabling:
+        if _network_only:
+            _enable_pixels()
+            _network_only = False
+
+
+def _enable_pixels() -> None:
+    import numpy
+    import pydicom.config
+    import pydicom.dataelem
+    import pydicom.dataset
+    import pydicom.filewriter
+    import pydicom.values
+
+    pydicom.config.have_numpy = True
+    pydicom.values.have_numpy = True  # type: ignore[attr-defined]
+    for module in (pydicom.values, pydicom.dataelem, pydicom.filewriter, pydicom.dataset):
+        module.numpy = numpy  # type: ignore[attr-defined]
+    overlays = sys.modules.get("pydicom.overlays.numpy_handler")
+    if overlays is not None:
+        overlays.HAVE_NP = True  # type: ignore[attr-defined]
+        overlays.np = numpy  # type: ignore[attr-defined]
+    _real("pydicom.pixels")
+    handlers = [importlib.import_module(f"pydicom.pixel_data_handlers.{name}") for name in (
+        "numpy_handler", "gdcm_handler", "pillow_handler", "jpeg_ls_handler",
+        "pylibjpeg_handler", "rle_handler")]  # pydicom.config's order
+    pydicom.config.pixel_data_handlers = handlers
+    for name in ("pydicom.pixels", "pydicom.pixel_data_handlers",
+                 "pydicom.waveforms.numpy_handler"):
+        parent, _, child = name.rpartition(".")
+        module = importlib.import_module(name)
+        setattr(sys.modules[parent], child, module)
+
+
 def _apply_fixes() -> None:
     from dcmtool import _pynetdicom_fixes
 
     _pynetdicom_fixes.apply()
 
 
-__all__: Sequence[str] = ("load_network_only",)
+__all__: Sequence[str] = ("enable_pixels", "load_network_only")

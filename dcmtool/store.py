@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dcmtool import fastsend
+from dcmtool import fastsend, netstack
 from dcmtool.association import MAX_CONTEXTS, ContextRequest, open_association
 from dcmtool.config import Peer
 from dcmtool.errors import (
@@ -187,9 +187,10 @@ def plan(instances: Sequence[Instance], target: str | None = None
          ) -> list[tuple[list[ContextRequest], list[Instance]]]:
     """Split the files into batches whose presentation contexts fit in one association.
 
-    Per SOP class: one context per transfer syntax the files use, plus one offering explicit
-    and implicit VR little endian for the fallback. With a ``target`` syntax (``--ts``): one
-    context per class, in that syntax only.
+    Per SOP class: one context per transfer syntax the files use, alone (an acceptor offered
+    several in one context may pick another: pynetdicom's picks implicit VR, and every file
+    would be converted), plus one offering explicit and implicit VR little endian for the
+    fallback. With a ``target`` syntax (``--ts``): one context per class, in that syntax only.
     """
     by_class: dict[str, dict[str, list[Instance]]] = {}
     for instance in instances:
@@ -202,8 +203,7 @@ def plan(instances: Sequence[Instance], target: str | None = None
         if target is not None:
             wanted = [ContextRequest(sop_class, (target,))]
         else:
-            wanted = [ContextRequest(sop_class, (ts,)) for ts in by_syntax
-                      if ts != EXPLICIT_VR_LITTLE_ENDIAN]
+            wanted = [ContextRequest(sop_class, (ts,)) for ts in by_syntax]
             wanted.append(ContextRequest(sop_class, (EXPLICIT_VR_LITTLE_ENDIAN,
                                                      IMPLICIT_VR_LITTLE_ENDIAN)))
         if len(contexts) + len(wanted) > MAX_CONTEXTS and contexts:
@@ -434,6 +434,7 @@ def _transcoded(instance: Instance, ds: Any, wire: str,
                 options: EncodeOptions | None) -> Any:
     """``ds`` in the syntax it travels in, through the convert core (same instance UID unless
     a lossy ``--ts`` makes a new one)."""
+    netstack.enable_pixels()  # a process that started network-only needs them now
     try:
         return transcode(ds, wire, options or EncodeOptions(keep_uid=True))
     except TranscodeError as exc:

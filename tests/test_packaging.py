@@ -109,3 +109,53 @@ main()
             assert json.loads(proc.stdout)[0]["succeeded"] == 2
         else:
             assert "peer implementation class UID" in proc.stdout
+
+
+STORE_PROBE = """
+import atexit, json, sys
+atexit.register(lambda: sys.__stderr__.write(
+    "HEAVY " + json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'numpy'
+                                 or m.startswith('pydicom.pixels.decoders'))) + "\\n"))
+sys.argv = ["dcmtool", *json.loads(sys.argv[1])]
+from dcmtool.cli.app import main
+main()
+"""
+
+
+def _store_in_a_fresh_process(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    proc = subprocess.run([sys.executable, "-c", STORE_PROBE, json.dumps(["store", *args])],
+                          capture_output=True, text=True, timeout=120)
+    heavy = next((x for x in proc.stderr.splitlines() if x.startswith("HEAVY ")), "HEAVY []")
+    return proc, json.loads(heavy[6:])
+
+
+def test_store_starts_network_only_and_loads_pixels_when_it_converts(
+        pynetdicom_scp: Any, dcmtk_storescp: Any, tmp_path: Path) -> None:
+    """store without --ts starts without numpy and the codecs; a file the peer refuses as it
+    is loads them, in the same process, and is converted correctly."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+    from support.datasets import pydicom_test_file, write_instance
+
+    plain = tmp_path / "plain.dcm"
+    write_instance(plain)
+    proc, heavy = _store_in_a_fresh_process(pynetdicom_scp(storage=True).address, str(plain))
+    assert proc.returncode == 0, proc.stderr
+    assert heavy == []
+
+    scp = dcmtk_storescp()  # uncompressed syntaxes only: every file below is converted
+    files = []
+    for name in ("MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle.dcm", "MR_small_RLE.dcm"):
+        ds = dcmread(pydicom_test_file(name))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        files.append(tmp_path / name)
+    proc, heavy = _store_in_a_fresh_process(scp.address, *map(str, files))
+    assert proc.returncode == 0, proc.stderr
+    assert "numpy" in heavy  # loaded on demand
+    received = {dcmread(p).SOPInstanceUID: p for p in scp.output_dir.iterdir()}
+    for path in files:
+        original = dcmread(path)
+        copy = dcmread(received[original.SOPInstanceUID])
+        assert not copy.file_meta.TransferSyntaxUID.is_compressed
+        assert (copy.pixel_array == original.pixel_array).all(), path.name

@@ -152,12 +152,14 @@ def test_more_than_128_contexts_are_split_over_associations() -> None:
                  for i, c in enumerate(classes)
                  for ts in (EXPLICIT, "1.2.840.10008.1.2.4.70")]
     batches = plan(instances)
-    assert len(batches) == 2
+    # 3 contexts a class (each stored syntax alone, and the fallback): 42 classes a batch.
+    assert len(batches) == 3
     assert all(len(contexts) <= 128 for contexts, _ in batches)
     assert sum(len(files) for _, files in batches) == len(instances)
-    for contexts, files in batches:  # every file's class and syntax is proposed with it
-        proposed = {(cx.abstract_syntax, ts) for cx in contexts for ts in cx.transfer_syntaxes}
-        assert all((f.sop_class_uid, f.transfer_syntax) in proposed for f in files)
+    for contexts, files in batches:  # every file's class and syntax is proposed alone
+        alone = {(cx.abstract_syntax, cx.transfer_syntaxes[0]) for cx in contexts
+                 if len(cx.transfer_syntaxes) == 1}
+        assert all((f.sop_class_uid, f.transfer_syntax) in alone for f in files)
 
 
 def test_retries_reopen_and_continue_from_the_failed_file(
@@ -527,3 +529,17 @@ def test_the_peers_error_comment_is_reported(serve_archive: Callable[..., Served
     (refused,) = json.loads(again.stdout)["files"]
     assert refused["status"] == "0x0111"
     assert "duplicate SOP Instance UID" in refused["message"], refused["message"]
+
+
+def test_files_go_in_their_own_syntax_to_a_peer_that_prefers_implicit(
+        pynetdicom_scp: Callable[..., Any], tmp_path: Path) -> None:
+    """pynetdicom's SCP picks implicit VR from a context that offers both: each stored syntax
+    is proposed alone too, so explicit VR files are not converted on the way."""
+    scp = pynetdicom_scp(storage=True)
+    path = tmp_path / "explicit.dcm"
+    write_instance(path)
+    assert str(dcmread(path).file_meta.TransferSyntaxUID) == EXPLICIT
+    result = run_cli("store", scp.address, str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["files"][0]["transfer_syntax"] == EXPLICIT
+    assert str(scp.stored[0].file_meta.TransferSyntaxUID) == EXPLICIT
