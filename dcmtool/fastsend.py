@@ -10,13 +10,14 @@ state machine, timeouts and abort handling stay pynetdicom's.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import select
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,13 @@ def _offset_from(head: bytes | memoryview) -> int | None:
     return 144 + int(length)
 
 
-def _uid(text: str) -> bytes:
+def uid_value(text: str) -> bytes:
+    """A UI value: ASCII, padded with NUL to even length."""
     raw = text.encode("ascii")
     return raw + b"\x00" if len(raw) % 2 else raw
 
 
-def _command(fields: list[tuple[int, bytes]]) -> bytes:
+def command(fields: list[tuple[int, bytes]]) -> bytes:
     """A command set (group 0000, implicit VR little endian), group length first."""
     body = encode([(0x00000000 | element, "", value) for element, value in fields],
                   implicit=True)
@@ -63,18 +65,18 @@ def command_set(sop_class: str, sop_instance: str, message_id: int, priority: in
                 move_originator: tuple[str, int] | None = None) -> bytes:
     """C-STORE-RQ command set (PS3.7 9.3.1)."""
     fields = [
-        (0x0002, _uid(sop_class)),
+        (0x0002, uid_value(sop_class)),
         (0x0100, struct.pack("<H", 0x0001)),
         (0x0110, struct.pack("<H", message_id)),
         (0x0700, struct.pack("<H", priority)),
         (0x0800, struct.pack("<H", 0x0000)),  # a data set follows
-        (0x1000, _uid(sop_instance)),
+        (0x1000, uid_value(sop_instance)),
     ]
     if move_originator is not None:
         aet, message = move_originator
         fields.append((0x1030, aet.encode("ascii").ljust(16)[:16]))
         fields.append((0x1031, struct.pack("<H", message)))
-    return _command(fields)
+    return command(fields)
 
 
 def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
@@ -327,8 +329,8 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
 
 def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00) -> bytes:
     """C-FIND-RSP command set with a data set following (PS3.7 9.3.2.2)."""
-    return _command([
-        (0x0002, _uid(sop_class)),
+    return command([
+        (0x0002, uid_value(sop_class)),
         (0x0100, struct.pack("<H", 0x8020)),
         (0x0120, struct.pack("<H", message_id)),
         (0x0800, struct.pack("<H", 0x0102)),  # a data set follows
@@ -344,8 +346,8 @@ def retrieve_response_command(sop_class: str, command_field: int, message_id: in
     def count(value: int) -> bytes:
         return struct.pack("<H", min(max(value, 0), 0xFFFF))
 
-    return _command([
-        (0x0002, _uid(sop_class)),
+    return command([
+        (0x0002, uid_value(sop_class)),
         (0x0100, struct.pack("<H", command_field)),
         (0x0120, struct.pack("<H", message_id)),
         (0x0800, struct.pack("<H", 0x0101)),  # no data set
@@ -357,9 +359,34 @@ def retrieve_response_command(sop_class: str, command_field: int, message_id: in
     ])
 
 
-def command_pdu(context_id: int, command: bytes) -> bytes:
+def store_response_command(sop_class: str, sop_instance: str, message_id: int, status: int,
+                           comment: str = "") -> bytes:
+    """C-STORE-RSP command set, no data set (PS3.7 9.3.1.2)."""
+    fields = [
+        (0x0002, uid_value(sop_class)),
+        (0x0100, struct.pack("<H", 0x8001)),
+        (0x0120, struct.pack("<H", message_id)),
+        (0x0800, struct.pack("<H", 0x0101)),
+        (0x0900, struct.pack("<H", status)),
+    ]
+    if comment:
+        raw = comment.encode("latin-1", "replace")[:64]
+        fields.append((0x0902, raw + b" " if len(raw) % 2 else raw))
+    fields.append((0x1000, uid_value(sop_instance)))
+    return command(fields)
+
+
+def command_pdu(context_id: int, command_set: bytes) -> bytes:
     """A whole command-only message in one P-DATA-TF PDU (command sets are tiny)."""
-    return _pdu(context_id, 0x03, command)
+    return _pdu(context_id, 0x03, command_set)
+
+
+def send_command(assoc: Any, context_id: int, command_set: bytes, dataset: bytes) -> None:
+    """Write a request with its data set (e.g. a C-GET's identifier) as whole PDUs."""
+    with _exclusive(assoc):
+        _send_buffers(_socket(assoc), [_pdu(context_id, 0x03, command_set),
+                                       *_framed(context_id, memoryview(dataset),
+                                                _chunk(assoc), last=True)])
 
 
 def write_exclusive(assoc: Any, data: bytes) -> None:
@@ -389,6 +416,7 @@ class OwnedResponses:
         self.poller = select.poll()
         self.poller.register(self.sock, select.POLLIN)
         self.active = False
+        self._pdvs: collections.deque[tuple[int, int, memoryview]] = collections.deque()
 
     @classmethod
     def attach(cls, assoc: Any) -> OwnedResponses | None:
@@ -429,31 +457,63 @@ class OwnedResponses:
 
     def response(self, message_id: int) -> tuple[int, str] | None:
         """(Status, Error Comment) of the C-STORE-RSP to ``message_id``, as ``status``."""
-        deadline = None if self.timeout is None else time.monotonic() + float(self.timeout)
         while True:
-            command = self._command(deadline)
-            if command is None:
+            message = self.command()
+            if message is None:
                 return None
-            fields = _command_fields(command)
-            if fields is None:
-                self._protocol_error("a command set that does not parse")
-                return None
-            field, responding_to = _us(fields, 0x0100), _us(fields, 0x0120)
+            _, fields = message
+            field, responding_to = us(fields, 0x0100), us(fields, 0x0120)
             if field == 0x0FFF and responding_to is not None:  # C-CANCEL-RQ
                 self._cancel(responding_to)
                 continue
-            status = _us(fields, 0x0900)
+            status = us(fields, 0x0900)
             if field != 0x8001 or responding_to != message_id or \
-                    _us(fields, 0x0800) != 0x0101 or status is None:
-                self._protocol_error("a message that does not answer our C-STORE")
+                    us(fields, 0x0800) != 0x0101 or status is None:
+                self.protocol_error("a message that does not answer our C-STORE")
                 return None
-            comment = fields.get(0x0902, b"").decode("latin-1").rstrip("\x00 ")
-            return status, comment
+            return status, text(fields, 0x0902)
 
-    def _command(self, deadline: float | None) -> bytes | None:
-        """The next whole command set from P-DATA-TF PDUs."""
+    def command(self) -> tuple[int, dict[int, bytes]] | None:
+        """(presentation context ID, element values) of the next command set; ``None`` when
+        none came (see ``status``)."""
         command = bytearray()
         while True:
+            pdv = self._next_pdv()
+            if pdv is None:
+                return None
+            context_id, control, data = pdv
+            if not control & 0x01:
+                self.protocol_error("a data set where a command was expected")
+                return None
+            command += data
+            if control & 0x02:
+                fields = _command_fields(bytes(command))
+                if fields is None:
+                    self.protocol_error("a command set that does not parse")
+                    return None
+                return context_id, fields
+
+    def data_set(self, sink: Callable[[memoryview], object]) -> bool:
+        """Hand the fragments of the data set that follows a command to ``sink``; ``False``
+        when it did not arrive whole."""
+        while True:
+            pdv = self._next_pdv()
+            if pdv is None:
+                return False
+            _, control, data = pdv
+            if control & 0x01:
+                self.protocol_error("a command where a data set was expected")
+                return False
+            sink(data)
+            if control & 0x02:
+                return True
+
+    def _next_pdv(self) -> tuple[int, int, memoryview] | None:
+        """(context ID, message control header, data) of the next PDV, reading a PDU when
+        the last one is used up; each PDU must come within the DIMSE timeout."""
+        while not self._pdvs:
+            deadline = None if self.timeout is None else \
+                time.monotonic() + float(self.timeout)
             head = self._read(6, deadline)
             if head is None:
                 self._lost(deadline)
@@ -468,18 +528,16 @@ class OwnedResponses:
                 self.transport.dcmtool_pushback = head + body
                 self.release()
                 return None
-            offset, complete = 0, False
-            while offset + 6 <= len(body):
-                (item_length,) = struct.unpack(">I", body[offset:offset + 4])
-                control = body[offset + 5]
-                if not control & 0x01:
-                    self._protocol_error("a data set where a command was expected")
+            view, offset = memoryview(body), 0
+            while offset + 6 <= length:
+                (item_length,) = struct.unpack(">I", view[offset:offset + 4])
+                if item_length < 2 or offset + 4 + item_length > length:
+                    self.protocol_error("a malformed P-DATA-TF PDU")
                     return None
-                command += body[offset + 6:offset + 4 + item_length]
-                complete = bool(control & 0x02)
+                self._pdvs.append((view[offset + 4], view[offset + 5],
+                                   view[offset + 6:offset + 4 + item_length]))
                 offset += 4 + item_length
-            if complete:
-                return bytes(command)
+        return self._pdvs.popleft()
 
     def _cancel(self, message_id: int) -> None:
         from pynetdicom.dimse_primitives import C_CANCEL
@@ -513,7 +571,7 @@ class OwnedResponses:
         if deadline is not None and time.monotonic() >= deadline and self.assoc.is_established:
             self.assoc.abort()
 
-    def _protocol_error(self, what: str) -> None:
+    def protocol_error(self, what: str) -> None:
         logging.getLogger("dcmtool").warning("%s sent %s: aborting the association",
                                               str(self.assoc.acceptor.ae_title).strip(), what)
         self.release()
@@ -521,21 +579,31 @@ class OwnedResponses:
 
 
 def _command_fields(command: bytes) -> dict[int, bytes] | None:
-    """A command set's group 0000 element values (implicit VR), by element number."""
+    """A command set's group 0000 element values (implicit VR), by element number. Other
+    groups are skipped: Orthanc appends (0008,0058) Failed SOP Instance UID List to a
+    C-GET response's command set."""
     fields: dict[int, bytes] = {}
     offset = 0
     while offset + 8 <= len(command):
         group, element, length = struct.unpack("<HHI", command[offset:offset + 8])
-        if group != 0x0000 or offset + 8 + length > len(command):
+        if offset + 8 + length > len(command):
             return None
-        fields[element] = command[offset + 8:offset + 8 + length]
+        if group == 0x0000:
+            fields[element] = command[offset + 8:offset + 8 + length]
         offset += 8 + length
     return fields if offset == len(command) else None
 
 
-def _us(fields: dict[int, bytes], element: int) -> int | None:
+def us(fields: dict[int, bytes], element: int) -> int | None:
+    """A US command element's value."""
     value = fields.get(element)
-    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
+    return int(struct.unpack("<H", value)[0]) if value is not None and len(value) == 2 \
+        else None
+
+
+def text(fields: dict[int, bytes], element: int) -> str:
+    """A text (UI, LO, AE) command element's value, without its padding."""
+    return fields.get(element, b"").decode("latin-1").rstrip("\x00 ")
 
 
 class PendingWriter:

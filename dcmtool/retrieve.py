@@ -213,6 +213,8 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
     """C-GET each identifier; the instances arrive on the same association."""
     from pynetdicom import evt
 
+    from dcmtool import get_requester
+
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = _receiver(out_dir, local, layout, listen=False)
     contexts = [ContextRequest(model, (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))]
@@ -233,7 +235,12 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
             for identifier in identifiers:
                 before = receiver.stats.stored
                 outcome = RetrieveOutcome(identifier_label(identifier))
-                responses = s.assoc.send_c_get(identifier, model)
+                if get_requester.usable(s.assoc):  # read off the socket by this thread
+                    responses = get_requester.send_c_get(
+                        s.assoc, identifier, model, store=receiver.store_file,
+                        incoming=receiver.archive.incoming)
+                else:  # TLS or PDU logging: pynetdicom's path and its C-STORE handler
+                    responses = s.assoc.send_c_get(identifier, model)
                 _follow(s, responses, outcome, receiver, before, on_progress, "C-GET")
                 outcome.received = receiver.stats.stored - before
                 summary.outcomes.append(outcome)

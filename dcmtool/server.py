@@ -558,6 +558,18 @@ class RunningServer:
             LOG.exception("C-STORE handler failed")
             return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
+    def store_file(self, assoc: Any, received: Path | StoreOutcome, sop_class: str,
+                   sop_instance: str, transfer_syntax: str) -> Any:
+        """Archive a data set received on ``assoc`` into a file of the archive's incoming
+        folder (or report the outcome that already refused it); the status Dataset to answer.
+        For receivers outside pynetdicom's event loop (dcmtool get's); never raises."""
+        try:
+            return self._archive(assoc, self._who(assoc), received, sop_class, sop_instance,
+                                 transfer_syntax)
+        except Exception as exc:
+            LOG.exception("C-STORE handler failed")
+            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+
     def _store(self, event: Any) -> Any:
         request = event.request
         who = self._who(event.assoc)
@@ -565,14 +577,18 @@ class RunningServer:
         sop_instance = str(request.AffectedSOPInstanceUID)
         transfer_syntax = str(event.context.transfer_syntax)
         temp = self._received_file(event, sop_class, sop_instance, transfer_syntax, who)
-        if isinstance(temp, StoreOutcome):
-            outcome = temp
+        return self._archive(event.assoc, who, temp, sop_class, sop_instance, transfer_syntax)
+
+    def _archive(self, assoc: Any, who: dict[str, Any], received: Path | StoreOutcome,
+                 sop_class: str, sop_instance: str, transfer_syntax: str) -> Any:
+        if isinstance(received, StoreOutcome):
+            outcome = received
         else:
             outcome = self.archive.store_received(
-                temp, sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                received, sop_class_uid=sop_class, sop_instance_uid=sop_instance,
                 transfer_syntax=transfer_syntax, calling_ae=who["calling_aet"] or None,
             )
-        counts = self._per_assoc.setdefault(id(event.assoc), {"stored": 0, "refused": 0})
+        counts = self._per_assoc.setdefault(id(assoc), {"stored": 0, "refused": 0})
         audit = {"sop_instance_uid": sop_instance, "sop_class_uid": sop_class,
                  "transfer_syntax": transfer_syntax, "status": f"0x{outcome.status:04X}",
                  "calling_aet": who["calling_aet"]}

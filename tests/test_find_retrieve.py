@@ -250,3 +250,62 @@ def test_a_peer_that_aborts_a_get_is_exit_5(pynetdicom_scp: Callable[..., Any],
     result = run_cli("get", scp.address, "--study", "1.2.3.4", "-o", tmp_path / "out")
     assert result.exit_code == 5, result.stdout + result.stderr
     assert "aborted" in result.stderr and "Traceback" not in result.output
+
+
+def test_get_with_small_pdus_receives_large_instances_intact(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
+    """dcmtool get reads the instances off the socket itself: data sets spread over many
+    PDUs (16 KiB here, with several PDVs) are reassembled byte for byte."""
+    import numpy as np
+
+    served = serve_archive()
+    study = generate_uid()
+    rng = np.random.default_rng(3)
+    pixels = {}
+    for index in range(4):
+        path = tmp_path / "in" / f"{index}.dcm"
+        ds = write_instance(path, rows=256, columns=256, StudyInstanceUID=study)
+        ds.PixelData = rng.integers(0, 4096, (256, 256), np.uint16).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        pixels[str(ds.SOPInstanceUID)] = ds.PixelData
+    assert run_cli("store", served.address, str(tmp_path / "in")).exit_code == 0
+    out = tmp_path / "out"
+    result = run_cli("get", served.address, "--study", study, "-o", out, "--max-pdu", "16384",
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["received"] == 4
+    got = {}
+    for path in out.rglob("*.dcm"):
+        ds = dcmread(path)
+        got[str(ds.SOPInstanceUID)] = ds.PixelData
+        assert ds.file_meta.SourceApplicationEntityTitle == served.ae_title  # who sent it
+    assert got == pixels
+
+
+def test_get_that_cannot_write_one_instance_refuses_it_and_goes_on(
+        setup: tuple[ServedArchive, dict[str, str], dict[str, Any]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails (a full disk) answers that sub-operation 0xA700 and the others
+    still arrive: exit 7, one failed, nothing half-written left behind."""
+    from dcmtool import get_requester
+
+    _, env, studies = setup
+    real_write = get_requester._write
+    calls = {"n": 0}
+
+    def fail_the_second_file(fd: int, data: Any, failure: Any) -> Any:
+        if bytes(data[128:132]) != b"DICM":  # a data set fragment, not the File Meta
+            calls["n"] += 1
+            if calls["n"] == 2:
+                return OSError(28, "No space left on device")
+        return real_write(fd, data, failure)
+
+    monkeypatch.setattr(get_requester, "_write", fail_the_second_file)
+    out = tmp_path / "out"
+    result = run_cli("get", "ARCHIVE", "--study", studies["ACC1"]["study"], "-o", out,
+                     "--json", env=env)
+    assert result.exit_code == 7, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["completed"], summary["failed"], summary["received"]) == (2, 1, 2)
+    assert len(list(out.rglob("*.dcm"))) == 2
+    assert [p for p in (out / ".incoming").iterdir()] == []  # no partial file left
