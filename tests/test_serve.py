@@ -531,3 +531,24 @@ def test_a_truncated_deflated_data_set_is_refused(
     assert status.Status == 0xC000
     assert "truncated" in status.ErrorComment
     assert served.files() == []
+
+
+def test_serve_fsyncs_each_instance_before_acknowledging_it(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive's default: by the time the sender hears success, the instance's file has
+    been fsynced (the sender may delete its copy then)."""
+    from dcmtool.archive import storage
+
+    synced: list[Path] = []
+    real_fsync = storage._fsync_file
+
+    def record(path: Path) -> None:
+        synced.append(Path(path))
+        real_fsync(path)
+
+    monkeypatch.setattr(storage, "_fsync_file", record)
+    served = serve_archive()
+    write_instance(tmp_path / "one.dcm")
+    assert run_cli("store", served.address, str(tmp_path / "one.dcm")).exit_code == 0
+    assert len(synced) == 1 and synced[0].parent.name == ".incoming"

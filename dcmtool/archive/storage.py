@@ -70,6 +70,11 @@ class StorePolicy:
     layout: Layout = field(default_factory=lambda: Layout.parse(DEFAULT_PATTERN))
     duplicates: DuplicatePolicy = "reject"
     min_free_bytes: int = 100 * 1024 * 1024
+    #: fsync each instance before it is acknowledged (serve: the sender may delete its copy
+    #: then). False: fsync everything at close() instead, for a retrieving client (dcmtool
+    #: move -o, get), whose peer is an archive that keeps its copies and which reports success
+    #: only after close().
+    durable_each: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,27 @@ class Archive:
 
         self._dictionary_vrs = {tag: dictionary_VR(tag) for tag in self._tags}
         self._checked_dirs: set[Path] = set()
+        self._unsynced: list[Path] = []  # stored without fsync (durable_each=False)
 
     def close(self) -> None:
-        self.index.close()
-        self.audit.close()
+        """Close the index and the audit log, after ``sync()``."""
+        try:
+            self.sync()
+        finally:
+            self.index.close()
+            self.audit.close()
+
+    def sync(self) -> None:
+        """fsync the files (and their folders) stored without it (``durable_each=False``).
+
+        Raises ``OSError`` when one cannot be made durable.
+        """
+        with self._lock:
+            files, self._unsynced = self._unsynced, []
+        if not files:
+            return
+        list(_SYNC.map(_fsync_if_present, files))
+        list(_SYNC.map(_fsync_directory, dict.fromkeys(f.parent for f in files)))
 
     # -- storing ----------------------------------------------------------------------------
 
@@ -169,7 +191,7 @@ class Archive:
             return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
         # The file's fsync runs while this thread checks and indexes (it releases the GIL);
         # it is awaited before the rename, so nothing is acknowledged before it is durable.
-        synced = _SYNC.submit(_fsync_file, temp)
+        synced = _SYNC.submit(_fsync_file, temp) if self.policy.durable_each else None
         try:
             values = self._read_received(temp, transfer_syntax)
         except Exception as exc:  # any parse failure is the sender's data
@@ -198,7 +220,8 @@ class Archive:
             return refuse(CANNOT_UNDERSTAND, str(exc))
         size = temp.stat().st_size
         try:
-            synced.result()
+            if synced is not None:
+                synced.result()
         except OSError as exc:
             return refuse(OUT_OF_RESOURCES, f"cannot write {temp}: {exc.strerror or exc}")
         with self._lock:
@@ -227,11 +250,15 @@ class Archive:
                 return refuse(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}")
             # The directory's fsync (making the rename durable) overlaps the index write;
             # both finish before the sender hears success.
-            dir_synced = _SYNC.submit(_fsync_directory, target.parent)
+            dir_synced = _SYNC.submit(_fsync_directory, target.parent) \
+                if self.policy.durable_each else None
             record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
             try:
                 self.index.add(record, replace=existing is not None)
-                dir_synced.result()
+                if dir_synced is not None:
+                    dir_synced.result()
+                else:
+                    self._unsynced.append(target)
             except Exception as exc:  # undo: nothing refused may stay in the archive
                 if kept:
                     os.replace(backup, target)
@@ -465,6 +492,11 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_if_present(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):  # replaced since (--duplicates overwrite)
+        _fsync_file(path)
 
 
 def _fsync_directory(path: Path) -> None:
