@@ -39,6 +39,8 @@
 11. Owned reading: while a thread reads an association's socket itself
     (``fastsend.OwnedResponses``), the DUL thread neither polls nor reads it; a PDU that
     thread does not handle is pushed back and read by the DUL as if it had just arrived.
+12. Storage SCP: after a C-STORE, an AE that sets ``dcmtool_receive`` reads the C-STOREs that
+    follow itself (``dcmtool.receiving.receive_more``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def apply() -> None:
         _patch_send_lock()
         _patch_retrieve_scp()
         _patch_owned_reading()
+        _patch_storage_receive()
         _applied = True
 
 
@@ -684,3 +687,18 @@ def read_lock(dul: Any) -> threading.Lock:
             if lock is None:
                 lock = dul.dcmtool_read_lock = threading.Lock()
     return lock
+
+
+def _patch_storage_receive() -> None:
+    """Point 12."""
+    from pynetdicom.service_class import StorageServiceClass
+
+    original = StorageServiceClass.SCP
+
+    def SCP(self: Any, req: Any, context: Any) -> None:
+        original(self, req, context)
+        receive = getattr(self.ae, "dcmtool_receive", None)
+        if receive is not None and self.assoc.is_established:
+            receive(self.assoc)
+
+    StorageServiceClass.SCP = SCP  # type: ignore[method-assign]

@@ -407,16 +407,18 @@ class OwnedResponses:
     pynetdicom to read, and ownership returns to it; any other message aborts.
     """
 
-    def __init__(self, assoc: Any) -> None:
+    def __init__(self, assoc: Any, timeout: float | bool | None = True) -> None:
+        """``timeout``: the longest wait for a PDU; ``True`` for the DIMSE timeout."""
         self.assoc = assoc
         self.dul = assoc.dul
         self.transport = assoc.dul.socket
         self.sock = _socket(assoc)
-        self.timeout = assoc.dimse_timeout
+        self.timeout = assoc.dimse_timeout if timeout is True else timeout
         self.poller = select.poll()
         self.poller.register(self.sock, select.POLLIN)
         self.active = False
         self._pdvs: collections.deque[tuple[int, int, memoryview]] = collections.deque()
+        self._raw: list[bytes] | None = None  # the PDUs read, while a command may go back
 
     @classmethod
     def attach(cls, assoc: Any) -> OwnedResponses | None:
@@ -493,6 +495,25 @@ class OwnedResponses:
                     return None
                 return context_id, fields
 
+    def command_of(self, wanted: frozenset[int]) -> tuple[int, dict[int, bytes]] | None:
+        """The next command set if its Command Field is in ``wanted``; any other message goes
+        back to pynetdicom whole, with the reading (``None``, as when none came)."""
+        at_boundary = not self._pdvs  # the message starts a PDU: it can go back whole
+        self._raw = []
+        try:
+            message = self.command()
+        finally:
+            raw, self._raw = self._raw, None
+        if message is None or us(message[1], 0x0100) in wanted:
+            return message
+        if not at_boundary:
+            self.protocol_error("a message starting inside a PDU after a data set")
+            return None
+        self._pdvs.clear()
+        self.transport.dcmtool_pushback = b"".join(raw)
+        self.release()
+        return None
+
     def data_set(self, sink: Callable[[memoryview], object]) -> bool:
         """Hand the fragments of the data set that follows a command to ``sink``; ``False``
         when it did not arrive whole."""
@@ -525,9 +546,12 @@ class OwnedResponses:
                 return None
             self.dul._idle_timer.restart()  # the network timeout counts from the last PDU
             if pdu_type != 0x04:
-                self.transport.dcmtool_pushback = head + body
+                self.transport.dcmtool_pushback = b"".join([*(self._raw or ()), head, body])
+                self._pdvs.clear()
                 self.release()
                 return None
+            if self._raw is not None:
+                self._raw += (head, body)
             view, offset = memoryview(body), 0
             while offset + 6 <= length:
                 (item_length,) = struct.unpack(">I", view[offset:offset + 4])

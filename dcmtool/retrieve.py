@@ -9,6 +9,7 @@ duration of the retrieval.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import time
@@ -170,10 +171,20 @@ def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool
                            bind=local.bind if listen else "127.0.0.1",
                            max_associations=10)
     try:
-        return start_server(archive, options)
+        server = start_server(archive, options)
     except BaseException:
         archive.close()
         raise
+    if listen:  # C-MOVE: the peer's C-STOREs after the first are read off the socket
+        from dcmtool import receiving
+
+        server.ae.dcmtool_receive = functools.partial(  # type: ignore[attr-defined]
+            _receive_more, receiving, server)
+    return server
+
+
+def _receive_more(receiving: Any, server: Any, assoc: Any) -> None:
+    receiving.receive_more(assoc, server.store_file, server.archive.incoming)
 
 
 def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str | None,
@@ -216,7 +227,7 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
     """C-GET each identifier; the instances arrive on the same association."""
     from pynetdicom import evt
 
-    from dcmtool import get_requester
+    from dcmtool import receiving
 
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = _receiver(out_dir, local, layout, listen=False)
@@ -238,8 +249,8 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
             for identifier in identifiers:
                 before = receiver.stats.stored
                 outcome = RetrieveOutcome(identifier_label(identifier))
-                if get_requester.usable(s.assoc):  # read off the socket by this thread
-                    responses = get_requester.send_c_get(
+                if receiving.usable(s.assoc):  # read off the socket by this thread
+                    responses = receiving.send_c_get(
                         s.assoc, identifier, model, store=receiver.store_file,
                         incoming=receiver.archive.incoming)
                 else:  # TLS or PDU logging: pynetdicom's path and its C-STORE handler

@@ -287,10 +287,10 @@ def test_get_that_cannot_write_one_instance_refuses_it_and_goes_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that fails (a full disk) answers that sub-operation 0xA700 and the others
     still arrive: exit 7, one failed, nothing half-written left behind."""
-    from dcmtool import get_requester
+    from dcmtool import receiving
 
     _, env, studies = setup
-    real_write = get_requester._write
+    real_write = receiving._write
     calls = {"n": 0}
 
     def fail_the_second_file(fd: int, data: Any, failure: Any) -> Any:
@@ -300,7 +300,7 @@ def test_get_that_cannot_write_one_instance_refuses_it_and_goes_on(
                 return OSError(28, "No space left on device")
         return real_write(fd, data, failure)
 
-    monkeypatch.setattr(get_requester, "_write", fail_the_second_file)
+    monkeypatch.setattr(receiving, "_write", fail_the_second_file)
     out = tmp_path / "out"
     result = run_cli("get", "ARCHIVE", "--study", studies["ACC1"]["study"], "-o", out,
                      "--json", env=env)
@@ -345,3 +345,38 @@ def test_get_makes_every_received_file_durable_before_it_reports(
     assert len(received) == 3
     assert sorted(p for p, _ in synced) == received  # each file once...
     assert all(at_close for _, at_close in synced)  # ...when the receiver closed
+
+
+def test_the_move_receiver_hands_other_messages_back_to_pynetdicom(tmp_path: Path) -> None:
+    """dcmtool move's storage SCP reads the C-STOREs after the first off the socket; a C-ECHO
+    in between goes back to pynetdicom and is answered, later C-STOREs are read again, and
+    the release ends the association normally."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, Verification
+
+    from dcmtool.config import LocalAE
+    from dcmtool.retrieve import _receiver
+
+    out = tmp_path / "out"
+    receiver = _receiver(out, LocalAE("RECEIVER", free_port(), "127.0.0.1"), None, listen=True)
+    try:
+        host, port = receiver.address
+        ae = AE(ae_title="SENDER")
+        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate(host, port, ae_title="RECEIVER")
+        assert assoc.is_established
+        sent = []
+        statuses = []
+        for index in range(6):
+            if index == 3:
+                assert assoc.send_c_echo().Status == 0x0000
+            ds = write_instance(tmp_path / "in" / f"{index}.dcm", rows=64, columns=64)
+            sent.append(str(ds.SOPInstanceUID))
+            statuses.append(assoc.send_c_store(tmp_path / "in" / f"{index}.dcm").Status)
+        assoc.release()
+        assert assoc.is_released
+        assert statuses == [0x0000] * 6
+    finally:
+        receiver.stop(grace=5)
+    assert sorted(str(dcmread(p).SOPInstanceUID) for p in out.rglob("*.dcm")) == sorted(sent)
