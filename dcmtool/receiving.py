@@ -22,7 +22,7 @@ from typing import Any
 
 from dcmtool import fastsend
 
-C_STORE_RQ, C_GET_RSP, C_CANCEL_RQ = 0x0001, 0x8010, 0x0FFF
+C_STORE_RQ, C_GET_RSP = 0x0001, 0x8010
 
 #: (association, received file or refusal, SOP Class, SOP Instance, transfer syntax) -> the
 #: status Dataset to answer (RunningServer.store_file).
@@ -30,6 +30,7 @@ StoreFile = Callable[[Any, Any, str, str, str], Any]
 
 
 def usable(assoc: Any) -> bool:
+    """Whether this module may read ``assoc``'s socket (not TLS, no PDU logging)."""
     return fastsend.usable(assoc)
 
 
@@ -41,8 +42,11 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
     from pydicom.dataset import Dataset
     from pynetdicom.dsutils import encode
 
-    context = next(cx for cx in assoc.accepted_contexts
-                   if cx.abstract_syntax == model and cx.as_scu)
+    context = next((cx for cx in assoc.accepted_contexts
+                    if cx.abstract_syntax == model and cx.as_scu), None)
+    if context is None:  # pynetdicom says what is missing
+        yield from assoc.send_c_get(identifier, model)
+        return
     syntax = context.transfer_syntax[0]
     encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian,
                      syntax.is_deflated)
@@ -52,8 +56,12 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
     reader = fastsend.OwnedResponses(assoc)
     reader.take()
     try:
-        fastsend.send_command(assoc, int(context.context_id), _get_command(model, message_id),
-                              encoded)
+        try:
+            fastsend.send_command(assoc, int(context.context_id),
+                                  _get_command(model, message_id), encoded)
+        except OSError:
+            yield Dataset(), None  # the connection broke: pynetdicom notices the rest
+            return
         receiving = _Receiving(assoc, reader, store, incoming)
         while True:
             message = reader.command()
@@ -175,6 +183,9 @@ class _Receiving:
 
         sop_class, sop_instance = fastsend.text(fields, 0x0002), fastsend.text(fields, 0x1000)
         message_id = fastsend.us(fields, 0x0110) or 0
+        if fastsend.us(fields, 0x0800) == 0x0101:  # no data set follows
+            return self._answer(context_id, sop_class, sop_instance, message_id, 0xC000,
+                                "the C-STORE request has no data set")
         syntax = self.syntaxes.get(context_id, "")
         meta = FileMeta(sop_class, sop_instance, syntax, *self.implementation,
                         self.peer_ae, self.our_ae)
@@ -201,12 +212,17 @@ class _Receiving:
         else:
             received = Path(name)
         status = self.store_file(self.assoc, received, sop_class, sop_instance, syntax)
-        code = int(getattr(status, "Status", 0xC000))
-        comment = str(getattr(status, "ErrorComment", "") or "")
+        return self._answer(context_id, sop_class, sop_instance, message_id,
+                            int(getattr(status, "Status", 0xC000)),
+                            str(getattr(status, "ErrorComment", "") or ""))
+
+    def _answer(self, context_id: int, sop_class: str, sop_instance: str, message_id: int,
+                status: int, comment: str) -> bool:
+        """Send the C-STORE response; ``False`` when the connection is gone."""
         try:
             fastsend.write_exclusive(self.assoc, fastsend.command_pdu(
                 context_id, fastsend.store_response_command(sop_class, sop_instance,
-                                                            message_id, code, comment)))
+                                                            message_id, status, comment)))
         except OSError:
             return False
         return True
