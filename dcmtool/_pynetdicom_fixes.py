@@ -54,7 +54,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 _applied = False
@@ -79,7 +78,6 @@ def apply() -> None:
         _patch_tls_accept()
         _patch_command_encoding()
         _patch_reactor_race()
-        _patch_stored_instance_send()
         _patch_server_poll()
         _patch_send_lock()
         _patch_retrieve_scp()
@@ -540,62 +538,6 @@ def _patch_reactor_race() -> None:
         return item
 
     dimse.DIMSEServiceProvider.get_msg = get_msg  # type: ignore[method-assign]
-
-
-def _send_stored(assoc: Any, original: Callable[..., Any], path: Path, sop_class: str,
-                 syntax: str, sop_instance: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
-    """A sub-operation's file, as its bytes: straight onto the socket when possible."""
-    from dcmtool import fastsend
-
-    originator = kwargs.get("originator_aet")
-    move = (str(originator).strip(), int(kwargs.get("originator_id") or 0)) \
-        if originator else None
-    status = None if args else fastsend.send_path(
-        assoc, path, sop_class, syntax, sop_instance, message_id=kwargs.get("msg_id"),
-        move_originator=move)
-    return original(assoc, path, *args, **kwargs) if status is None else status
-
-
-def _patch_stored_instance_send() -> None:
-    """C-MOVE/C-GET sub-operations send archive files as their bytes, transcoding on demand.
-
-    pynetdicom's Q/R service classes only pass ``Dataset`` objects on to ``send_c_store``,
-    which would decode and re-encode every file. The archive yields ``StoredInstance``
-    placeholders (a Dataset carrying the file's path): this sends the file's bytes when the
-    peer accepted its transfer syntax, and otherwise converts it, through dcmtool's convert
-    core, to a syntax the peer accepted.
-    """
-    from pynetdicom.association import Association
-
-    original = Association.send_c_store
-
-    def send_c_store(self: Any, dataset: Any, *args: Any, **kwargs: Any) -> Any:
-        path = getattr(dataset, "dcmtool_path", None)
-        if path is None:
-            return original(self, dataset, *args, **kwargs)
-        sop_class = str(dataset.SOPClassUID)
-        stored = str(dataset.dcmtool_syntax)
-        accepted = [str(cx.transfer_syntax[0]) for cx in self.accepted_contexts
-                    if cx.abstract_syntax == sop_class and cx.as_scu]
-        if stored in accepted:
-            return _send_stored(self, original, Path(path), sop_class, stored,
-                                str(dataset.SOPInstanceUID), args, kwargs)
-        from pydicom import dcmread
-
-        from dcmtool.syntaxes import lookup
-        from dcmtool.transcode import EncodeOptions, transcode
-
-        # Never lossy on the archive's initiative: uncompressed first, then lossless ones.
-        lossless = [ts for ts in accepted if not getattr(lookup(ts), "lossy", True)]
-        wire = next((ts for ts in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", *lossless)
-                     if ts in lossless), None)
-        if wire is None:
-            raise ValueError(f"the peer accepted no presentation context for {sop_class}")
-        ds = transcode(dcmread(path), wire, EncodeOptions(keep_uid=True))
-        return original(self, ds, *args, **kwargs)
-
-    Association.send_c_store = send_c_store  # type: ignore[method-assign]
 
 
 def _patch_server_poll() -> None:

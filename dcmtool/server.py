@@ -39,7 +39,6 @@ from dcmtool.suboperations import (
     Responder,
     StoredFile,
     Tally,
-    log_store_failure,
     perform,
     sub_contexts,
 )
@@ -492,8 +491,7 @@ class RunningServer:
             return
         originator = (str(service.ae.ae_title).strip(), int(request.MessageID))
         try:
-            tally, cancelled = perform(sender, items, responder, originator=originator,
-                                       fallback=self._fallback(sender, originator))
+            tally, cancelled = perform(sender, items, responder, originator=originator)
         finally:
             if sender.is_established:
                 sender.release()
@@ -515,8 +513,7 @@ class RunningServer:
             LOG.warning("C-GET identifier refused: %s", failure.ErrorComment)
             responder.final(failure.Status, comment=str(failure.ErrorComment))
             return
-        tally, cancelled = perform(service.assoc, items, responder,
-                                   fallback=self._fallback(service.assoc, None))
+        tally, cancelled = perform(service.assoc, items, responder)
         self._answer(responder, tally, cancelled)
         self.archive.audit.write("get", instances=len(items), completed=tally.completed,
                                  failed=tally.failed, **self._who(service.assoc))
@@ -528,24 +525,6 @@ class RunningServer:
             responder.final(CANCELLED, tally)
         else:
             responder.final(tally.final_status, tally)
-
-    @staticmethod
-    def _fallback(sender: Any, originator: tuple[str, int] | None) -> Any:
-        """Sends one file through pynetdicom (patched to convert it when the peer refused
-        its transfer syntax): over TLS, with PDU logging, or for a conversion."""
-        def send(item: StoredFile, message_id: int) -> int | None:
-            placeholder = _stored_instance(item.path, item.sop_class, item.sop_instance,
-                                           item.syntax)
-            extra: dict[str, Any] = {} if originator is None else {
-                "originator_aet": originator[0], "originator_id": originator[1]}
-            try:
-                status = sender.send_c_store(placeholder, msg_id=message_id, **extra)
-            except Exception as exc:  # unreadable file, no context, conversion refused
-                log_store_failure(item, exc)
-                return None
-            return int(status.Status) if "Status" in status else None
-
-        return send
 
     def handle_store(self, event: Any) -> Any:
         """The C-STORE handler, for associations this server did not accept (C-GET)."""
@@ -691,18 +670,6 @@ def _drain(assoc: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while pending.qsize() and assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.0005)
-
-
-def _stored_instance(path: Path, sop_class: str, sop_instance: str, syntax: str) -> Any:
-    """A Dataset standing for an archive file: sent as its bytes by the patched send_c_store."""
-    from pydicom.dataset import Dataset
-
-    ds = Dataset()
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_instance  # for pynetdicom's failed-instance list
-    ds.dcmtool_path = path
-    ds.dcmtool_syntax = syntax
-    return ds
 
 
 def register_storage_classes() -> None:

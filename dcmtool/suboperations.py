@@ -13,7 +13,7 @@ Whatever happens, the requester gets a status: nothing here raises into pynetdic
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -170,17 +170,14 @@ class Responder:
         return response
 
 
-Fallback = Callable[[StoredFile, int], int | None]
-
-
 def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
-            fallback: Fallback, originator: tuple[str, int] | None = None) -> tuple[Tally, bool]:
+            originator: tuple[str, int] | None = None) -> tuple[Tally, bool]:
     """Send ``items`` on ``sender`` (the destination's association for a C-MOVE, the
     requester's own for a C-GET), one C-STORE at a time, answering the requester as it goes.
 
-    ``fallback(item, message_id)`` sends what the fast path cannot (a conversion, TLS) and
-    returns its status. Returns the counts and whether the requester cancelled. A requester
-    that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
+    What the fast path cannot send (a conversion, TLS) goes through pynetdicom
+    (``_send_through_pynetdicom``). Returns the counts and whether the requester cancelled. A
+    requester that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
     """
     tally = Tally(len(items))
     # Read the responses here (see OwnedResponses): the peer sends nothing else meanwhile.
@@ -188,7 +185,7 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     if reader is not None:
         reader.take()
     try:
-        _run(sender, items, responder, tally, reader, fallback, originator)
+        _run(sender, items, responder, tally, reader, originator)
     except _Cancelled:
         return tally, True
     finally:
@@ -202,11 +199,11 @@ class _Cancelled(Exception):
 
 
 def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: Tally,
-         reader: fastsend.OwnedResponses | None, fallback: Fallback,
-         originator: tuple[str, int] | None) -> None:
+         reader: fastsend.OwnedResponses | None, originator: tuple[str, int] | None) -> None:
     same_association = sender is responder.assoc
+    fast = fastsend.usable(sender)
     before = b""  # a C-GET's pending response, sent with the next C-STORE request
-    ahead = _load(sender, items[0]) if items else None
+    ahead = _load(sender, items[0]) if items and fast else None
     for index, item in enumerate(items):
         if responder.present and responder.cancelled():
             raise _Cancelled
@@ -230,7 +227,7 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
                 status = None
             else:
                 del data, loaded  # the next file's bytes take their place
-                if following is not None:  # read while the peer stores this one
+                if following is not None and fast:  # read while the peer stores this one
                     ahead = _load(sender, following)
                 if owned:
                     assert reader is not None
@@ -243,8 +240,8 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
                 before = b""
             if reader is not None:
                 reader.release()  # pynetdicom's send_c_store reads through its DUL
-            status = fallback(item, message_id)
-            if following is not None:
+            status = _send_through_pynetdicom(sender, item, message_id, originator)
+            if following is not None and fast:
                 ahead = _load(sender, following)
         tally.add(status, item.sop_instance)
         if tally.remaining and responder.present:
@@ -264,9 +261,8 @@ def _flush(responder: Responder, data: bytes) -> None:
 
 
 def _load(sender: Any, item: StoredFile) -> tuple[bytes, int, int] | None:
-    """(file bytes, context ID, data set offset) when ``item`` can take the fast path."""
-    if not fastsend.usable(sender):
-        return None
+    """(file bytes, context ID, data set offset) when ``item`` can take the fast path (the
+    caller checked ``fastsend.usable``)."""
     context_id = fastsend.accepted_syntaxes(sender).get(item.sop_class, {}).get(item.syntax)
     if context_id is None:
         return None
@@ -280,5 +276,33 @@ def _load(sender: Any, item: StoredFile) -> tuple[bytes, int, int] | None:
     return data, context_id, offset
 
 
-def log_store_failure(item: StoredFile, exc: BaseException) -> None:
-    LOG.warning("sub-operation for %s failed: %s", item.sop_instance, exc)
+def _send_through_pynetdicom(sender: Any, item: StoredFile, message_id: int,
+                             originator: tuple[str, int] | None) -> int | None:
+    """One file through pynetdicom's ``send_c_store``: as it is when the peer accepted its
+    syntax (over TLS, with PDU logging, a file without a File Meta group length), else
+    converted; the status, ``None`` when it could not be sent."""
+    extra: dict[str, Any] = {} if originator is None else {
+        "originator_aet": originator[0], "originator_id": originator[1]}
+    try:
+        accepted = fastsend.accepted_syntaxes(sender).get(item.sop_class, {})
+        what = item.path if item.syntax in accepted else _converted(item, list(accepted))
+        status = sender.send_c_store(what, msg_id=message_id, **extra)
+    except Exception as exc:  # unreadable file, no context, conversion refused
+        LOG.warning("sub-operation for %s failed: %s", item.sop_instance, exc)
+        return None
+    return int(status.Status) if "Status" in status else None
+
+
+def _converted(item: StoredFile, accepted: list[str]) -> Any:
+    """The file as a data set in a syntax the peer accepted: never lossy on the archive's
+    initiative (uncompressed first, then the lossless ones), same SOP Instance UID."""
+    from pydicom import dcmread
+
+    from dcmtool.syntaxes import lookup
+    from dcmtool.transcode import EncodeOptions, transcode
+
+    lossless = [ts for ts in accepted if not getattr(lookup(ts), "lossy", True)]
+    wire = next((ts for ts in (EXPLICIT_LE, IMPLICIT_LE, *lossless) if ts in lossless), None)
+    if wire is None:
+        raise ValueError(f"the peer accepted no presentation context for {item.sop_class}")
+    return transcode(dcmread(item.path), wire, EncodeOptions(keep_uid=True))
