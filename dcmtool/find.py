@@ -17,14 +17,16 @@ from typing import Any
 from dcmtool.association import ContextRequest, open_association
 from dcmtool.config import Peer
 from dcmtool.errors import DimseFailure, UsageError
+from dcmtool.sopclasses import (
+    MODALITY_WORKLIST_FIND,
+    PATIENT_ROOT_FIND,
+    PATIENT_STUDY_ONLY_FIND,
+    STUDY_ROOT_FIND,
+)
 from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
-PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
-PATIENT_STUDY_ONLY = "1.2.840.10008.5.1.4.1.2.3.1"
-MODALITY_WORKLIST = "1.2.840.10008.5.1.4.31"
-MODELS = {"patient": PATIENT_ROOT, "study": STUDY_ROOT, "patient-study": PATIENT_STUDY_ONLY,
-          "worklist": MODALITY_WORKLIST}
+MODELS = {"patient": PATIENT_ROOT_FIND, "study": STUDY_ROOT_FIND,
+          "patient-study": PATIENT_STUDY_ONLY_FIND, "worklist": MODALITY_WORKLIST_FIND}
 
 #: Return keys asked for when the user names none at that level (what a PACS browser shows).
 DEFAULT_KEYS: dict[str, tuple[str, ...]] = {

@@ -27,14 +27,17 @@ from dcmtool.errors import (
     PartialFailure,
     UsageError,
 )
+from dcmtool.sopclasses import (
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    PATIENT_STUDY_ONLY_GET,
+    PATIENT_STUDY_ONLY_MOVE,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+)
 from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
 MOVE_MODELS = {"patient": PATIENT_ROOT_MOVE, "study": STUDY_ROOT_MOVE,
                "patient-study": PATIENT_STUDY_ONLY_MOVE}
 GET_MODELS = {"patient": PATIENT_ROOT_GET, "study": STUDY_ROOT_GET,
@@ -367,12 +370,12 @@ def resolve(peer: Peer, pairs: Sequence[tuple[str, str]], *, find_model: str
     under Study Root) are resolved to Study Instance UIDs with a C-FIND first."""
     from pydicom.dataset import Dataset
 
-    from dcmtool.find import STUDY_ROOT, find
+    from dcmtool.find import find
 
     identifiers: list[Any] = []
     for keyword, value in pairs:
         needs_find = keyword == "AccessionNumber" or (
-            keyword == "PatientID" and find_model == STUDY_ROOT)
+            keyword == "PatientID" and find_model == STUDY_ROOT_FIND)
         if needs_find:
             query = Dataset()
             query.QueryRetrieveLevel = "STUDY"

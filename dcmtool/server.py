@@ -31,7 +31,12 @@ from dcmtool.archive.storage import (
 )
 from dcmtool.errors import DcmtoolError, UsageError
 from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
-from dcmtool.sopclasses import VERIFICATION, storage_sop_classes
+from dcmtool.sopclasses import (
+    MODALITY_WORKLIST_FIND,
+    QR_MODELS,
+    VERIFICATION,
+    storage_sop_classes,
+)
 from dcmtool.suboperations import (
     CANCELLED,
     GET_RESPONSE,
@@ -655,12 +660,6 @@ class RunningServer:
 _registered = threading.Lock()
 
 
-QR_MODELS = (
-    "1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.3.1",
-    "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.3.2",
-    "1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3", "1.2.840.10008.5.1.4.1.2.3.3",
-)
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 
 def _drain(assoc: Any, timeout: float = 5.0) -> None:

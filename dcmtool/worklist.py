@@ -71,8 +71,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("dcmtool.worklist")
 
-#: Modality Worklist Information Model - FIND.
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 #: File name suffixes read as worklist items (compared case-insensitively).
 SUFFIXES = (".wl", ".json")
 

@@ -62,8 +62,9 @@ def mwl(
     from dcmtool.cli.network import resolve
     from dcmtool.cli.render_find import render
     from dcmtool.errors import UsageError
-    from dcmtool.find import MODALITY_WORKLIST, build_identifier, check
+    from dcmtool.find import build_identifier, check
     from dcmtool.find import find as run
+    from dcmtool.sopclasses import MODALITY_WORKLIST_FIND
 
     apply_logging(verbose, quiet, debug, log_file, traceback)
     if json_output + jsonl + as_csv > 1:
@@ -81,7 +82,7 @@ def mwl(
                      dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
                      no_hostname_check)
     identifier = build_identifier([*shortcuts, *(keys or [])], level=None)
-    result = run(target, identifier, MODALITY_WORKLIST)
+    result = run(target, identifier, MODALITY_WORKLIST_FIND)
     render(result.matches, identifier, as_json=json_output, jsonl=jsonl, as_csv=as_csv)
     check(result)
 
