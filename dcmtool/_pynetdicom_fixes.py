@@ -37,7 +37,7 @@
 10. C-MOVE and C-GET SCP: an AE that sets ``dcmtool_retrieve`` runs its own sub-operation
     loop (``dcmtool.suboperations``) instead of pynetdicom's.
 11. Owned reading: while a thread reads an association's socket itself
-    (``fastsend.OwnedResponses``), the DUL thread neither polls nor reads it; a PDU that
+    (``fastsend.OwnedReader``), the DUL thread neither polls nor reads it; a PDU that
     thread does not handle is pushed back and read by the DUL as if it had just arrived.
 12. Storage SCP: after a C-STORE, an AE that sets ``dcmtool_receive`` reads the C-STOREs that
     follow itself (``dcmtool.receiving.receive_more``).
@@ -571,13 +571,24 @@ def _patch_send_lock() -> None:
 
 
 def send_lock(dul: Any) -> threading.Lock:
-    """The DUL's write lock (created on first use; the attribute set is atomic under the GIL)."""
-    lock = getattr(dul, "dcmtool_send_lock", None)
+    """The DUL's write lock: pynetdicom's PDUs and dcmtool's whole messages are written under it."""
+    return _dul_lock(dul, "dcmtool_send_lock")
+
+
+def read_lock(dul: Any) -> threading.Lock:
+    """Held by the DUL thread while it reads a PDU, and while ownership changes hands."""
+    return _dul_lock(dul, "dcmtool_read_lock")
+
+
+def _dul_lock(dul: Any, name: str) -> threading.Lock:
+    """A lock kept on the DUL, created on first use (the attribute set is atomic under the GIL)."""
+    lock: threading.Lock | None = getattr(dul, name, None)
     if lock is None:
         with _lock:
-            lock = getattr(dul, "dcmtool_send_lock", None)
+            lock = getattr(dul, name, None)
             if lock is None:
-                lock = dul.dcmtool_send_lock = threading.Lock()
+                lock = threading.Lock()
+                setattr(dul, name, lock)
     return lock
 
 
@@ -618,17 +629,6 @@ def _patch_owned_reading() -> None:
 
     dul.DULServiceProvider._is_transport_event = _is_transport_event  # type: ignore[method-assign]
     transport.AssociationSocket.ready = property(ready)  # type: ignore[assignment, method-assign]
-
-
-def read_lock(dul: Any) -> threading.Lock:
-    """Held by the DUL thread while it reads a PDU, and while ownership changes hands."""
-    lock = getattr(dul, "dcmtool_read_lock", None)
-    if lock is None:
-        with _lock:
-            lock = getattr(dul, "dcmtool_read_lock", None)
-            if lock is None:
-                lock = dul.dcmtool_read_lock = threading.Lock()
-    return lock
 
 
 def _patch_storage_receive() -> None:

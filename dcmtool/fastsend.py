@@ -270,7 +270,7 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     if message_id is None:
         message_id = next_message_id(assoc)
     data = read_small(path)  # an unreadable file fails here, before anything is sent
-    reader: OwnedResponses | None = getattr(assoc, "dcmtool_reader", None)
+    reader: OwnedReader | None = getattr(assoc, "dcmtool_reader", None)
     owned = reader is not None and reader.active
     try:
         if data is not None:
@@ -296,7 +296,7 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
 
 def release_responses(assoc: Any) -> None:
     """Give the reading of ``assoc`` back to pynetdicom (before any pynetdicom request)."""
-    reader: OwnedResponses | None = getattr(assoc, "dcmtool_reader", None)
+    reader: OwnedReader | None = getattr(assoc, "dcmtool_reader", None)
     if reader is not None:
         reader.release()
 
@@ -395,16 +395,17 @@ def write_exclusive(assoc: Any, data: bytes) -> None:
         _socket(assoc).sendall(data)
 
 
-class OwnedResponses:
-    """C-STORE responses read from the socket by the thread that sent the requests.
+class OwnedReader:
+    """Messages read from the socket by the thread that handles them, not pynetdicom's DUL.
 
-    For an association whose peer only answers meanwhile (a C-MOVE's sub-association; a
-    C-GET requester, which may also cancel): the response otherwise wakes pynetdicom's DUL
-    thread, goes through its state machine, a pydicom decode of the command set and a queue
-    to this thread, which is most of the turnaround between two sub-operations. While this
-    reader owns the socket the DUL thread does not touch it (``_pynetdicom_fixes`` point 11).
-    Anything but a P-DATA-TF PDU (an A-ABORT, a release request) is pushed back for
-    pynetdicom to read, and ownership returns to it; any other message aborts.
+    For an association whose peer, meanwhile, only answers our C-STOREs (a C-MOVE's
+    sub-association; a C-GET requester, which may also cancel) or only sends C-STOREs (a
+    retrieving client's). Through pynetdicom each message wakes its DUL thread, goes through
+    its state machine, a pydicom decode of the command set and a queue to this thread: most of
+    the turnaround between two sub-operations. While this reader owns the socket the DUL
+    thread does not touch it (``_pynetdicom_fixes`` point 11). Anything but a P-DATA-TF PDU
+    (an A-ABORT, a release request) is pushed back for pynetdicom to read, and ownership
+    returns to it; so is an unwanted message (``command_of``); other surprises abort.
     """
 
     def __init__(self, assoc: Any, timeout: float | bool | None = True) -> None:
@@ -421,7 +422,7 @@ class OwnedResponses:
         self._raw: list[bytes] | None = None  # the PDUs read, while a command may go back
 
     @classmethod
-    def attach(cls, assoc: Any) -> OwnedResponses | None:
+    def attach(cls, assoc: Any) -> OwnedReader | None:
         """Own ``assoc``'s responses for ``send_file`` until ``release()``; ``None`` where
         the fast path is off (TLS, PDU logging)."""
         if not usable(assoc):

@@ -88,12 +88,7 @@ def read_header(path: Any, limit: int = 65536) -> Header | None:
     position = 144
     while position + 8 <= end:
         group, element, vr = struct.unpack_from("<HH2s", data, position)
-        if vr in _LONG_LENGTH:
-            (length,) = struct.unpack_from("<I", data, position + 8)
-            position += 12
-        else:
-            (length,) = struct.unpack_from("<H", data, position + 6)
-            position += 8
+        length, position = _explicit_length(data, position, vr)
         if group != 0x0002 or position + length > end:
             return None
         meta[element] = data[position:position + length].rstrip(b"\x00 ").decode(
@@ -108,6 +103,13 @@ def read_header(path: Any, limit: int = 65536) -> Header | None:
     return Header(meta[0x0002], meta[0x0003], syntax, study, end)
 
 
+def _explicit_length(data: bytes, position: int, vr: bytes) -> tuple[int, int]:
+    """An explicit VR element's value length, and where its value starts."""
+    if vr in _LONG_LENGTH:
+        return struct.unpack_from("<I", data, position + 8)[0], position + 12
+    return struct.unpack_from("<H", data, position + 6)[0], position + 8
+
+
 def _find_study_uid(data: bytes, position: int, *, implicit: bool) -> str | None:
     """Study Instance UID, '' when the data set has none, None when the walk cannot tell."""
     while position + 8 <= len(data):
@@ -120,12 +122,7 @@ def _find_study_uid(data: bytes, position: int, *, implicit: bool) -> str | None
             vr = data[position + 4:position + 6]
             if not (vr.isalpha() and vr.isupper()):
                 return None  # implicit data under an explicit syntax: let pydicom cope
-            if vr in _LONG_LENGTH:
-                (length,) = struct.unpack_from("<I", data, position + 8)
-                position += 12
-            else:
-                (length,) = struct.unpack_from("<H", data, position + 6)
-                position += 8
+            length, position = _explicit_length(data, position, vr)
         if tag > _STUDY_INSTANCE_UID:
             return ""
         if length == 0xFFFFFFFF:

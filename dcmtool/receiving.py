@@ -5,7 +5,7 @@ the C-STOREs that follow the first one on an association to a retrieving client'
 Through pynetdicom every PDU of every instance goes through its DUL thread, state machine and
 DIMSE assembly, and every C-STORE response through its encoder and a queue: about 1.6 ms per
 instance here, more than the archive's own work. Here one thread owns the socket
-(``fastsend.OwnedResponses``): it writes each data set's fragments to a file in the archive's
+(``fastsend.OwnedReader``): it writes each data set's fragments to a file in the archive's
 incoming folder as they arrive, has the archive store it, and answers with a struct-packed
 C-STORE response. Anything else the peer sends goes back to pynetdicom.
 """
@@ -29,11 +29,6 @@ C_STORE_RQ, C_GET_RSP = 0x0001, 0x8010
 StoreFile = Callable[[Any, Any, str, str, str], Any]
 
 
-def usable(assoc: Any) -> bool:
-    """Whether this module may read ``assoc``'s socket (not TLS, no PDU logging)."""
-    return fastsend.usable(assoc)
-
-
 def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
                incoming: Path) -> Iterator[tuple[Any, Any]]:
     """C-GET ``identifier``: yields (status Dataset, identifier Dataset or None) for every
@@ -53,7 +48,7 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
     if encoded is None:
         raise ValueError("the identifier cannot be encoded")
     message_id = fastsend.next_message_id(assoc)
-    reader = fastsend.OwnedResponses(assoc)
+    reader = fastsend.OwnedReader(assoc)
     reader.take()
     try:
         try:
@@ -94,9 +89,9 @@ def receive_more(assoc: Any, store: StoreFile, incoming: Path) -> None:
     """After pynetdicom has handled a C-STORE on ``assoc`` (we are the acceptor), read the
     C-STOREs that follow off the socket until another message or PDU comes, which goes back
     to pynetdicom with the reading. Waits for the next message up to the network timeout."""
-    if not usable(assoc):
+    if not fastsend.usable(assoc):
         return
-    reader = fastsend.OwnedResponses(assoc, timeout=assoc.network_timeout)
+    reader = fastsend.OwnedReader(assoc, timeout=assoc.network_timeout)
     reader.take()
     try:
         receiving = _Receiving(assoc, reader, store, incoming)
@@ -122,7 +117,7 @@ def _get_command(model: str, message_id: int) -> bytes:
     ])
 
 
-def _response(reader: fastsend.OwnedResponses, fields: dict[int, bytes],
+def _response(reader: fastsend.OwnedReader, fields: dict[int, bytes],
               syntax: Any) -> tuple[Any, Any] | None:
     """A C-GET-RSP as (status Dataset, identifier Dataset or None)."""
     from pydicom.dataset import Dataset
@@ -160,7 +155,7 @@ def _response(reader: fastsend.OwnedResponses, fields: dict[int, bytes],
 class _Receiving:
     """C-STORE sub-operations arriving on the C-GET association."""
 
-    def __init__(self, assoc: Any, reader: fastsend.OwnedResponses, store: StoreFile,
+    def __init__(self, assoc: Any, reader: fastsend.OwnedReader, store: StoreFile,
                  incoming: Path) -> None:
         from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 

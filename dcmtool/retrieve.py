@@ -9,7 +9,6 @@ duration of the retrieval.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import time
@@ -181,13 +180,11 @@ def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool
     if listen:  # C-MOVE: the peer's C-STOREs after the first are read off the socket
         from dcmtool import receiving
 
-        server.ae.dcmtool_receive = functools.partial(  # type: ignore[attr-defined]
-            _receive_more, receiving, server)
+        def receive_more(assoc: Any) -> None:
+            receiving.receive_more(assoc, server.store_file, server.archive.incoming)
+
+        server.ae.dcmtool_receive = receive_more  # type: ignore[attr-defined]
     return server
-
-
-def _receive_more(receiving: Any, server: Any, assoc: Any) -> None:
-    receiving.receive_more(assoc, server.store_file, server.archive.incoming)
 
 
 def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str | None,
@@ -230,7 +227,7 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
     """C-GET each identifier; the instances arrive on the same association."""
     from pynetdicom import evt
 
-    from dcmtool import receiving
+    from dcmtool import fastsend, receiving
 
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = _receiver(out_dir, local, layout, listen=False)
@@ -252,7 +249,7 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
             for identifier in identifiers:
                 before = receiver.stats.stored
                 outcome = RetrieveOutcome(identifier_label(identifier))
-                if receiving.usable(s.assoc):  # read off the socket by this thread
+                if fastsend.usable(s.assoc):  # read off the socket by this thread
                     responses = receiving.send_c_get(
                         s.assoc, identifier, model, store=receiver.store_file,
                         incoming=receiver.archive.incoming)

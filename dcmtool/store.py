@@ -320,8 +320,8 @@ class _Group:
                 try:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
-                        # Responses are read by this thread (see fastsend.OwnedResponses).
-                        reader = fastsend.OwnedResponses.attach(s.assoc)
+                        # Responses are read by this thread (see fastsend.OwnedReader).
+                        reader = fastsend.OwnedReader.attach(s.assoc)
                         try:
                             while pending:
                                 outcome = _send_one(s, pending[0], self.modify,

@@ -180,8 +180,8 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     requester that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
     """
     tally = Tally(len(items))
-    # Read the responses here (see OwnedResponses): the peer sends nothing else meanwhile.
-    reader = fastsend.OwnedResponses(sender) if fastsend.usable(sender) else None
+    # Read the responses here (see OwnedReader): the peer sends nothing else meanwhile.
+    reader = fastsend.OwnedReader(sender) if fastsend.usable(sender) else None
     if reader is not None:
         reader.take()
     try:
@@ -199,7 +199,7 @@ class _Cancelled(Exception):
 
 
 def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: Tally,
-         reader: fastsend.OwnedResponses | None, originator: tuple[str, int] | None) -> None:
+         reader: fastsend.OwnedReader | None, originator: tuple[str, int] | None) -> None:
     same_association = sender is responder.assoc
     fast = fastsend.usable(sender)
     before = b""  # a C-GET's pending response, sent with the next C-STORE request
