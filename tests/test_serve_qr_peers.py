@@ -9,7 +9,6 @@ cannot process. tests/test_serve_qr.py covers the DCMTK matching types already.
 
 from __future__ import annotations
 
-import logging
 import re
 import subprocess
 import sys
@@ -93,12 +92,6 @@ def _write_studies(folder: Path) -> Loaded:
 def _store(address: str, path: Path) -> None:
     """``dcmtool store ADDRESS PATH`` in-process; it must store everything."""
     result = run_cli("store", address, path, catch_exceptions=False)
-    # The CLI put a log handler on the root logger that writes to CliRunner's stderr, closed
-    # now: drop it, or the in-process servers' later log lines print "--- Logging error ---".
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_dcmtool", False):
-            root.removeHandler(handler)
     assert result.exit_code == 0, result.output
 
 

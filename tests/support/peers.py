@@ -132,10 +132,20 @@ def run_cli(*args: str | os.PathLike[str] | int, env: Mapping[str, str | None] |
     ``env`` entries are set (``None``: removed) for the duration of the call. Pass
     ``catch_exceptions=False`` where success is expected, so a traceback is not swallowed.
     """
+    import logging
+
     from dcmtool.cli.app import app
 
-    return CliRunner().invoke(app, [str(a) for a in args], env=env, input=input,
-                              catch_exceptions=catch_exceptions, prog_name="dcmtool")
+    try:
+        return CliRunner().invoke(app, [str(a) for a in args], env=env, input=input,
+                                  catch_exceptions=catch_exceptions, prog_name="dcmtool")
+    finally:
+        # The CLI put log handlers on the root logger that write to CliRunner's stderr, closed
+        # now: drop them, or in-process servers' later log lines print "--- Logging error ---".
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if getattr(handler, "_dcmtool", False):
+                root.removeHandler(handler)
 
 
 def run_dcmtool(*args: str | os.PathLike[str] | int, env: Mapping[str, str] | None = None,
