@@ -279,6 +279,41 @@ def test_movescu_with_a_failed_sub_operation_warns(serve_archive: Callable[..., 
     assert len(archive_b.files()) == 4
 
 
+@pytest.mark.peer("dcmtk")
+def test_movescu_cancel_stops_the_sub_operations(serve_archive: Callable[..., ServedArchive],
+                                                 pynetdicom_scp: Callable[..., Any],
+                                                 tmp_path: Path) -> None:
+    """DCMTK movescu --cancel 2 sends C-CANCEL after two pending responses: the move stops
+    with 0xFE00 and counts that add up. The destination takes 10 ms an instance, so the
+    60 instances would take longer than the cancel needs to arrive."""
+    import threading
+
+    from pynetdicom import evt
+
+    never = threading.Event()
+
+    def slow_store(event: Any) -> int:
+        never.wait(0.01)  # a slow destination, not a wait for anything
+        return 0x0000
+
+    destination = pynetdicom_scp(ae_title="MOVEDEST", storage=True,
+                                 handlers={evt.EVT_C_STORE: slow_store})
+    served = serve_archive(destinations=(("MOVEDEST", destination.host, destination.port),))
+    study = generate_uid()
+    for index in range(60):
+        write_instance(tmp_path / "load" / f"{index}.dcm", StudyInstanceUID=study,
+                       rows=16, columns=16)
+    _store(served.address, tmp_path / "load")
+    done = _run([MOVESCU, "-d", "-aec", served.ae_title, "-aem", "MOVEDEST", "-S",
+                 "--cancel", "2", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(served.port)])
+    output = done.stdout + done.stderr
+    final = _final_move_response(output)
+    assert final["Status"] == 0xFE00, output[-3000:]
+    assert final["Remaining"] >= 1 and final["Failed"] == 0
+    assert final["Remaining"] + final["Completed"] == 60
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. pynetdicom's own apps (python -m pynetdicom findscu|getscu|movescu)
 
