@@ -39,8 +39,8 @@
 11. Owned reading: while a thread reads an association's socket itself
     (``fastsend.OwnedReader``), the DUL thread neither polls nor reads it; a PDU that
     thread does not handle is pushed back and read by the DUL as if it had just arrived.
-12. Storage SCP: after a C-STORE, an AE that sets ``dcmtool_receive`` reads the C-STOREs that
-    follow itself (``dcmtool.receiving.receive_more``).
+12. Storage SCP: an AE that sets ``dcmtool_receive`` answers a C-STORE through pynetdicom and
+    reads the C-STOREs that follow itself (``dcmtool.receiving.receive_more``).
 """
 
 from __future__ import annotations
@@ -638,9 +638,10 @@ def _patch_storage_receive() -> None:
     original = StorageServiceClass.SCP
 
     def SCP(self: Any, req: Any, context: Any) -> None:
-        original(self, req, context)
         receive = getattr(self.ae, "dcmtool_receive", None)
-        if receive is not None and self.assoc.is_established:
-            receive(self.assoc)
+        if receive is None:
+            original(self, req, context)
+        else:
+            receive(self.assoc, lambda: original(self, req, context))
 
     StorageServiceClass.SCP = SCP  # type: ignore[method-assign]

@@ -597,8 +597,9 @@ class OwnedReader:
             self.assoc.abort()
 
     def protocol_error(self, what: str) -> None:
+        peer = self.assoc.requestor if self.assoc.is_acceptor else self.assoc.acceptor
         logging.getLogger("dcmtool").warning("%s sent %s: aborting the association",
-                                              str(self.assoc.acceptor.ae_title).strip(), what)
+                                              str(peer.ae_title).strip(), what)
         self.release()
         self.assoc.abort()
 

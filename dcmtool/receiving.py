@@ -85,15 +85,26 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
         reader.release()
 
 
-def receive_more(assoc: Any, store: StoreFile, incoming: Path) -> None:
-    """After pynetdicom has handled a C-STORE on ``assoc`` (we are the acceptor), read the
-    C-STOREs that follow off the socket until another message or PDU comes, which goes back
-    to pynetdicom with the reading. Waits for the next message up to the network timeout."""
+def receive_more(assoc: Any, store: StoreFile, incoming: Path,
+                 answer_first: Callable[[], None]) -> None:
+    """On ``assoc`` (we are the acceptor), let pynetdicom handle and answer the C-STORE it has
+    received (``answer_first``), then read the C-STOREs that follow off the socket until
+    another message or PDU comes, which goes back to pynetdicom with the reading. Waits for
+    the next message up to the network timeout.
+
+    The reading is taken before the first answer goes out: a fast peer sends its next
+    request at once, and pynetdicom's DUL must not start reading it.
+    """
     if not fastsend.usable(assoc):
+        answer_first()
         return
     reader = fastsend.OwnedReader(assoc, timeout=assoc.network_timeout)
     reader.take()
     try:
+        answer_first()
+        if assoc.dimse.message is not None or not assoc.dimse.msg_queue.empty() or \
+                not assoc.is_established:
+            return  # pynetdicom already holds (part of) a message: it goes on reading
         receiving = _Receiving(assoc, reader, store, incoming)
         while True:
             message = reader.command_of(_STORE_ONLY)

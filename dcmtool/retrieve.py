@@ -180,8 +180,9 @@ def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool
     if listen:  # C-MOVE: the peer's C-STOREs after the first are read off the socket
         from dcmtool import receiving
 
-        def receive_more(assoc: Any) -> None:
-            receiving.receive_more(assoc, server.store_file, server.archive.incoming)
+        def receive_more(assoc: Any, answer_first: Callable[[], None]) -> None:
+            receiving.receive_more(assoc, server.store_file, server.archive.incoming,
+                                   answer_first)
 
         server.ae.dcmtool_receive = receive_more  # type: ignore[attr-defined]
     return server

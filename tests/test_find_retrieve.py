@@ -380,3 +380,44 @@ def test_the_move_receiver_hands_other_messages_back_to_pynetdicom(tmp_path: Pat
     finally:
         receiver.stop(grace=5)
     assert sorted(str(dcmread(p).SOPInstanceUID) for p in out.rglob("*.dcm")) == sorted(sent)
+
+
+def test_the_move_receiver_owns_the_reading_before_its_first_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fast sender's next C-STORE follows the first answer at once: pynetdicom's DUL must not
+    start reading it before dcmtool takes the reading over (seen with Orthanc). The receiver's
+    answers are held back 50 ms after they are queued, which widens that window to certain."""
+    import time
+
+    from pynetdicom import AE, dimse
+    from pynetdicom.sop_class import CTImageStorage
+
+    from dcmtool.config import LocalAE
+    from dcmtool.retrieve import _receiver
+
+    real_send_msg = dimse.DIMSEServiceProvider.send_msg
+
+    def slow_answer(self: Any, primitive: Any, context_id: int) -> None:
+        real_send_msg(self, primitive, context_id)
+        if self.assoc.is_acceptor:
+            time.sleep(0.05)  # the injected delay, in the receiver's reactor thread
+
+    monkeypatch.setattr(dimse.DIMSEServiceProvider, "send_msg", slow_answer)
+    out = tmp_path / "out"
+    receiver = _receiver(out, LocalAE("RECEIVER", free_port(), "127.0.0.1"), None, listen=True)
+    try:
+        host, port = receiver.address
+        ae = AE(ae_title="SENDER")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate(host, port, ae_title="RECEIVER")
+        assert assoc.is_established
+        statuses = []
+        for index in range(4):
+            path = tmp_path / "in" / f"{index}.dcm"
+            write_instance(path, rows=64, columns=64)
+            statuses.append(assoc.send_c_store(path).get("Status"))
+        assoc.release()
+        assert statuses == [0x0000] * 4
+    finally:
+        receiver.stop(grace=5)
+    assert len(list(out.rglob("*.dcm"))) == 4
