@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dcmtool import syntaxes
+from dcmtool.dicom import syntaxes
 from dcmtool.errors import ConfigError, PeerNotFound, UsageError
 
 if sys.version_info >= (3, 11):

@@ -143,7 +143,7 @@ def test_file_meta_encoding_matches_pydicom(tmp_path: Path) -> None:
     from pydicom.filewriter import write_file_meta_info
     from pynetdicom.dsutils import create_file_meta
 
-    from dcmtool.filemeta import FileMeta
+    from dcmtool.dicom.part10 import FileMeta
 
     ours = FileMeta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1",
                     "2.25.1", "DCMTOOL_0.1.0", "MODALITY", "ARCHIVE1")
@@ -165,8 +165,9 @@ def test_file_meta_encoding_matches_pydicom(tmp_path: Path) -> None:
 def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
-    from dcmtool.archive.storage import Archive, StorePolicy, _data_set_bounds, decode_simple
+    from dcmtool.archive.storage import Archive, StorePolicy, decode_simple
     from dcmtool.archive.structure import check_data_set
+    from dcmtool.dicom.part10 import data_set_bounds
 
     found = get_testdata_file(name, download=False)
     if found is None:
@@ -179,7 +180,7 @@ def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None
         ds = archive._read_header(path)
         expected = archive._values(ds)
         with path.open("rb") as fh:
-            start, end = _data_set_bounds(fh)
+            start, end = data_set_bounds(fh)
             walk = check_data_set(fh, start, end, str(ds.file_meta.TransferSyntaxUID),
                                   archive._wanted)
         assert walk is not None
@@ -200,7 +201,7 @@ def test_command_sets_encode_as_pydicom_does() -> None:
     from pynetdicom.dimse_primitives import C_ECHO, C_STORE
     from pynetdicom.dsutils import encode
 
-    from dcmtool._pynetdicom_fixes import encode_command_set
+    from dcmtool.dicom.commands import encode_command_set
 
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo = 7

@@ -287,7 +287,7 @@ def test_get_that_cannot_write_one_instance_refuses_it_and_goes_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that fails (a full disk) answers that sub-operation 0xA700 and the others
     still arrive: exit 7, one failed, nothing half-written left behind."""
-    from dcmtool import receiving
+    from dcmtool.net import receiving
 
     _, env, studies = setup
     real_write = receiving._write
@@ -355,7 +355,7 @@ def test_the_move_receiver_hands_other_messages_back_to_pynetdicom(tmp_path: Pat
     from pynetdicom.sop_class import CTImageStorage, Verification
 
     from dcmtool.config import LocalAE
-    from dcmtool.retrieve import _receiver
+    from dcmtool.scu.retrieve import _receiver
 
     out = tmp_path / "out"
     receiver = _receiver(out, LocalAE("RECEIVER", free_port(), "127.0.0.1"), None, listen=True)
@@ -393,7 +393,7 @@ def test_the_move_receiver_owns_the_reading_before_its_first_answer(
     from pynetdicom.sop_class import CTImageStorage
 
     from dcmtool.config import LocalAE
-    from dcmtool.retrieve import _receiver
+    from dcmtool.scu.retrieve import _receiver
 
     real_send_msg = dimse.DIMSEServiceProvider.send_msg
 

@@ -70,7 +70,7 @@ def test_console_script_is_installed() -> None:
 def test_library_never_imports_typer_or_rich() -> None:
     # Also enforced by ruff's banned-api rule; this checks what actually gets imported.
     code = (
-        "import sys, dcmtool.config, dcmtool.association, dcmtool.echo, dcmtool.netstack;"
+        "import sys, dcmtool.config, dcmtool.net.association, dcmtool.scu.echo, dcmtool.net.stack;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer','rich','click')))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

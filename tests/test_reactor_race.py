@@ -18,11 +18,11 @@ import pytest
 from pynetdicom import AE, association, dimse
 from pynetdicom.sop_class import Verification
 
-from dcmtool import _pynetdicom_fixes
 from dcmtool.config import Peer, Timeouts
-from dcmtool.echo import echo
+from dcmtool.net import fixes
+from dcmtool.scu.echo import echo
 
-_pynetdicom_fixes.apply()
+fixes.apply()
 
 
 class SlowWakeEvent(threading.Event):
@@ -83,7 +83,7 @@ def test_without_the_fix_the_reactor_steals_the_response(
     # Proves the test reproduces upstream's bug: with pynetdicom's own get_msg, a C-ECHO
     # response is taken by the reactor and the requestor gives up.
     monkeypatch.setattr(dimse.DIMSEServiceProvider, "get_msg",
-                        _pynetdicom_fixes.ORIGINAL_GET_MSG)
+                        fixes.ORIGINAL_GET_MSG)
     widen_race_window(monkeypatch)
     result = echo(verification_peer, count=5, interval=0)
     assert result.ok < 5

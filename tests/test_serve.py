@@ -21,7 +21,7 @@ from support.datasets import dataset_bytes, make_dataset, write_instance
 from support.peers import run_cli
 
 from dcmtool.archive.storage import StorePolicy
-from dcmtool.identity import IMPLEMENTATION_CLASS_UID
+from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID
 
 ServeFactory = Callable[..., ServedArchive]
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -458,7 +458,7 @@ def test_serve_config_section_is_validated(isolated_config: Path, tmp_path: Path
 
 def test_serve_settings_precedence(tmp_path: Path) -> None:
     from dcmtool.config import load_config
-    from dcmtool.server import ServeRequest, build_serve_options
+    from dcmtool.scp.server import ServeRequest, build_serve_options
 
     path = tmp_path / "config.toml"
     path.write_text('[serve]\nport = 4242\nae_title = "FROMFILE"\nroot = "store"\n'

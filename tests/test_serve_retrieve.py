@@ -151,7 +151,7 @@ def test_pending_response_command_matches_pynetdicom() -> None:
     from pynetdicom.dimse_primitives import C_GET, C_MOVE
     from pynetdicom.dsutils import encode
 
-    from dcmtool.fastsend import retrieve_response_command
+    from dcmtool.dicom.commands import retrieve_response_command
 
     for primitive_class, message_class, field in ((C_MOVE, C_MOVE_RSP, 0x8021),
                                                   (C_GET, C_GET_RSP, 0x8010)):

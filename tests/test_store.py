@@ -145,7 +145,7 @@ def test_paths_on_stdin(serve_archive: Callable[..., ServedArchive], tmp_path: P
 
 
 def test_more_than_128_contexts_are_split_over_associations() -> None:
-    from dcmtool.store import Instance, plan
+    from dcmtool.scu.store import Instance, plan
 
     classes = [f"1.2.826.0.1.3680043.9.{n}" for n in range(100)]
     instances = [Instance(Path(f"{c}-{ts}.dcm"), c, f"{c}.{i}", ts, "1.2.3", 10)
@@ -327,7 +327,7 @@ def test_more_than_128_contexts_over_real_associations(
         serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
     from support.datasets import make_dataset
 
-    from dcmtool._pynetdicom_fixes import apply
+    from dcmtool.net.fixes import apply
 
     apply()
     served = serve_archive(accept_unknown=True)
@@ -457,7 +457,7 @@ def test_large_files_framed_into_small_pdus_arrive_byte_for_byte(
 def test_a_file_without_meta_group_length_is_still_sent(
         serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
     """No (0002,0000) first: dcmtool cannot find the data set by arithmetic, pynetdicom can."""
-    from dcmtool.fastsend import dataset_offset
+    from dcmtool.dicom.part10 import dataset_offset
 
     path = tmp_path / "nolength.dcm"
     write_instance(path)
@@ -475,7 +475,7 @@ def test_quick_header_agrees_with_pydicom(tmp_path: Path) -> None:
     """store reads headers with struct; where it answers, it must answer what pydicom does."""
     import pydicom
 
-    from dcmtool.filemeta import read_header
+    from dcmtool.dicom.part10 import read_header
 
     folder = Path(pydicom.__file__).parent / "data" / "test_files"
     answered = 0
@@ -502,9 +502,11 @@ def test_large_data_sets_stream_in_blocks(dcmtk_storescp: Callable[..., Any], tm
     """Above the in-memory limit a data set goes out block by block, still byte for byte."""
     import numpy as np
 
-    from dcmtool import fastsend
+    from dcmtool.net import wire
 
-    monkeypatch.setattr(fastsend, "STREAM_ABOVE", 50_000)  # 3 blocks for this file
+
+
+    monkeypatch.setattr(wire, "STREAM_ABOVE", 50_000)  # 3 blocks for this file
     scp = dcmtk_storescp("--max-pdu", "16384")
     path = tmp_path / "big.dcm"
     ds = write_instance(path, rows=256, columns=256)

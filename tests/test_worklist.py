@@ -20,8 +20,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom.dsutils import decode, encode
 from support.peers import require_program
 
-from dcmtool.sopclasses import MODALITY_WORKLIST_FIND
-from dcmtool.worklist import WorklistFolder, value_matches
+from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND
+from dcmtool.scp.worklist import WorklistFolder, value_matches
 
 
 def make_item(patient_id: str = "P1", name: str = "Doe^John", *,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dcmtool.archive.index import INSTANCE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS, Index
-from dcmtool.sopclasses import (
+from dcmtool.dicom.sopclasses import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
@@ -232,7 +232,7 @@ class Match:
     def encoded(self, *, implicit: bool) -> bytes | None:
         """The response identifier packed with struct, or ``None`` where pydicom must do it
         (sequences, ISO 2022 code extensions, values outside their character set)."""
-        from dcmtool.elements import CODECS, encode, tag_of, value_bytes
+        from dcmtool.dicom.elements import CODECS, encode, tag_of, value_bytes
 
         codec = CODECS.get(self.charset or "")
         if codec is None:

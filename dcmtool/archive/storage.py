@@ -32,6 +32,7 @@ from dcmtool.archive.index import (
 )
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
 from dcmtool.archive.structure import DEFLATED, StructureError, check_data_set
+from dcmtool.dicom.part10 import data_set_bounds
 
 LOG = logging.getLogger("dcmtool.archive")
 
@@ -309,7 +310,7 @@ class Archive:
                 # Small files are walked in memory: a file's tell() is a system call.
                 raw_file.seek(0)
                 fh = BytesIO(raw_file.read())
-            start, end = _data_set_bounds(fh)
+            start, end = data_set_bounds(fh)
             if transfer_syntax == DEFLATED[0]:  # Deflated Explicit VR Little Endian
                 walk = self._walk_deflated(fh, start)
             else:
@@ -474,16 +475,6 @@ def decode_simple(walk: Any, keywords: dict[int, str],
         else:
             return None
     return values
-
-
-def _data_set_bounds(fh: Any) -> tuple[int, int]:
-    """(start, end) of the data set in a file written with a meta group length."""
-    fh.seek(128)
-    head = fh.read(16)
-    if head[:4] != b"DICM" or head[4:8] != b"\x02\x00\x00\x00":
-        raise ValueError("no File Meta Information group length")
-    start = 144 + int.from_bytes(head[12:16], "little")
-    return start, fh.seek(0, 2)
 
 
 def _fsync_file(path: Path) -> None:

@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}
+from dcmtool.dicom.elements import LONG_LENGTH_VR_BYTES
+
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _MAX_DEPTH = 64
@@ -114,7 +114,7 @@ class _Walker:
                 vr = self._read(2, "a VR")
                 if not vr.isalpha() or not vr.isupper():
                     raise StructureError(f"invalid VR {vr!r} at byte {self.fh.tell() - 2}")
-                if vr in _LONG_VRS:
+                if vr in LONG_LENGTH_VR_BYTES:
                     self._read(2, "a reserved field")
                     (length,) = struct.unpack(self.prefix + "L", self._read(4, "a length"))
                 else:

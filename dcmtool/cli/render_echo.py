@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from dcmtool.cli import console
 
 if TYPE_CHECKING:
-    from dcmtool.association import Negotiation
-    from dcmtool.echo import EchoResult, ProbeResult
+    from dcmtool.net.association import Negotiation
+    from dcmtool.scu.echo import EchoResult, ProbeResult
 
 
 def negotiation_json(negotiation: Negotiation | None) -> dict[str, Any] | None:
@@ -58,8 +58,8 @@ def result_json(result: EchoResult) -> dict[str, Any]:
 
 
 def probe_json(result: ProbeResult) -> dict[str, Any]:
-    from dcmtool.sopclasses import sop_class_name
-    from dcmtool.syntaxes import describe
+    from dcmtool.dicom.sopclasses import sop_class_name
+    from dcmtool.dicom.syntaxes import describe
 
     return {
         "peer": result.peer.label,
@@ -84,7 +84,7 @@ def probe_json(result: ProbeResult) -> dict[str, Any]:
 
 
 def print_probe(result: ProbeResult, name_of: Any) -> None:
-    from dcmtool.syntaxes import FAMILIES, TRANSFER_SYNTAXES
+    from dcmtool.dicom.syntaxes import FAMILIES, TRANSFER_SYNTAXES
 
     members: dict[str, set[str]] = {}
     for ts in TRANSFER_SYNTAXES:

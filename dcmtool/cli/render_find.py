@@ -12,14 +12,14 @@ from dcmtool.cli import console
 
 def columns_for(identifier: Any) -> list[str]:
     """Column names in the identifier's order (sequence keys as Seq[0].Key)."""
-    from dcmtool.find import flatten
+    from dcmtool.scu.find import flatten
 
     return [name for name in flatten(identifier) if name != "QueryRetrieveLevel"]
 
 
 def render(matches: list[Any], identifier: Any, *, as_json: bool, jsonl: bool,
            as_csv: bool) -> None:
-    from dcmtool.find import flatten
+    from dcmtool.scu.find import flatten
 
     if as_json:
         console.out(json.dumps([_json(m) for m in matches], indent=2, ensure_ascii=False))

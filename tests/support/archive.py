@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dcmtool.archive.storage import Archive, StorePolicy
-from dcmtool.server import RunningServer, ServeOptions, start_server
+from dcmtool.scp.server import RunningServer, ServeOptions, start_server
 from support.processes import ManagedProcess, free_port, spawn, wait_for_port
 
 

@@ -27,13 +27,14 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from support.processes import (
     LOOPBACK,
+    START_TIMEOUT,
     ManagedProcess,
     dcmtk_env,
     port_accepts,
@@ -243,39 +244,64 @@ def start_orthanc(directory: Path, *, aet: str = "ORTHANC",
                   verbose: bool = False) -> OrthancServer:
     """Write a config under ``directory``, start Orthanc, wait for HTTP and DICOM."""
     program = require_program(ORTHANC, "orthanc", "Orthanc")
+
+    def config(dicom_port: int, http_port: int) -> dict[str, Any]:
+        return orthanc_config(directory, aet=aet, dicom_port=dicom_port, http_port=http_port,
+                              modalities=modalities,
+                              accepted_transfer_syntaxes=accepted_transfer_syntaxes,
+                              check_called_aet=check_called_aet, extra=extra)
+
+    return run_orthanc(program, directory, config, aet=aet,
+                       env=dcmtk_env(),  # Orthanc's DICOM stack is DCMTK: TCP_NODELAY=1
+                       verbose=verbose)
+
+
+def wait_for_orthanc(proc: ManagedProcess, *, aet: str, dicom_port: int, http_port: int,
+                     timeout: float = START_TIMEOUT) -> None:
+    """Block until Orthanc answers ``GET /system`` as ``aet``, then accepts DICOM connections
+    (its two servers come up one after the other: either port alone proves nothing)."""
+    rest = OrthancRest(f"http://{LOOPBACK}:{http_port}", timeout=2.0)
+
+    def answers() -> bool:
+        if not port_accepts(LOOPBACK, http_port):
+            return False
+        try:
+            return bool(rest.system().get("DicomAet") == aet)
+        except (OSError, OrthancError, ValueError):
+            return False
+
+    wait_until_ready(proc, answers, what=f"answer GET /system on port {http_port}",
+                     timeout=timeout)
+    wait_until_ready(proc, lambda: port_accepts(LOOPBACK, dicom_port),
+                     what=f"accept DICOM connections on port {dicom_port}", timeout=timeout)
+
+
+def run_orthanc(program: str, directory: Path,
+                config_for_ports: Callable[[int, int], dict[str, Any]], *, aet: str,
+                env: Mapping[str, str] | None = None, verbose: bool = False,
+                timeout: float = START_TIMEOUT) -> OrthancServer:
+    """Start ``program`` (an Orthanc) on two free ports with the config
+    ``config_for_ports(dicom_port, http_port)``, written to ``directory``/orthanc.json (log:
+    orthanc.log beside it); wait until it serves both as ``aet`` (see ``wait_for_orthanc``)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "orthanc.json"
     holder: dict[str, Any] = {}
 
     def build(ports: list[int]) -> list[str]:
         dicom_port, http_port = ports
-        config = orthanc_config(directory, aet=aet, dicom_port=dicom_port, http_port=http_port,
-                                modalities=modalities,
-                                accepted_transfer_syntaxes=accepted_transfer_syntaxes,
-                                check_called_aet=check_called_aet, extra=extra)
+        config = config_for_ports(dicom_port, http_port)
         config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
         holder["config"] = config
         return [program, *(["--verbose"] if verbose else []), str(config_path)]
 
     def ready(proc: ManagedProcess, ports: list[int]) -> None:
         dicom_port, http_port = ports
-        rest = OrthancRest(f"http://{LOOPBACK}:{http_port}", timeout=2.0)
-
-        def answers() -> bool:
-            if not port_accepts(LOOPBACK, http_port):
-                return False
-            try:
-                return bool(rest.system().get("DicomAet") == aet)
-            except (OSError, OrthancError, ValueError):
-                return False
-
-        wait_until_ready(proc, answers, what=f"answer GET /system on port {http_port}")
-        wait_until_ready(proc, lambda: port_accepts(LOOPBACK, dicom_port),
-                         what=f"accept DICOM connections on port {dicom_port}")
+        wait_for_orthanc(proc, aet=aet, dicom_port=dicom_port, http_port=http_port,
+                         timeout=timeout)
 
     proc, (dicom_port, http_port) = start_with_ports(
         "Orthanc", build, ports=2, log_path=directory / "orthanc.log", ready=ready,
-        cwd=directory, env=dcmtk_env(),  # Orthanc's DICOM stack is DCMTK: TCP_NODELAY=1
+        cwd=directory, env=env,
     )
     return OrthancServer(aet=aet, dicom_port=dicom_port, http_port=http_port,
                          config=holder["config"], config_path=config_path,

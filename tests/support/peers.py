@@ -21,7 +21,7 @@ Rules every fixture here follows:
   the ``pytest_runtest_setup`` hook below applies the same rule before the test runs.
 
 Import order matters: this module imports pynetdicom (hence pydicom with numpy) when conftest
-loads it. ``dcmtool echo`` run in-process calls ``dcmtool.netstack.load_network_only()``, which
+loads it. ``dcmtool echo`` run in-process calls ``dcmtool.net.stack.load_network_only()``, which
 hides numpy from pydicom for the rest of the process *if pydicom is not loaded yet*; loading it
 here first keeps pixel support intact for every later test in the session.
 """

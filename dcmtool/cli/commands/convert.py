@@ -12,7 +12,7 @@ import typer
 from dcmtool.cli import console, options
 
 if TYPE_CHECKING:
-    from dcmtool.transcode import ConvertOutcome, ConvertSummary
+    from dcmtool.dicom.transcode import ConvertOutcome, ConvertSummary
 
 EPILOG = """Examples:
 
@@ -76,8 +76,8 @@ def convert(
         raise UsageError("give at least one INPUT file or folder (or --list)")
     if syntax is None:
         raise UsageError("choose the target with --ts NAME", hint="dcmtool convert --list")
-    from dcmtool.transcode import EncodeOptions, check, plan_jobs, target_syntax
-    from dcmtool.transcode import convert as run
+    from dcmtool.dicom.transcode import EncodeOptions, check, plan_jobs, target_syntax
+    from dcmtool.dicom.transcode import convert as run
 
     target = target_syntax(syntax)
     encode = EncodeOptions(quality=quality, ratio=ratio, near=near, keep_uid=keep_uid)
@@ -103,7 +103,7 @@ class _Progress:
 
 
 def _print_codecs(as_json: bool) -> None:
-    from dcmtool.transcode import codecs
+    from dcmtool.dicom.transcode import codecs
 
     rows = codecs()
     if as_json:

@@ -11,9 +11,9 @@ import typer
 from dcmtool.cli import console, options, render_echo
 
 if TYPE_CHECKING:
-    from dcmtool.association import Negotiation
     from dcmtool.config import Peer
-    from dcmtool.echo import EchoAttempt, EchoResult
+    from dcmtool.net.association import Negotiation
+    from dcmtool.scu.echo import EchoAttempt, EchoResult
 
 EPILOG = """Examples:
 
@@ -87,7 +87,7 @@ def echo(
     resolved = [resolve_peer(spec, config, flags) for spec in specs]
 
     # Only the network stack: no numpy, no pixel codecs (start-up time is part of the product).
-    from dcmtool.netstack import load_network_only
+    from dcmtool.net.stack import load_network_only
 
     load_network_only()
     if probe:
@@ -111,7 +111,7 @@ def _ms(value: float | None) -> str:
 
 
 def _print_negotiation(negotiation: Negotiation) -> None:
-    from dcmtool.syntaxes import describe
+    from dcmtool.dicom.syntaxes import describe
 
     console.out(f"  peer implementation class UID: {negotiation.peer_implementation_class_uid}")
     console.out(f"  peer implementation version:   {negotiation.peer_implementation_version_name}")
@@ -122,7 +122,7 @@ def _print_negotiation(negotiation: Negotiation) -> None:
 
 
 def _run_single(peer: Peer, count: int, interval: float, verbose: int) -> None:
-    from dcmtool.echo import echo as do_echo
+    from dcmtool.scu.echo import echo as do_echo
 
     def associated(p: Peer, negotiation: Negotiation) -> None:
         where = p.label if p.label == p.address else f"{p.label} ({p.address})"
@@ -152,8 +152,8 @@ def _run_single(peer: Peer, count: int, interval: float, verbose: int) -> None:
 
 
 def _run_many(peers: list[Peer], count: int, interval: float, as_json: bool) -> None:
-    from dcmtool.echo import echo_many
     from dcmtool.errors import DcmtoolError, PartialFailure
+    from dcmtool.scu.echo import echo_many
 
     results = echo_many(peers, count=count, interval=interval)
     if as_json:
@@ -189,8 +189,8 @@ def _short_error(result: EchoResult) -> str:
 
 
 def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
-    from dcmtool.echo import probe
-    from dcmtool.sopclasses import sop_class_name
+    from dcmtool.dicom.sopclasses import sop_class_name
+    from dcmtool.scu.echo import probe
 
     def progress(done: int, total: int) -> None:
         if verbose:

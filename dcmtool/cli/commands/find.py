@@ -73,8 +73,8 @@ def find(
     from dcmtool.cli.network import resolve
     from dcmtool.cli.render_find import render
     from dcmtool.errors import UsageError
-    from dcmtool.find import MODELS, build_identifier, check, read_query_file
-    from dcmtool.find import find as run
+    from dcmtool.scu.find import MODELS, build_identifier, check, read_query_file
+    from dcmtool.scu.find import find as run
 
     apply_logging(verbose, quiet, debug, log_file, traceback)
     if json_output + jsonl + as_csv > 1:

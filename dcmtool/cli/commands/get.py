@@ -69,8 +69,8 @@ def get(
     from dcmtool.cli.network import resolve
     from dcmtool.cli.state import settings
     from dcmtool.errors import UsageError
-    from dcmtool.retrieve import COMMON_STORAGE_CLASSES, GET_MODELS, classes_in
-    from dcmtool.retrieve import get as run
+    from dcmtool.scu.retrieve import COMMON_STORAGE_CLASSES, GET_MODELS, classes_in
+    from dcmtool.scu.retrieve import get as run
 
     apply_logging(verbose, quiet, debug, log_file, traceback)
     if out is None:

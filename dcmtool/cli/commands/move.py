@@ -12,7 +12,7 @@ from dcmtool.cli import console, options
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
-    from dcmtool.retrieve import Progress, RetrieveSummary
+    from dcmtool.scu.retrieve import Progress, RetrieveSummary
 
 EPILOG = """Examples:
 
@@ -89,7 +89,7 @@ def move(
         local = replace(local, port=port)
     progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
     if target.retrieve == "get" and dest is None:
-        from dcmtool.retrieve import GET_MODELS, get
+        from dcmtool.scu.retrieve import GET_MODELS, get
 
         if out is None:
             from dcmtool.errors import UsageError
@@ -98,8 +98,8 @@ def move(
         summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out, local=local,
                       layout=layout, on_progress=progress)
     else:
-        from dcmtool.retrieve import MOVE_MODELS
-        from dcmtool.retrieve import move as run
+        from dcmtool.scu.retrieve import MOVE_MODELS
+        from dcmtool.scu.retrieve import move as run
 
         summary = run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
                       out_dir=out, local=local, layout=layout, on_progress=progress)
@@ -114,8 +114,8 @@ def selection(peer: Peer, model: str, study: list[str] | None, series: list[str]
               from_key: str | None) -> list[Any]:
     """The identifiers to retrieve, from the shortcuts, -k keys and --from list."""
     from dcmtool.errors import UsageError
-    from dcmtool.find import MODELS
-    from dcmtool.retrieve import build_retrieve_identifier, read_list, resolve
+    from dcmtool.scu.find import MODELS
+    from dcmtool.scu.retrieve import build_retrieve_identifier, read_list, resolve
 
     pairs: list[tuple[str, str]] = []
     pairs += [("StudyInstanceUID", uid) for uid in study or []]
@@ -151,8 +151,8 @@ def _series_identifier(peer: Peer, model: str, uid: str) -> Any:
     from pydicom.dataset import Dataset
 
     from dcmtool.errors import DcmtoolError
-    from dcmtool.find import MODELS
-    from dcmtool.find import find as run
+    from dcmtool.scu.find import MODELS
+    from dcmtool.scu.find import find as run
 
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
@@ -192,7 +192,7 @@ def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: 
     """Print the summary (stdout) and per-request problems (stderr); raise for the exit code."""
     import json
 
-    from dcmtool.retrieve import check
+    from dcmtool.scu.retrieve import check
 
     for outcome in summary.outcomes:
         status = "no answer" if outcome.status is None else f"0x{outcome.status:04X}"

@@ -61,10 +61,10 @@ def mwl(
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.network import resolve
     from dcmtool.cli.render_find import render
+    from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND
     from dcmtool.errors import UsageError
-    from dcmtool.find import build_identifier, check
-    from dcmtool.find import find as run
-    from dcmtool.sopclasses import MODALITY_WORKLIST_FIND
+    from dcmtool.scu.find import build_identifier, check
+    from dcmtool.scu.find import find as run
 
     apply_logging(verbose, quiet, debug, log_file, traceback)
     if json_output + jsonl + as_csv > 1:

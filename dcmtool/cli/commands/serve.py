@@ -14,7 +14,7 @@ import typer
 from dcmtool.cli import console, options
 
 if TYPE_CHECKING:
-    from dcmtool.server import RunningServer
+    from dcmtool.scp.server import RunningServer
 
 EPILOG = """Examples:
 
@@ -126,7 +126,7 @@ def serve(
 
     # A server logs one line per association and per instance by default (-q: errors only).
     apply_logging(max(verbose, 0 if quiet else 1), quiet, debug, log_file, traceback)
-    from dcmtool.server import ServeRequest, build_serve_options, open_archive
+    from dcmtool.scp.server import ServeRequest, build_serve_options, open_archive
 
     request = ServeRequest(
         root=root, port=port, ae_title=aet, bind=bind, layout=layout, duplicates=duplicates,
@@ -151,7 +151,7 @@ def serve(
             f"file(s) it lacked, dropped {report.dropped_missing} row(s) whose file is gone")
     for path in report.unreadable:
         console.err(f"dcmtool: warning: not a readable DICOM file, left alone: {path}")
-    from dcmtool.server import start_server
+    from dcmtool.scp.server import start_server
 
     try:
         server = start_server(archive, resolved)

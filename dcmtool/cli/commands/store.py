@@ -13,7 +13,7 @@ import typer
 from dcmtool.cli import console, options
 
 if TYPE_CHECKING:
-    from dcmtool.store import FileOutcome, StoreSummary
+    from dcmtool.scu.store import FileOutcome, StoreSummary
 
 EPILOG = """Examples:
 
@@ -89,12 +89,12 @@ def store(
 
     if syntax is None:
         # Files go as their bytes: start without numpy and the pixel codecs (~150 ms); a file
-        # the peer refuses as it is loads them when it is converted (netstack.enable_pixels).
-        from dcmtool.netstack import load_network_only
+        # the peer refuses as it is loads them when it is converted (stack.enable_pixels).
+        from dcmtool.net.stack import load_network_only
 
         load_network_only()
-    from dcmtool.store import check, find_files, scan
-    from dcmtool.store import store as send
+    from dcmtool.scu.store import check, find_files, scan
+    from dcmtool.scu.store import store as send
 
     apply_logging(verbose, quiet, debug, log_file, traceback)
     config = settings.config()
@@ -131,12 +131,12 @@ def store(
     def retrying(message: str, attempt: int, delay: float) -> None:
         console.err(f"dcmtool: {message}; retry {attempt} of {retries} in {delay:g} s")
 
-    from dcmtool.store import Modifier
+    from dcmtool.scu.store import Modifier
 
     modify = Modifier(assignments or [], new_uids) if (assignments or new_uids) else None
     transfer_syntax, encode = None, None
     if syntax is not None:
-        from dcmtool.transcode import EncodeOptions, target_syntax
+        from dcmtool.dicom.transcode import EncodeOptions, target_syntax
 
         transfer_syntax = target_syntax(syntax).uid
         encode = EncodeOptions(keep_uid=keep_uid)

@@ -16,8 +16,8 @@ from typing import Any, cast
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 
-from dcmtool import _pynetdicom_fixes
 from dcmtool.config import Peer
+from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from dcmtool.errors import (
     AssociationAborted,
     AssociationRejected,
@@ -26,11 +26,11 @@ from dcmtool.errors import (
     DcmtoolError,
     NoAcceptableContext,
 )
-from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+from dcmtool.net import fixes
 
-_pynetdicom_fixes.apply()
+fixes.apply()
 
-LOG = logging.getLogger("dcmtool.association")
+LOG = logging.getLogger("dcmtool.net.association")
 
 #: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
@@ -207,7 +207,7 @@ def _context_results(
 
 
 def make_ae(peer: Peer) -> AE:
-    _pynetdicom_fixes.sync_pdu_logging()
+    fixes.sync_pdu_logging()
     ae = AE(ae_title=peer.calling_ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = implementation_version_name()
@@ -327,7 +327,7 @@ def open_association(
                 hint="the peer does not support this SOP class or transfer syntax; "
                 "`dcmtool echo --probe` shows what it accepts",
             )
-        error = _pynetdicom_fixes.CONNECT_ERRORS.pop(assoc, None)
+        error = fixes.CONNECT_ERRORS.pop(assoc, None)
         if error is not None or not connected:
             raise _connection_error_message(peer, error)
         if not received:

@@ -35,9 +35,9 @@
    ``get_msg()``; while a requestor holds the checkpoint, any response it takes is handed back
    to the front of the queue, where the requestor's blocking ``get_msg()`` finds it.
 10. C-MOVE and C-GET SCP: an AE that sets ``dcmtool_retrieve`` runs its own sub-operation
-    loop (``dcmtool.suboperations``) instead of pynetdicom's.
+    loop (``dcmtool.net.suboperations``) instead of pynetdicom's.
 11. Owned reading: while a thread reads an association's socket itself
-    (``fastsend.OwnedReader``), the DUL thread neither polls nor reads it; a PDU that
+    (``wire.OwnedReader``), the DUL thread neither polls nor reads it; a PDU that
     thread does not handle is pushed back and read by the DUL as if it had just arrived.
 12. Storage SCP: an AE that sets ``dcmtool_receive`` answers a C-STORE through pynetdicom and
     reads the C-STOREs that follow itself (``dcmtool.receiving.receive_more``).
@@ -203,8 +203,8 @@ def _patch_chunked_receive() -> None:
 
     from pynetdicom import dimse_messages, dsutils
 
-    from dcmtool.filemeta import FileMeta
-    from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+    from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+    from dcmtool.dicom.part10 import FileMeta
 
     original_decode = dimse_messages.DIMSEMessage.decode_msg
 
@@ -465,35 +465,10 @@ def _patch_tls_accept() -> None:
     transport.RequestHandler.handle = handle  # type: ignore[method-assign]
 
 
-_TEXT_PAD = {"UI": b"\x00", "LO": b" ", "SH": b" ", "AE": b" ", "CS": b" ", "ST": b" "}
-
-
-def encode_command_set(ds: Any) -> bytes | None:
-    """A command set in implicit VR little endian (PS3.7 6.3.1), or ``None`` to fall back."""
-    parts = []
-    for element in ds:
-        tag = int(element.tag)
-        if tag >> 16:
-            return None  # not a command set
-        vr, value = element.VR, element.value
-        if value is None or value == "":
-            encoded = b""
-        elif vr in _TEXT_PAD and isinstance(value, str):
-            encoded = value.encode("latin-1" if vr != "UI" else "ascii")
-            if len(encoded) % 2:
-                encoded += _TEXT_PAD[vr]
-        elif vr == "US" and isinstance(value, int):
-            encoded = struct.pack("<H", value)
-        elif vr == "UL" and isinstance(value, int):
-            encoded = struct.pack("<L", value)
-        else:
-            return None
-        parts.append(struct.pack("<HHL", 0, tag & 0xFFFF, len(encoded)) + encoded)
-    return b"".join(parts)
-
-
 def _patch_command_encoding() -> None:
     from pynetdicom import dimse_messages
+
+    from dcmtool.dicom import commands
 
     original_encode = dimse_messages.encode  # type: ignore[attr-defined]
 
@@ -501,7 +476,7 @@ def _patch_command_encoding() -> None:
                deflated: bool = False) -> bytes | None:
         if is_implicit_vr and is_little_endian and not deflated:
             try:
-                fast = encode_command_set(ds)
+                fast = commands.encode_command_set(ds)
             except (UnicodeEncodeError, struct.error):
                 fast = None
             if fast is not None:
@@ -556,7 +531,7 @@ def _patch_server_poll() -> None:
 def _patch_send_lock() -> None:
     """Every PDU pynetdicom writes is written under the DUL's ``dcmtool_send_lock``.
 
-    dcmtool's fast paths (``dcmtool.fastsend``) write whole messages to the socket from
+    dcmtool's fast paths (``dcmtool.net.wire``) write whole messages to the socket from
     another thread under the same lock, so PDUs never interleave mid-write.
     """
     from pynetdicom.dul import DULServiceProvider

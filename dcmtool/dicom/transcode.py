@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcmtool.dicom.syntaxes import TRANSFER_SYNTAXES, TransferSyntax, describe, lookup
 from dcmtool.errors import DcmtoolError, UsageError
-from dcmtool.syntaxes import TRANSFER_SYNTAXES, TransferSyntax, describe, lookup
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -500,7 +500,7 @@ def write_dataset(ds: Any, path: Path) -> int:
     """
     from pydicom import dcmwrite
 
-    from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+    from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
     meta = ds.file_meta
     meta.MediaStorageSOPClassUID = ds.SOPClassUID

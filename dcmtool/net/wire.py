@@ -21,62 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dcmtool.elements import encode
+from dcmtool.dicom import commands
+from dcmtool.dicom.commands import parse_command, text, us
+from dcmtool.dicom.part10 import dataset_offset
 
 #: Data set bytes per PDU when the peer sets no limit (maximum length 0).
 UNLIMITED_CHUNK = 1 << 20
 #: Data sets up to this size are read whole and sent with one gathered write.
 STREAM_ABOVE = 32 << 20
-
-
-def dataset_offset(path: Path) -> int | None:
-    """Where the data set starts in a Part 10 file, from its File Meta group length."""
-    with path.open("rb") as fh:
-        return _offset_from(fh.read(144))
-
-
-def offset_in(data: bytes | memoryview) -> int | None:
-    """``dataset_offset`` of a file read whole into ``data``."""
-    offset = _offset_from(data[:144])
-    return offset if offset is not None and offset <= len(data) else None
-
-
-def _offset_from(head: bytes | memoryview) -> int | None:
-    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-        return None  # no group length first: let pynetdicom parse the File Meta
-    (length,) = struct.unpack("<I", head[140:144])
-    return 144 + int(length)
-
-
-def uid_value(text: str) -> bytes:
-    """A UI value: ASCII, padded with NUL to even length."""
-    raw = text.encode("ascii")
-    return raw + b"\x00" if len(raw) % 2 else raw
-
-
-def command(fields: list[tuple[int, bytes]]) -> bytes:
-    """A command set (group 0000, implicit VR little endian), group length first."""
-    body = encode([(0x00000000 | element, "", value) for element, value in fields],
-                  implicit=True)
-    return encode([(0x00000000, "UL", struct.pack("<I", len(body)))], implicit=True) + body
-
-
-def command_set(sop_class: str, sop_instance: str, message_id: int, priority: int = 2,
-                move_originator: tuple[str, int] | None = None) -> bytes:
-    """C-STORE-RQ command set (PS3.7 9.3.1)."""
-    fields = [
-        (0x0002, uid_value(sop_class)),
-        (0x0100, struct.pack("<H", 0x0001)),
-        (0x0110, struct.pack("<H", message_id)),
-        (0x0700, struct.pack("<H", priority)),
-        (0x0800, struct.pack("<H", 0x0000)),  # a data set follows
-        (0x1000, uid_value(sop_instance)),
-    ]
-    if move_originator is not None:
-        aet, message = move_originator
-        fields.append((0x1030, aet.encode("ascii").ljust(16)[:16]))
-        fields.append((0x1031, struct.pack("<H", message)))
-    return command(fields)
 
 
 def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
@@ -129,7 +81,7 @@ def _exclusive(assoc: Any, timeout: float = 10.0) -> Iterator[None]:
     same thread that then sends the next sub-operation here): wait until the DUL has taken
     them all, then hold its write lock, so no PDU of ours lands inside one of its messages.
     """
-    from dcmtool._pynetdicom_fixes import send_lock
+    from dcmtool.net.fixes import send_lock
 
     queued = assoc.dul.to_provider_queue
     deadline = time.monotonic() + timeout
@@ -227,7 +179,8 @@ def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: st
     # takes the response itself: the reactor never sees it.)
     if pause_reactor:
         assoc._reactor_checkpoint.clear()
-    command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
+    command = commands.store_request(sop_class, sop_instance, message_id,
+                                      move_originator=move_originator)
     buffers: list[Any] = [before] if before else []
     buffers += [_pdu(context_id, 0x03, command),
                 *_framed(context_id, dataset, _chunk(assoc), last=True)]
@@ -306,7 +259,8 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
             move_originator: tuple[str, int] | None, *, pause_reactor: bool = True) -> None:
     """A large data set: a block at a time, never all in memory."""
     chunk = _chunk(assoc)
-    command = command_set(sop_class, sop_instance, message_id, move_originator=move_originator)
+    command = commands.store_request(sop_class, sop_instance, message_id,
+                                      move_originator=move_originator)
     sock = _socket(assoc)
     with path.open("rb") as fh:
         fh.seek(offset)
@@ -325,55 +279,6 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
             assoc._reactor_checkpoint.set()
             assoc.abort()
             raise
-
-
-def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00) -> bytes:
-    """C-FIND-RSP command set with a data set following (PS3.7 9.3.2.2)."""
-    return command([
-        (0x0002, uid_value(sop_class)),
-        (0x0100, struct.pack("<H", 0x8020)),
-        (0x0120, struct.pack("<H", message_id)),
-        (0x0800, struct.pack("<H", 0x0102)),  # a data set follows
-        (0x0900, struct.pack("<H", status)),
-    ])
-
-
-def retrieve_response_command(sop_class: str, command_field: int, message_id: int,
-                              status: int, remaining: int, completed: int, failed: int,
-                              warning: int) -> bytes:
-    """A pending C-MOVE-RSP (0x8021) or C-GET-RSP (0x8010) command set, no data set
-    (PS3.7 9.3.3.2, 9.3.4.2); counts above 65535 (US) are reported as 65535."""
-    def count(value: int) -> bytes:
-        return struct.pack("<H", min(max(value, 0), 0xFFFF))
-
-    return command([
-        (0x0002, uid_value(sop_class)),
-        (0x0100, struct.pack("<H", command_field)),
-        (0x0120, struct.pack("<H", message_id)),
-        (0x0800, struct.pack("<H", 0x0101)),  # no data set
-        (0x0900, struct.pack("<H", status)),
-        (0x1020, count(remaining)),
-        (0x1021, count(completed)),
-        (0x1022, count(failed)),
-        (0x1023, count(warning)),
-    ])
-
-
-def store_response_command(sop_class: str, sop_instance: str, message_id: int, status: int,
-                           comment: str = "") -> bytes:
-    """C-STORE-RSP command set, no data set (PS3.7 9.3.1.2)."""
-    fields = [
-        (0x0002, uid_value(sop_class)),
-        (0x0100, struct.pack("<H", 0x8001)),
-        (0x0120, struct.pack("<H", message_id)),
-        (0x0800, struct.pack("<H", 0x0101)),
-        (0x0900, struct.pack("<H", status)),
-    ]
-    if comment:
-        raw = comment.encode("latin-1", "replace")[:64]
-        fields.append((0x0902, raw + b" " if len(raw) % 2 else raw))
-    fields.append((0x1000, uid_value(sop_instance)))
-    return command(fields)
 
 
 def command_pdu(context_id: int, command_set: bytes) -> bytes:
@@ -403,7 +308,7 @@ class OwnedReader:
     retrieving client's). Through pynetdicom each message wakes its DUL thread, goes through
     its state machine, a pydicom decode of the command set and a queue to this thread: most of
     the turnaround between two sub-operations. While this reader owns the socket the DUL
-    thread does not touch it (``_pynetdicom_fixes`` point 11). Anything but a P-DATA-TF PDU
+    thread does not touch it (``fixes`` point 11). Anything but a P-DATA-TF PDU
     (an A-ABORT, a release request) is pushed back for pynetdicom to read, and ownership
     returns to it; so is an unwanted message (``command_of``); other surprises abort.
     """
@@ -433,7 +338,7 @@ class OwnedReader:
         return reader
 
     def take(self) -> None:
-        from dcmtool._pynetdicom_fixes import read_lock
+        from dcmtool.net.fixes import read_lock
 
         with read_lock(self.dul):  # not in the middle of one of the DUL's reads
             self.dul.dcmtool_owned = True
@@ -490,7 +395,7 @@ class OwnedReader:
                 return None
             command += data
             if control & 0x02:
-                fields = _command_fields(bytes(command))
+                fields = parse_command(bytes(command))
                 if fields is None:
                     self.protocol_error("a command set that does not parse")
                     return None
@@ -604,34 +509,6 @@ class OwnedReader:
         self.assoc.abort()
 
 
-def _command_fields(command: bytes) -> dict[int, bytes] | None:
-    """A command set's group 0000 element values (implicit VR), by element number. Other
-    groups are skipped: Orthanc appends (0008,0058) Failed SOP Instance UID List to a
-    C-GET response's command set."""
-    fields: dict[int, bytes] = {}
-    offset = 0
-    while offset + 8 <= len(command):
-        group, element, length = struct.unpack("<HHI", command[offset:offset + 8])
-        if offset + 8 + length > len(command):
-            return None
-        if group == 0x0000:
-            fields[element] = command[offset + 8:offset + 8 + length]
-        offset += 8 + length
-    return fields if offset == len(command) else None
-
-
-def us(fields: dict[int, bytes], element: int) -> int | None:
-    """A US command element's value."""
-    value = fields.get(element)
-    return int(struct.unpack("<H", value)[0]) if value is not None and len(value) == 2 \
-        else None
-
-
-def text(fields: dict[int, bytes], element: int) -> str:
-    """A text (UI, LO, AE) command element's value, without its padding."""
-    return fields.get(element, b"").decode("latin-1").rstrip("\x00 ")
-
-
 class PendingWriter:
     """Writes C-FIND pending responses straight to the socket, a batch per write.
 
@@ -648,7 +525,7 @@ class PendingWriter:
         self.sock = assoc.dul.socket.socket
         self.chunk = _chunk(assoc)
         self.context_id = context_id
-        self.command = _pdu(context_id, 0x03, find_response_command(sop_class, message_id))
+        self.command = _pdu(context_id, 0x03, commands.find_response_command(sop_class, message_id))
         self.buffer: list[bytes] = []
         self.size = 0
 

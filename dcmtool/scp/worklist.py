@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset
 
-LOG = logging.getLogger("dcmtool.worklist")
+LOG = logging.getLogger("dcmtool.scp.worklist")
 
 #: File name suffixes read as worklist items (compared case-insensitively).
 SUFFIXES = (".wl", ".json")
@@ -112,7 +112,7 @@ class _Loaded:
 class WorklistFolder:
     """The worklist items in ``folder`` (read lazily, re-read when files change).
 
-    ``log`` receives one line per skipped file or item (default: the ``dcmtool.worklist``
+    ``log`` receives one line per skipped file or item (default: the ``dcmtool.scp.worklist``
     logger at WARNING). A file is logged again only after it changes.
     """
 

@@ -7,7 +7,7 @@ never decode a pixel. A process that will most likely only talk to the network
 pydicom is imported, numpy and the codecs are hidden and pydicom's pixel modules are stand-ins
 that load the real module on first use. If pixels are needed after all (store converting a
 file the peer refused as it is), :func:`enable_pixels` gives pydicom numpy and its real pixel
-modules. Everything else just imports :mod:`dcmtool.association`, which loads the full stack.
+modules. Everything else just imports :mod:`dcmtool.net.association`, which loads the full stack.
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ def _enable_pixels() -> None:
 
 
 def _apply_fixes() -> None:
-    from dcmtool import _pynetdicom_fixes
+    from dcmtool.net import fixes
 
-    _pynetdicom_fixes.apply()
+    fixes.apply()
 
 
 __all__: Sequence[str] = ("enable_pixels", "load_network_only")

@@ -4,7 +4,8 @@ Each file's header is read first (stopping before pixel data); files are grouped
 and for each class the files' own transfer syntaxes are proposed plus explicit and implicit VR
 little endian as fallbacks (seed 004's STORAGE-SCU policy). A file whose syntax was accepted is
 sent as its bytes (pynetdicom's chunked send: never decoded); otherwise an uncompressed one is
-re-encoded and a compressed one decompressed, both through the convert core (dcmtool.transcode).
+re-encoded and a compressed one decompressed, both through the convert core
+(dcmtool.dicom.transcode).
 ``--ts`` sends everything in one chosen syntax instead. Every file gets an outcome; nothing
 raises for one bad file.
 """
@@ -22,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dcmtool import fastsend, netstack
-from dcmtool.association import MAX_CONTEXTS, ContextRequest, open_association
 from dcmtool.config import Peer
+from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
+from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
 from dcmtool.errors import (
     AssociationAborted,
     ConnectionFailed,
@@ -33,8 +34,8 @@ from dcmtool.errors import (
     PartialFailure,
     UsageError,
 )
-from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
-from dcmtool.transcode import EncodeOptions, TranscodeError, transcode
+from dcmtool.net import stack, wire
+from dcmtool.net.association import MAX_CONTEXTS, ContextRequest, open_association
 
 #: Warning statuses of C-STORE (PS3.4 B.2.3): the instance was stored.
 WARNINGS = {0xB000, 0xB006, 0xB007}
@@ -158,7 +159,7 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 def _quick_header(path: Path) -> Any:
     """The struct-parsed header of an ordinary file (not a DICOMDIR), else None."""
-    from dcmtool.filemeta import read_header
+    from dcmtool.dicom.part10 import read_header
 
     try:
         header = read_header(path)
@@ -320,8 +321,8 @@ class _Group:
                 try:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
-                        # Responses are read by this thread (see fastsend.OwnedReader).
-                        reader = fastsend.OwnedReader.attach(s.assoc)
+                        # Responses are read by this thread (see wire.OwnedReader).
+                        reader = wire.OwnedReader.attach(s.assoc)
                         try:
                             while pending:
                                 outcome = _send_one(s, pending[0], self.modify,
@@ -367,7 +368,7 @@ def _send_one(session: Any, instance: Instance,
               modify: Callable[[Any], None] | None = None,
               transcoding: _Transcoding | None = None) -> FileOutcome:
     assoc = session.assoc
-    accepted = fastsend.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
+    accepted = wire.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
     name = describe(instance.transfer_syntax)
 
     def outcome(status: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
@@ -390,9 +391,9 @@ def _send_one(session: Any, instance: Instance,
                            f"the peer refused SOP class {instance.sop_class_uid}{wanted}")
     try:
         if transcoding is not None:
-            wire = transcoding.target
+            on_wire = transcoding.target
         elif instance.transfer_syntax in accepted:
-            wire = instance.transfer_syntax
+            on_wire = instance.transfer_syntax
         else:
             fallback = next((ts for ts in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
                              if ts in accepted), None)
@@ -401,17 +402,17 @@ def _send_one(session: Any, instance: Instance,
                 return FileOutcome(instance.path, instance.sop_instance_uid, None,
                                    f"the peer accepts SOP class {instance.sop_class_uid} only "
                                    f"as {offered}, not {name}")
-            wire = fallback
-        if modify is None and wire == instance.transfer_syntax:
-            return outcome(_send_bytes(assoc, instance), wire)  # the file's own bytes
+            on_wire = fallback
+        if modify is None and on_wire == instance.transfer_syntax:
+            return outcome(_send_bytes(assoc, instance), on_wire)  # the file's own bytes
         from pydicom import dcmread
 
         ds = dcmread(instance.path)
         if modify is not None:
             modify(ds)
-        _transcoded(instance, ds, wire, transcoding.options if transcoding else None)
-        fastsend.release_responses(assoc)  # pynetdicom's send reads through its DUL
-        return outcome(assoc.send_c_store(ds), wire, str(ds.SOPInstanceUID))
+        _transcoded(instance, ds, on_wire, transcoding.options if transcoding else None)
+        wire.release_responses(assoc)  # pynetdicom's send reads through its DUL
+        return outcome(assoc.send_c_store(ds), on_wire, str(ds.SOPInstanceUID))
     except DcmtoolError as exc:
         return FileOutcome(instance.path, instance.sop_instance_uid, None, exc.message)
     except Exception as exc:  # a bad file costs one outcome, never the batch
@@ -421,22 +422,22 @@ def _send_one(session: Any, instance: Instance,
 
 def _send_bytes(assoc: Any, instance: Instance) -> Any:
     """C-STORE the file as its bytes: straight onto the socket, else pynetdicom's chunked send."""
-    status = fastsend.send_path(assoc, instance.path, instance.sop_class_uid,
+    status = wire.send_path(assoc, instance.path, instance.sop_class_uid,
                                 instance.transfer_syntax, instance.sop_instance_uid,
                                 offset=instance.dataset_offset)
     if status is not None:
         return status
-    fastsend.release_responses(assoc)  # pynetdicom's send reads through its DUL
+    wire.release_responses(assoc)  # pynetdicom's send reads through its DUL
     return assoc.send_c_store(instance.path)
 
 
-def _transcoded(instance: Instance, ds: Any, wire: str,
+def _transcoded(instance: Instance, ds: Any, on_wire: str,
                 options: EncodeOptions | None) -> Any:
     """``ds`` in the syntax it travels in, through the convert core (same instance UID unless
     a lossy ``--ts`` makes a new one)."""
-    netstack.enable_pixels()  # a process that started network-only needs them now
+    stack.enable_pixels()  # a process that started network-only needs them now
     try:
-        return transcode(ds, wire, options or EncodeOptions(keep_uid=True))
+        return transcode(ds, on_wire, options or EncodeOptions(keep_uid=True))
     except TranscodeError as exc:
         if options is None:  # the fallback for a refused syntax
             raise DcmtoolError(f"the peer refused {describe(instance.transfer_syntax)} and "

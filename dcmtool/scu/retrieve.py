@@ -17,16 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcmtool.association import MAX_CONTEXTS, ContextRequest, make_ae, open_association
 from dcmtool.config import LocalAE, Peer
-from dcmtool.errors import (
-    AssociationAborted,
-    DcmtoolError,
-    DimseFailure,
-    PartialFailure,
-    UsageError,
-)
-from dcmtool.sopclasses import (
+from dcmtool.dicom.sopclasses import (
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
     PATIENT_STUDY_ONLY_GET,
@@ -35,7 +27,15 @@ from dcmtool.sopclasses import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
-from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from dcmtool.errors import (
+    AssociationAborted,
+    DcmtoolError,
+    DimseFailure,
+    PartialFailure,
+    UsageError,
+)
+from dcmtool.net.association import MAX_CONTEXTS, ContextRequest, make_ae, open_association
 
 MOVE_MODELS = {"patient": PATIENT_ROOT_MOVE, "study": STUDY_ROOT_MOVE,
                "patient-study": PATIENT_STUDY_ONLY_MOVE}
@@ -142,7 +142,7 @@ def identifier_label(identifier: Any) -> str:
 def build_retrieve_identifier(level: str, keys: Sequence[str]) -> Any:
     from pydicom.dataset import Dataset
 
-    from dcmtool.find import set_key
+    from dcmtool.scu.find import set_key
 
     ds = Dataset()
     ds.QueryRetrieveLevel = level
@@ -156,7 +156,7 @@ def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool
     where nothing connects to it: its store handler serves the C-GET association)."""
     from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
     from dcmtool.archive.storage import StorePolicy
-    from dcmtool.server import ServeOptions, open_archive, start_server
+    from dcmtool.scp.server import ServeOptions, open_archive, start_server
 
     try:
         pattern = Layout.parse(layout or DEFAULT_PATTERN)
@@ -178,7 +178,7 @@ def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool
         archive.close()
         raise
     if listen:  # C-MOVE: the peer's C-STOREs after the first are read off the socket
-        from dcmtool import receiving
+        from dcmtool.net import receiving
 
         def receive_more(assoc: Any, answer_first: Callable[[], None]) -> None:
             receiving.receive_more(assoc, server.store_file, server.archive.incoming,
@@ -228,7 +228,7 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
     """C-GET each identifier; the instances arrive on the same association."""
     from pynetdicom import evt
 
-    from dcmtool import fastsend, receiving
+    from dcmtool.net import receiving, wire
 
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = _receiver(out_dir, local, layout, listen=False)
@@ -250,7 +250,7 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
             for identifier in identifiers:
                 before = receiver.stats.stored
                 outcome = RetrieveOutcome(identifier_label(identifier))
-                if fastsend.usable(s.assoc):  # read off the socket by this thread
+                if wire.usable(s.assoc):  # read off the socket by this thread
                     responses = receiving.send_c_get(
                         s.assoc, identifier, model, store=receiver.store_file,
                         incoming=receiver.archive.incoming)
@@ -368,7 +368,7 @@ def resolve(peer: Peer, pairs: Sequence[tuple[str, str]], *, find_model: str
     under Study Root) are resolved to Study Instance UIDs with a C-FIND first."""
     from pydicom.dataset import Dataset
 
-    from dcmtool.find import find
+    from dcmtool.scu.find import find
 
     identifiers: list[Any] = []
     for keyword, value in pairs:
@@ -450,7 +450,7 @@ def classes_in(peer: Peer, identifiers: Sequence[Any], model: str) -> list[str]:
     """The SOP classes the selection holds, by C-FIND at IMAGE level (for C-GET contexts)."""
     from pydicom.dataset import Dataset
 
-    from dcmtool.find import MODELS, find
+    from dcmtool.scu.find import MODELS, find
 
     found: dict[str, None] = {}
     for identifier in identifiers:

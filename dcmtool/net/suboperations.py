@@ -2,7 +2,7 @@
 
 pynetdicom's loop reads each file when its turn comes, sends every pending response through
 its DUL thread and formats log lines for each. This loop reads the next file while the peer
-stores the current one, writes each C-STORE straight onto the socket (``fastsend``) and packs
+stores the current one, writes each C-STORE straight onto the socket (``wire``) and packs
 pending responses with struct; on a C-GET a pending response goes out in the same write as the
 next C-STORE request. Final responses go through pynetdicom: they may carry a Failed SOP
 Instance UID List, encoded in the request's transfer syntax.
@@ -19,7 +19,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from dcmtool import fastsend
+from dcmtool.dicom import commands
+from dcmtool.dicom.part10 import offset_in
+from dcmtool.net import wire
 
 LOG = logging.getLogger("dcmtool.serve")
 
@@ -108,7 +110,7 @@ class Responder:
         self.sop_class = str(request.AffectedSOPClassUID)
         self.message_id = int(request.MessageID)
         self.command_field = command_field
-        self.direct = fastsend.usable(self.assoc)
+        self.direct = wire.usable(self.assoc)
         self.gone = False
 
     @property
@@ -120,7 +122,7 @@ class Responder:
         return bool(self.service.is_cancelled(self.message_id))
 
     def pending_pdu(self, tally: Tally) -> bytes:
-        return fastsend.command_pdu(self.context_id, fastsend.retrieve_response_command(
+        return wire.command_pdu(self.context_id, commands.retrieve_response_command(
             self.sop_class, self.command_field, self.message_id, PENDING, tally.remaining,
             tally.completed, tally.failed, tally.warning))
 
@@ -131,7 +133,7 @@ class Responder:
             self.service.dimse.send_msg(self._primitive(PENDING, tally), self.context_id)
             return
         try:
-            fastsend.write_exclusive(self.assoc, self.pending_pdu(tally))
+            wire.write_exclusive(self.assoc, self.pending_pdu(tally))
         except OSError:
             self.gone = True
 
@@ -181,7 +183,7 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     """
     tally = Tally(len(items))
     # Read the responses here (see OwnedReader): the peer sends nothing else meanwhile.
-    reader = fastsend.OwnedReader(sender) if fastsend.usable(sender) else None
+    reader = wire.OwnedReader(sender) if wire.usable(sender) else None
     if reader is not None:
         reader.take()
     try:
@@ -199,9 +201,9 @@ class _Cancelled(Exception):
 
 
 def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: Tally,
-         reader: fastsend.OwnedReader | None, originator: tuple[str, int] | None) -> None:
+         reader: wire.OwnedReader | None, originator: tuple[str, int] | None) -> None:
     same_association = sender is responder.assoc
-    fast = fastsend.usable(sender)
+    fast = wire.usable(sender)
     before = b""  # a C-GET's pending response, sent with the next C-STORE request
     ahead = _load(sender, items[0]) if items and fast else None
     for index, item in enumerate(items):
@@ -212,13 +214,13 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
             break
         loaded, ahead = ahead, None
         following = items[index + 1] if index + 1 < len(items) else None
-        message_id = fastsend.next_message_id(sender)
+        message_id = wire.next_message_id(sender)
         owned = reader is not None and reader.active
         status: int | None
         if loaded is not None:
             data, context_id, offset = loaded
             try:
-                fastsend.send_request(sender, context_id, memoryview(data)[offset:],
+                wire.send_request(sender, context_id, memoryview(data)[offset:],
                                       item.sop_class, item.sop_instance, message_id,
                                       move_originator=originator, before=before,
                                       pause_reactor=not owned)
@@ -233,7 +235,7 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
                     assert reader is not None
                     status = reader.status(message_id)
                 else:
-                    status = fastsend.await_response(sender).get("Status")
+                    status = wire.await_response(sender).get("Status")
         else:
             if before:
                 _flush(responder, before)
@@ -255,22 +257,22 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
 
 def _flush(responder: Responder, data: bytes) -> None:
     try:
-        fastsend.write_exclusive(responder.assoc, data)
+        wire.write_exclusive(responder.assoc, data)
     except OSError:
         responder.gone = True
 
 
 def _load(sender: Any, item: StoredFile) -> tuple[bytes, int, int] | None:
     """(file bytes, context ID, data set offset) when ``item`` can take the fast path (the
-    caller checked ``fastsend.usable``)."""
-    context_id = fastsend.accepted_syntaxes(sender).get(item.sop_class, {}).get(item.syntax)
+    caller checked ``wire.usable``)."""
+    context_id = wire.accepted_syntaxes(sender).get(item.sop_class, {}).get(item.syntax)
     if context_id is None:
         return None
     try:
-        data = fastsend.read_small(item.path)
+        data = wire.read_small(item.path)
     except OSError:
         return None  # the fallback reports it
-    offset = None if data is None else fastsend.offset_in(data)
+    offset = None if data is None else offset_in(data)
     if data is None or offset is None:
         return None
     return data, context_id, offset
@@ -284,7 +286,7 @@ def _send_through_pynetdicom(sender: Any, item: StoredFile, message_id: int,
     extra: dict[str, Any] = {} if originator is None else {
         "originator_aet": originator[0], "originator_id": originator[1]}
     try:
-        accepted = fastsend.accepted_syntaxes(sender).get(item.sop_class, {})
+        accepted = wire.accepted_syntaxes(sender).get(item.sop_class, {})
         what = item.path if item.syntax in accepted else _converted(item, list(accepted))
         status = sender.send_c_store(what, msg_id=message_id, **extra)
     except Exception as exc:  # unreadable file, no context, conversion refused
@@ -298,11 +300,11 @@ def _converted(item: StoredFile, accepted: list[str]) -> Any:
     initiative (uncompressed first, then the lossless ones), same SOP Instance UID."""
     from pydicom import dcmread
 
-    from dcmtool.syntaxes import lookup
-    from dcmtool.transcode import EncodeOptions, transcode
+    from dcmtool.dicom.syntaxes import lookup
+    from dcmtool.dicom.transcode import EncodeOptions, transcode
 
     lossless = [ts for ts in accepted if not getattr(lookup(ts), "lossy", True)]
-    wire = next((ts for ts in (EXPLICIT_LE, IMPLICIT_LE, *lossless) if ts in lossless), None)
-    if wire is None:
+    on_wire = next((ts for ts in (EXPLICIT_LE, IMPLICIT_LE, *lossless) if ts in lossless), None)
+    if on_wire is None:
         raise ValueError(f"the peer accepted no presentation context for {item.sop_class}")
-    return transcode(dcmread(item.path), wire, EncodeOptions(keep_uid=True))
+    return transcode(dcmread(item.path), on_wire, EncodeOptions(keep_uid=True))

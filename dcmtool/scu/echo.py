@@ -8,19 +8,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dcmtool.association import (
+from dcmtool.config import Peer
+from dcmtool.dicom.sopclasses import VERIFICATION, storage_sop_classes
+from dcmtool.dicom.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    TRANSFER_SYNTAXES,
+)
+from dcmtool.errors import DcmtoolError, DimseFailure
+from dcmtool.net.association import (
     MAX_CONTEXTS,
     ContextRequest,
     Negotiation,
     open_association,
-)
-from dcmtool.config import Peer
-from dcmtool.errors import DcmtoolError, DimseFailure
-from dcmtool.sopclasses import VERIFICATION, storage_sop_classes
-from dcmtool.syntaxes import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-    TRANSFER_SYNTAXES,
 )
 
 _ECHO_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)

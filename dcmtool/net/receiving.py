@@ -5,7 +5,7 @@ the C-STOREs that follow the first one on an association to a retrieving client'
 Through pynetdicom every PDU of every instance goes through its DUL thread, state machine and
 DIMSE assembly, and every C-STORE response through its encoder and a queue: about 1.6 ms per
 instance here, more than the archive's own work. Here one thread owns the socket
-(``fastsend.OwnedReader``): it writes each data set's fragments to a file in the archive's
+(``wire.OwnedReader``): it writes each data set's fragments to a file in the archive's
 incoming folder as they arrive, has the archive store it, and answers with a struct-packed
 C-STORE response. Anything else the peer sends goes back to pynetdicom.
 """
@@ -13,14 +13,14 @@ C-STORE response. Anything else the peer sends goes back to pynetdicom.
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from dcmtool import fastsend
+from dcmtool.dicom import commands
+from dcmtool.net import wire
 
 C_STORE_RQ, C_GET_RSP = 0x0001, 0x8010
 
@@ -47,13 +47,13 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
                      syntax.is_deflated)
     if encoded is None:
         raise ValueError("the identifier cannot be encoded")
-    message_id = fastsend.next_message_id(assoc)
-    reader = fastsend.OwnedReader(assoc)
+    message_id = wire.next_message_id(assoc)
+    reader = wire.OwnedReader(assoc)
     reader.take()
     try:
         try:
-            fastsend.send_command(assoc, int(context.context_id),
-                                  _get_command(model, message_id), encoded)
+            wire.send_command(assoc, int(context.context_id),
+                                  commands.get_request(model, message_id), encoded)
         except OSError:
             yield Dataset(), None  # the connection broke: pynetdicom notices the rest
             return
@@ -64,12 +64,12 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
                 yield Dataset(), None
                 return
             context_id, fields = message
-            field = fastsend.us(fields, 0x0100)
+            field = commands.us(fields, 0x0100)
             if field == C_STORE_RQ:
                 if not receiving.store(context_id, fields):
                     yield Dataset(), None
                     return
-            elif field == C_GET_RSP and fastsend.us(fields, 0x0120) == message_id:
+            elif field == C_GET_RSP and commands.us(fields, 0x0120) == message_id:
                 response = _response(reader, fields, syntax)
                 if response is None:
                     yield Dataset(), None
@@ -95,10 +95,10 @@ def receive_more(assoc: Any, store: StoreFile, incoming: Path,
     The reading is taken before the first answer goes out: a fast peer sends its next
     request at once, and pynetdicom's DUL must not start reading it.
     """
-    if not fastsend.usable(assoc):
+    if not wire.usable(assoc):
         answer_first()
         return
-    reader = fastsend.OwnedReader(assoc, timeout=assoc.network_timeout)
+    reader = wire.OwnedReader(assoc, timeout=assoc.network_timeout)
     reader.take()
     try:
         answer_first()
@@ -117,25 +117,14 @@ def receive_more(assoc: Any, store: StoreFile, incoming: Path,
 _STORE_ONLY = frozenset({C_STORE_RQ})
 
 
-def _get_command(model: str, message_id: int) -> bytes:
-    """C-GET-RQ (PS3.7 9.3.3.1): medium priority, an identifier follows."""
-    return fastsend.command([
-        (0x0002, fastsend.uid_value(model)),
-        (0x0100, struct.pack("<H", 0x0010)),
-        (0x0110, struct.pack("<H", message_id)),
-        (0x0700, struct.pack("<H", 0x0000)),
-        (0x0800, struct.pack("<H", 0x0000)),
-    ])
-
-
-def _response(reader: fastsend.OwnedReader, fields: dict[int, bytes],
+def _response(reader: wire.OwnedReader, fields: dict[int, bytes],
               syntax: Any) -> tuple[Any, Any] | None:
     """A C-GET-RSP as (status Dataset, identifier Dataset or None)."""
     from pydicom.dataset import Dataset
     from pynetdicom.dsutils import decode
 
     status = Dataset()
-    code = fastsend.us(fields, 0x0900)
+    code = commands.us(fields, 0x0900)
     if code is None:
         reader.protocol_error("a C-GET response without a status")
         return None
@@ -144,13 +133,13 @@ def _response(reader: fastsend.OwnedReader, fields: dict[int, bytes],
                              (0x1021, "NumberOfCompletedSuboperations"),
                              (0x1022, "NumberOfFailedSuboperations"),
                              (0x1023, "NumberOfWarningSuboperations")):
-        value = fastsend.us(fields, element)
+        value = commands.us(fields, element)
         if value is not None:
             setattr(status, keyword, value)
-    comment = fastsend.text(fields, 0x0902)
+    comment = commands.text(fields, 0x0902)
     if comment:
         status.ErrorComment = comment
-    if fastsend.us(fields, 0x0800) == 0x0101:
+    if commands.us(fields, 0x0800) == 0x0101:
         return status, None
     data = bytearray()
     if not reader.data_set(data.extend):
@@ -166,9 +155,9 @@ def _response(reader: fastsend.OwnedReader, fields: dict[int, bytes],
 class _Receiving:
     """C-STORE sub-operations arriving on the C-GET association."""
 
-    def __init__(self, assoc: Any, reader: fastsend.OwnedReader, store: StoreFile,
+    def __init__(self, assoc: Any, reader: wire.OwnedReader, store: StoreFile,
                  incoming: Path) -> None:
-        from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+        from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
         self.assoc = assoc
         self.reader = reader
@@ -185,11 +174,11 @@ class _Receiving:
     def store(self, context_id: int, fields: dict[int, bytes]) -> bool:
         """Receive one instance and answer it; ``False`` when the association was lost."""
         from dcmtool.archive.storage import OUT_OF_RESOURCES, StoreOutcome
-        from dcmtool.filemeta import FileMeta
+        from dcmtool.dicom.part10 import FileMeta
 
-        sop_class, sop_instance = fastsend.text(fields, 0x0002), fastsend.text(fields, 0x1000)
-        message_id = fastsend.us(fields, 0x0110) or 0
-        if fastsend.us(fields, 0x0800) == 0x0101:  # no data set follows
+        sop_class, sop_instance = commands.text(fields, 0x0002), commands.text(fields, 0x1000)
+        message_id = commands.us(fields, 0x0110) or 0
+        if commands.us(fields, 0x0800) == 0x0101:  # no data set follows
             return self._answer(context_id, sop_class, sop_instance, message_id, 0xC000,
                                 "the C-STORE request has no data set")
         syntax = self.syntaxes.get(context_id, "")
@@ -199,7 +188,7 @@ class _Receiving:
         fd, name = tempfile.mkstemp(dir=self.incoming, prefix="rx-")
         failure: OSError | None = None
         try:
-            failure = _write(fd, b"\x00" * 128 + b"DICM" + meta.encode(), None)
+            failure = _write(fd, meta.file_header(), None)
 
             def sink(data: memoryview) -> None:
                 nonlocal failure
@@ -226,8 +215,8 @@ class _Receiving:
                 status: int, comment: str) -> bool:
         """Send the C-STORE response; ``False`` when the connection is gone."""
         try:
-            fastsend.write_exclusive(self.assoc, fastsend.command_pdu(
-                context_id, fastsend.store_response_command(sop_class, sop_instance,
+            wire.write_exclusive(self.assoc, wire.command_pdu(
+                context_id, commands.store_response_command(sop_class, sop_instance,
                                                             message_id, status, comment)))
         except OSError:
             return False

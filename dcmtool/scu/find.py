@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcmtool.association import ContextRequest, open_association
 from dcmtool.config import Peer
-from dcmtool.errors import DimseFailure, UsageError
-from dcmtool.sopclasses import (
+from dcmtool.dicom.sopclasses import (
     MODALITY_WORKLIST_FIND,
     PATIENT_ROOT_FIND,
     PATIENT_STUDY_ONLY_FIND,
     STUDY_ROOT_FIND,
 )
-from dcmtool.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from dcmtool.errors import DimseFailure, UsageError
+from dcmtool.net.association import ContextRequest, open_association
 
 MODELS = {"patient": PATIENT_ROOT_FIND, "study": STUDY_ROOT_FIND,
           "patient-study": PATIENT_STUDY_ONLY_FIND, "worklist": MODALITY_WORKLIST_FIND}

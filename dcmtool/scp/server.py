@@ -22,22 +22,23 @@ from typing import Any
 
 from pynetdicom import AE, _config, evt
 
-from dcmtool import _pynetdicom_fixes
 from dcmtool.archive.storage import (
     CANNOT_UNDERSTAND,
     OUT_OF_RESOURCES,
     Archive,
     StoreOutcome,
 )
-from dcmtool.errors import DcmtoolError, UsageError
-from dcmtool.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
-from dcmtool.sopclasses import (
+from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+from dcmtool.dicom.sopclasses import (
     MODALITY_WORKLIST_FIND,
     QR_MODELS,
     VERIFICATION,
     storage_sop_classes,
 )
-from dcmtool.suboperations import (
+from dcmtool.dicom.syntaxes import TRANSFER_SYNTAXES, resolve_uid
+from dcmtool.errors import DcmtoolError, UsageError
+from dcmtool.net import fixes
+from dcmtool.net.suboperations import (
     CANCELLED,
     GET_RESPONSE,
     MOVE_RESPONSE,
@@ -47,9 +48,8 @@ from dcmtool.suboperations import (
     perform,
     sub_contexts,
 )
-from dcmtool.syntaxes import TRANSFER_SYNTAXES, resolve_uid
 
-_pynetdicom_fixes.apply()
+fixes.apply()
 
 LOG = logging.getLogger("dcmtool.serve")
 
@@ -238,7 +238,7 @@ class RunningServer:
 
     def _make_ae(self) -> AE:
         o = self.options
-        _pynetdicom_fixes.sync_pdu_logging()
+        fixes.sync_pdu_logging()
         ae = AE(ae_title=o.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = implementation_version_name()
@@ -363,7 +363,7 @@ class RunningServer:
 
     def _find(self, event: Any) -> Any:
         from dcmtool.archive.query import MODEL_OF, Match, QueryError, QueryOptions, matches
-        from dcmtool.fastsend import PendingWriter
+        from dcmtool.net.wire import PendingWriter
 
         who = self._who(event.assoc)
         model_uid = str(event.request.AffectedSOPClassUID)
@@ -428,7 +428,7 @@ class RunningServer:
         yield 0x0000, None
 
     def _worklist(self) -> Any:
-        from dcmtool.worklist import WorklistFolder
+        from dcmtool.scp.worklist import WorklistFolder
 
         if self.__dict__.get("_worklist_folder") is None:
             folder = self.options.worklist or self.archive.root / "worklist"
@@ -456,7 +456,7 @@ class RunningServer:
                 for path, sop_class, sop_instance, syntax in rows], None
 
     def _retrieve(self, service: Any, request: Any, context: Any, kind: str) -> None:
-        """The C-MOVE / C-GET SCP, in place of pynetdicom's loop (see dcmtool.suboperations).
+        """The C-MOVE / C-GET SCP, in place of pynetdicom's loop (see dcmtool.net.suboperations).
         Never raises: the requester always gets a final status."""
         responder = Responder(service, request, context,
                               MOVE_RESPONSE if kind == "move" else GET_RESPONSE)
@@ -604,7 +604,7 @@ class RunningServer:
             return StoreOutcome(CANNOT_UNDERSTAND, "no data set in the C-STORE request")
         import tempfile
 
-        from dcmtool.filemeta import FileMeta
+        from dcmtool.dicom.part10 import FileMeta
 
         meta = FileMeta(sop_class, sop_instance, transfer_syntax, IMPLEMENTATION_CLASS_UID,
                         implementation_version_name(), who["calling_aet"] or None,
@@ -612,7 +612,7 @@ class RunningServer:
         try:
             with tempfile.NamedTemporaryFile(dir=self.archive.incoming, prefix="rx-",
                                              delete=False) as fh:
-                fh.write(b"\x00" * 128 + b"DICM" + meta.encode())
+                fh.write(meta.file_header())
                 fh.write(data.getbuffer())
         except OSError as exc:
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot write: {exc.strerror or exc}")
