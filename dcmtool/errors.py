@@ -38,15 +38,20 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
 class DcmtoolError(Exception):
     """Base of every error the library raises on purpose.
 
-    ``hint`` says what the user can do about it; the CLI prints it after the message.
+    ``hint`` says what the user can do about it, in DICOM terms; the CLI prints it after the
+    message. ``setting`` names the setting (``ServeOptions``/``Peer`` field or config key)
+    the message is about or the hint suggests changing: the library knows no command line
+    flags, the CLI names the flag that sets it.
     """
 
     exit_code: ExitCode = ExitCode.ERROR
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None,
+                 setting: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.setting = setting
 
     def __str__(self) -> str:
         return self.message
@@ -95,8 +100,9 @@ class AssociationRejected(DcmtoolError):
         source: int,
         reason: int,
         hint: str | None = None,
+        setting: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, setting=setting)
         self.result = result
         self.source = source
         self.reason = reason
@@ -117,8 +123,9 @@ class DimseFailure(DcmtoolError):
 
     exit_code = ExitCode.DIMSE_FAILURE
 
-    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+    def __init__(self, message: str, *, status: int, hint: str | None = None,
+                 setting: str | None = None) -> None:
+        super().__init__(message, hint=hint, setting=setting)
         self.status = status
 
 

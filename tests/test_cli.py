@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.peers import PynetdicomSCP, run_cli
 from typer.testing import CliRunner
 
 from dcmtool.cli.app import app
 from dcmtool.cli.commands.pending import COMMANDS
+from dcmtool.config import Peer, Timeouts, TlsSettings
 from dcmtool.errors import EXIT_CODE_MEANINGS, ExitCode
 
 runner = CliRunner()
@@ -152,3 +156,107 @@ def test_peer_text_is_never_markup(isolated_config: Path) -> None:
     assert result.exit_code == ExitCode.CONNECTION_FAILED
     assert "[bold]X" in result.stdout
     assert "dcmtool: [red]Y[/red]: connection to 127.0.0.1:1 refused" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Option groups (dcmtool.cli.groups): each shared flag still reaches the command that takes it
+
+
+def _network_command(name: str, peer: str, tmp_path: Path) -> list[str]:
+    """A command line for ``name`` that resolves ``peer`` and then fails without a server."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir(exist_ok=True)
+    return {
+        "echo": ["echo", peer],
+        "store": ["store", peer, str(inputs)],  # no DICOM files: fails after resolving
+        "find": ["find", peer],
+        "mwl": ["mwl", peer],
+        "move": ["move", peer, "--dest", "ELSEWHERE", "-k", "StudyInstanceUID=1.2.3"],
+        "get": ["get", peer, "-k", "StudyInstanceUID=1.2.3", "-o", str(tmp_path / "in")],
+    }[name]
+
+
+NETWORK_COMMANDS = ["echo", "find", "get", "move", "mwl", "store"]
+
+
+@pytest.fixture
+def resolved_peers(monkeypatch: pytest.MonkeyPatch) -> list[Peer]:
+    """The peers the CLI resolves during the test (the real ``resolve_peer``, watched)."""
+    import dcmtool.config
+
+    seen: list[Peer] = []
+    real = dcmtool.config.resolve_peer
+
+    def watch(*args: Any, **kwargs: Any) -> Peer:
+        peer = real(*args, **kwargs)
+        seen.append(peer)
+        return peer
+
+    monkeypatch.setattr(dcmtool.config, "resolve_peer", watch)
+    return seen
+
+
+def test_echo_association_carries_the_ae_title_and_pdu_flags(
+        pynetdicom_scp: Callable[..., PynetdicomSCP], resolved_peers: list[Peer]) -> None:
+    scp = pynetdicom_scp(ae_title="THEM", require_called_aet=True)
+    result = run_cli("echo", "127.0.0.1", scp.port, "-aet", "X", "-aec", "THEM",
+                     "--max-pdu", "16384", "--acse-timeout", "5", catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    record = scp.wait_closed()[0]
+    assert (record.calling_ae_title, record.called_ae_title, record.max_pdu) == (
+        "X", "THEM", 16384)
+    [peer] = resolved_peers
+    assert (peer.calling_ae_title, peer.timeouts.acse) == ("X", 5.0)
+
+
+@pytest.mark.parametrize("command", NETWORK_COMMANDS)
+def test_every_network_flag_reaches_the_peer(command: str, closed_port: int, tmp_path: Path,
+                                             resolved_peers: list[Peer]) -> None:
+    tls = tmp_path / "tls"  # never read: the connection is refused first or the files fail
+    line = _network_command(command, f"ANY@127.0.0.1:{closed_port}", tmp_path)
+    result = run_cli(*line, "--calling-aet", "US", "--called-aet", "THEM", "--max-pdu", "16384",
+                     "--connect-timeout", "1.5", "--acse-timeout", "2.5",
+                     "--dimse-timeout", "3.5", "--network-timeout", "4.5",
+                     "--tls-cert", tls / "cert.pem", "--tls-key", tls / "key.pem",
+                     "--tls-ca", tls / "ca.pem", "--no-hostname-check")
+    assert resolved_peers, f"no peer resolved: exit {result.exit_code}, {result.stderr}"
+    peer = resolved_peers[0]
+    assert (peer.host, peer.port) == ("127.0.0.1", closed_port)
+    assert (peer.calling_ae_title, peer.called_ae_title, peer.max_pdu) == ("US", "THEM", 16384)
+    assert peer.timeouts == Timeouts(connect=1.5, acse=2.5, dimse=3.5, network=4.5)
+    assert peer.tls == TlsSettings(cert=tls / "cert.pem", key=tls / "key.pem",
+                                   ca=tls / "ca.pem", check_hostname=False)
+
+
+@pytest.mark.parametrize("command", NETWORK_COMMANDS)
+def test_network_flags_default_to_the_config(command: str, closed_port: int, tmp_path: Path,
+                                             resolved_peers: list[Peer]) -> None:
+    run_cli(*_network_command(command, f"ANY@127.0.0.1:{closed_port}", tmp_path))
+    assert resolved_peers
+    peer = resolved_peers[0]
+    assert (peer.calling_ae_title, peer.called_ae_title) == ("DCMTOOL", "ANY")
+    assert peer.timeouts == Timeouts() and peer.tls == TlsSettings()
+
+
+@pytest.mark.parametrize("where", ["after the command", "before the command"])
+@pytest.mark.parametrize("command", [*NETWORK_COMMANDS, "convert", "serve"])
+def test_every_logging_flag_reaches_the_command(command: str, where: str, closed_port: int,
+                                                tmp_path: Path) -> None:
+    from dcmtool.cli.state import settings
+
+    if command == "convert":
+        line = ["convert"]  # no INPUT: a usage error once the flags are applied
+    elif command == "serve":
+        line = ["serve", str(tmp_path / "archive"), "--reindex"]  # exits after reindexing
+    else:
+        line = _network_command(command, f"ANY@127.0.0.1:{closed_port}", tmp_path)
+    log = tmp_path / "dcmtool.log"
+    flags = ["--verbose", "--verbose", "--quiet", "--debug", "--log-file", str(log),
+             "--traceback"]
+    args = [*line, *flags] if where == "after the command" else [*flags, *line]
+    result = run_cli(*args)
+    assert "No such option" not in result.output, result.output
+    assert (settings.verbose, settings.quiet, settings.debug, settings.traceback) == (
+        2, True, True, True)
+    assert settings.log_file == log and log.exists()
+

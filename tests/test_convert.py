@@ -15,8 +15,9 @@ from pydicom.pixels.processing import convert_color_space
 from support.datasets import make_dataset, pydicom_test_file, write_instance
 from support.peers import run_cli
 
+from dcmtool.dicom.convert import write_dataset
 from dcmtool.dicom.syntaxes import lookup
-from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode, write_dataset
+from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 

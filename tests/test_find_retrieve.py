@@ -354,11 +354,11 @@ def test_the_move_receiver_hands_other_messages_back_to_pynetdicom(tmp_path: Pat
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, Verification
 
-    from dcmtool.config import LocalAE
-    from dcmtool.scu.retrieve import _receiver
+    from dcmtool.scp.receiver import open_receiver
 
     out = tmp_path / "out"
-    receiver = _receiver(out, LocalAE("RECEIVER", free_port(), "127.0.0.1"), None, listen=True)
+    receiver = open_receiver(out, ae_title="RECEIVER", port=free_port(), bind="127.0.0.1",
+                             layout=None, listen=True)
     try:
         host, port = receiver.address
         ae = AE(ae_title="SENDER")
@@ -392,8 +392,7 @@ def test_the_move_receiver_owns_the_reading_before_its_first_answer(
     from pynetdicom import AE, dimse
     from pynetdicom.sop_class import CTImageStorage
 
-    from dcmtool.config import LocalAE
-    from dcmtool.scu.retrieve import _receiver
+    from dcmtool.scp.receiver import open_receiver
 
     real_send_msg = dimse.DIMSEServiceProvider.send_msg
 
@@ -404,7 +403,8 @@ def test_the_move_receiver_owns_the_reading_before_its_first_answer(
 
     monkeypatch.setattr(dimse.DIMSEServiceProvider, "send_msg", slow_answer)
     out = tmp_path / "out"
-    receiver = _receiver(out, LocalAE("RECEIVER", free_port(), "127.0.0.1"), None, listen=True)
+    receiver = open_receiver(out, ae_title="RECEIVER", port=free_port(), bind="127.0.0.1",
+                             layout=None, listen=True)
     try:
         host, port = receiver.address
         ae = AE(ae_title="SENDER")

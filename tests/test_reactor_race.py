@@ -19,10 +19,11 @@ from pynetdicom import AE, association, dimse
 from pynetdicom.sop_class import Verification
 
 from dcmtool.config import Peer, Timeouts
-from dcmtool.net import fixes
+from dcmtool.net import patches
+from dcmtool.net.patches import reactor_race
 from dcmtool.scu.echo import echo
 
-fixes.apply()
+patches.apply()
 
 
 class SlowWakeEvent(threading.Event):
@@ -83,7 +84,7 @@ def test_without_the_fix_the_reactor_steals_the_response(
     # Proves the test reproduces upstream's bug: with pynetdicom's own get_msg, a C-ECHO
     # response is taken by the reactor and the requestor gives up.
     monkeypatch.setattr(dimse.DIMSEServiceProvider, "get_msg",
-                        fixes.ORIGINAL_GET_MSG)
+                        reactor_race.ORIGINAL_GET_MSG)
     widen_race_window(monkeypatch)
     result = echo(verification_peer, count=5, interval=0)
     assert result.ok < 5

@@ -458,7 +458,7 @@ def test_serve_config_section_is_validated(isolated_config: Path, tmp_path: Path
 
 def test_serve_settings_precedence(tmp_path: Path) -> None:
     from dcmtool.config import load_config
-    from dcmtool.scp.server import ServeRequest, build_serve_options
+    from dcmtool.scp.options import ServeRequest, build_serve_options
 
     path = tmp_path / "config.toml"
     path.write_text('[serve]\nport = 4242\nae_title = "FROMFILE"\nroot = "store"\n'

@@ -327,7 +327,7 @@ def test_more_than_128_contexts_over_real_associations(
         serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> None:
     from support.datasets import make_dataset
 
-    from dcmtool.net.fixes import apply
+    from dcmtool.net.patches import apply
 
     apply()
     served = serve_archive(accept_unknown=True)

@@ -32,6 +32,7 @@ from dcmtool.archive.index import (
 )
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
 from dcmtool.archive.structure import DEFLATED, StructureError, check_data_set
+from dcmtool.dicom import status
 from dcmtool.dicom.part10 import data_set_bounds
 
 LOG = logging.getLogger("dcmtool.archive")
@@ -44,12 +45,12 @@ AUDIT_FILE = "audit.jsonl"
 RESERVED = {INCOMING, INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", AUDIT_FILE, "worklist"}
 
 # C-STORE statuses (PS3.4 B.2.3, and seed 004's table)
-SUCCESS = 0x0000
-DUPLICATE = 0x0111
+SUCCESS = status.SUCCESS
+DUPLICATE = status.DUPLICATE_SOP_INSTANCE
 OUT_OF_RANGE = 0x0116
-OUT_OF_RESOURCES = 0xA700
-DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = status.OUT_OF_RESOURCES
+DOES_NOT_MATCH = status.IDENTIFIER_DOES_NOT_MATCH
+CANNOT_UNDERSTAND = status.CANNOT_UNDERSTAND
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 

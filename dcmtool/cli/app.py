@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import console
 from dcmtool.cli.commands import config as config_cmd
 from dcmtool.cli.commands import convert as convert_cmd
 from dcmtool.cli.commands import echo as echo_cmd
@@ -22,6 +22,7 @@ from dcmtool.cli.commands import mwl as mwl_cmd
 from dcmtool.cli.commands import pending
 from dcmtool.cli.commands import serve as serve_cmd
 from dcmtool.cli.commands import store as store_cmd
+from dcmtool.cli.groups import LoggingOptions, logging_options
 from dcmtool.cli.state import Settings, settings
 from dcmtool.errors import EXIT_CODE_MEANINGS, DcmtoolError, ExitCode
 
@@ -62,7 +63,9 @@ def guarded(function: F) -> F:
         except DcmtoolError as exc:
             if settings.traceback:
                 raise
-            console.error(exc.message, exc.hint)
+            from dcmtool.cli.flags import message_and_hint
+
+            console.error(*message_and_hint(exc))
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             if settings.traceback:
@@ -112,6 +115,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@logging_options
 def root(
     version: Annotated[
         bool,
@@ -125,35 +129,30 @@ def root(
                      "'dcmtool config path' prints it).",
                      show_default=False),
     ] = None,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    logging: LoggingOptions,
 ) -> None:
     from dcmtool.cli.state import default_config_path
 
     fresh = Settings(
         config_path=config or default_config_path(),
-        traceback=traceback,
-        verbose=verbose,
-        quiet=quiet,
-        debug=debug,
-        log_file=log_file,
+        traceback=logging.traceback,
+        verbose=logging.verbose,
+        quiet=logging.quiet,
+        debug=logging.debug,
+        log_file=logging.log_file,
     )
     settings.__dict__.update(fresh.__dict__)
-    console.configure_logging(verbose, quiet, debug, log_file)
+    console.configure_logging(logging.verbose, logging.quiet, logging.debug, logging.log_file)
 
 
-def apply_logging(
-    verbose: int, quiet: bool, debug: bool, log_file: Path | None, traceback: bool
-) -> None:
+def apply_logging(flags: LoggingOptions) -> None:
     """Merge a command's own logging flags (``dcmtool echo -v``) with the global ones."""
-    settings.verbose = max(settings.verbose, verbose)
-    settings.quiet = settings.quiet or quiet
-    settings.debug = settings.debug or debug
-    settings.log_file = log_file or settings.log_file
-    settings.traceback = settings.traceback or traceback
+    settings.verbose = max(settings.verbose, flags.verbose)
+    settings.quiet = settings.quiet or flags.quiet
+    settings.debug = settings.debug or flags.debug
+    settings.log_file = flags.log_file or settings.log_file
+    settings.traceback = settings.traceback or flags.traceback
     console.configure_logging(settings.verbose, settings.quiet, settings.debug, settings.log_file)
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcmtool.config import Config, PeerOverrides
+
+if TYPE_CHECKING:
+    from dcmtool.cli.groups import NetworkOptions
 
 
 @dataclass
@@ -41,41 +45,31 @@ def default_config_path() -> Path:
     return Path(typer.get_app_dir("dcmtool")) / "config.toml"
 
 
-def overrides(
-    calling_aet: str | None = None,
-    called_aet: str | None = None,
-    max_pdu: int | None = None,
-    connect_timeout: float | None = None,
-    acse_timeout: float | None = None,
-    dimse_timeout: float | None = None,
-    network_timeout: float | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-    tls_ca: Path | None = None,
-    no_hostname_check: bool = False,
-) -> PeerOverrides:
+def overrides(network: NetworkOptions) -> PeerOverrides:
     """Validate and bundle the network flags (flag or environment variable, via Typer)."""
     from dcmtool.config import validate_ae_title
     from dcmtool.errors import UsageError
 
-    for flag, value in (("--calling-aet", calling_aet), ("--called-aet", called_aet)):
+    for flag, value in (("--calling-aet", network.calling_aet),
+                        ("--called-aet", network.called_aet)):
         if value is not None:
             try:
                 validate_ae_title(value)
             except ValueError as exc:
                 raise UsageError(f"{flag}: {exc}") from None
-    if max_pdu and max_pdu < 4096:
-        raise UsageError(f"--max-pdu: {max_pdu} is below the smallest useful PDU size, 4096")
+    if network.max_pdu and network.max_pdu < 4096:
+        raise UsageError(f"--max-pdu: {network.max_pdu} is below the smallest useful PDU size, "
+                         "4096")
     return PeerOverrides(
-        calling_ae_title=calling_aet,
-        called_ae_title=called_aet,
-        max_pdu=max_pdu,
-        connect_timeout=connect_timeout,
-        acse_timeout=acse_timeout,
-        dimse_timeout=dimse_timeout,
-        network_timeout=network_timeout,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        tls_ca=tls_ca,
-        tls_no_check_hostname=no_hostname_check,
+        calling_ae_title=network.calling_aet,
+        called_ae_title=network.called_aet,
+        max_pdu=network.max_pdu,
+        connect_timeout=network.connect_timeout,
+        acse_timeout=network.acse_timeout,
+        dimse_timeout=network.dimse_timeout,
+        network_timeout=network.network_timeout,
+        tls_cert=network.tls_cert,
+        tls_key=network.tls_key,
+        tls_ca=network.tls_ca,
+        tls_no_check_hostname=network.no_hostname_check,
     )

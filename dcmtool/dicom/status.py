@@ -111,3 +111,36 @@ def meaning(status: int) -> str:
 def describe(status: int) -> str:
     """``0xA700 (out of resources)``."""
     return f"0x{status:04X} ({meaning(status)})"
+
+
+# -- the exit-code policy: what a finished operation's statuses make of the process -----------
+
+
+def raise_for_batch(total: int, failed: int, *, completed: int, first_status: int | None,
+                    first_message: str, noun: str = "files") -> None:
+    """A batch of operations (C-STOREs): success when none failed, else the typed error whose
+    exit code says how it went: partial, all refused by the peer, or none sent."""
+    from dcmtool.errors import AssociationAborted, DimseFailure, PartialFailure
+
+    if failed == 0:
+        return
+    if completed:
+        raise PartialFailure(f"{failed} of {total} {noun} failed")
+    if first_status is not None:
+        raise DimseFailure(f"every file was refused (first: {first_message})",
+                           status=first_status)
+    raise AssociationAborted(f"no file was stored: {first_message}")
+
+
+def raise_for_final(status: int | None, service: str, *, comment: str = "",
+                    cancelled_by_us: bool = False, hint: str | None = None) -> None:
+    """The final response of one request (C-FIND, C-MOVE, C-GET): success and warnings pass,
+    and so does a cancel we asked for; anything else is a ``DimseFailure``."""
+    from dcmtool.errors import DimseFailure
+
+    if status is None or completed(status) or (status == CANCEL and cancelled_by_us):
+        return
+    words = "cancelled by the peer" if status == CANCEL else meaning(status)
+    detail = f": {comment}" if comment else ""
+    raise DimseFailure(f"the peer answered the {service} with 0x{status:04X} ({words}){detail}",
+                       status=status, hint=hint)

@@ -6,6 +6,7 @@ the network layer wants UIDs. This table is the single place that maps one to th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -112,3 +113,16 @@ def describe(uid: str) -> str:
 def _looks_like_uid(text: str) -> bool:
     parts = text.split(".")
     return 0 < len(text) <= 64 and all(p.isdigit() and (p == "0" or p[0] != "0") for p in parts)
+
+
+def conversion_target(accepted: Iterable[str]) -> str | None:
+    """The syntax to convert a file to when the peer refused its own: never lossy on our
+    initiative. Explicit VR little endian, then implicit, then the lossless compressed
+    syntaxes in the order accepted; ``None`` when the peer accepted none of those."""
+    offered = list(accepted)
+    lossless = [uid for uid in offered if (ts := _BY_UID.get(uid)) is not None and not ts.lossy
+                and uid != "1.2.840.10008.1.2.2"]  # big endian: a retired dead end
+    for uid in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
+        if uid in offered:
+            return uid
+    return lossless[0] if lossless else None

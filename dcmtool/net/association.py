@@ -26,14 +26,11 @@ from dcmtool.errors import (
     DcmtoolError,
     NoAcceptableContext,
 )
-from dcmtool.net import fixes
-
-fixes.apply()
+from dcmtool.net import patches, settings
+from dcmtool.net.contexts import ContextRequest, build_contexts, role_selection
+from dcmtool.net.patches.connect_errors import CONNECT_ERRORS
 
 LOG = logging.getLogger("dcmtool.net.association")
-
-#: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2).
-MAX_CONTEXTS = 128
 
 _CONTEXT_RESULTS = {
     0: "accepted",
@@ -42,16 +39,6 @@ _CONTEXT_RESULTS = {
     3: "abstract syntax not supported",
     4: "transfer syntaxes not supported",
 }
-
-
-@dataclass(frozen=True)
-class ContextRequest:
-    """One presentation context to propose: a SOP class and the syntaxes we can send it in."""
-
-    abstract_syntax: str
-    transfer_syntaxes: tuple[str, ...]
-    scu_role: bool | None = None  # SCP/SCU role selection (C-GET); None: not proposed
-    scp_role: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -85,40 +72,6 @@ class Negotiation:
         return tuple(cx for cx in self.contexts if cx.accepted)
 
 
-def build_contexts(requests: Sequence[ContextRequest]) -> list[PresentationContext]:
-    if not requests:
-        raise ValueError("at least one presentation context is needed")
-    if len(requests) > MAX_CONTEXTS:
-        raise ValueError(f"{len(requests)} presentation contexts: the limit is {MAX_CONTEXTS}")
-    contexts = []
-    for index, request in enumerate(requests):
-        cx = PresentationContext()
-        cx.context_id = 2 * index + 1
-        cx.abstract_syntax = request.abstract_syntax
-        cx.transfer_syntax = list(request.transfer_syntaxes)
-        if request.scu_role is not None or request.scp_role is not None:
-            cx.scu_role = request.scu_role
-            cx.scp_role = request.scp_role
-        contexts.append(cx)
-    return contexts
-
-
-def _role_selection(requests: Sequence[ContextRequest]) -> list[Any]:
-    """SCP/SCU Role Selection items (PS3.7 D.3.3.4) for contexts that ask for roles (C-GET)."""
-    from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
-
-    items: dict[str, Any] = {}
-    for request in requests:
-        if request.scu_role is None and request.scp_role is None:
-            continue
-        item = SCP_SCU_RoleSelectionNegotiation()
-        item.sop_class_uid = request.abstract_syntax
-        item.scu_role = bool(request.scu_role)
-        item.scp_role = bool(request.scp_role)
-        items[request.abstract_syntax] = item
-    return list(items.values())
-
-
 def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
     """Build the client TLS context from PEM files, or ``None`` when TLS is not configured."""
     tls = peer.tls
@@ -137,7 +90,8 @@ def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
     except (OSError, ssl.SSLError) as exc:
         raise DcmtoolError(
             f"TLS setup failed: {exc}",
-            hint="check the PEM files given as --tls-cert/--tls-key/--tls-ca",
+            hint="check the PEM files of the certificate, its key and the CA",
+            setting="tls_files",
         ) from None
     return context, (peer.host if context.check_hostname else None)
 
@@ -169,11 +123,12 @@ def _rejection(peer: Peer, primitive: Any) -> AssociationRejected:
     kind = "permanently" if result == 1 else "transiently"
     hints = {
         (1, 3): f"the peer does not know calling AE title {peer.calling_ae_title!r}: "
-        "register it on the peer or use --calling-aet",
-        (1, 7): f"the peer is not called {peer.called_ae_title!r}: check --called-aet",
+        "register it on the peer or use a calling AE title it knows",
+        (1, 7): f"the peer is not called {peer.called_ae_title!r}: check the called AE title",
         (3, 1): "the peer is busy or at its association limit: try again later",
         (3, 2): "the peer is at its association limit: try again later",
     }
+    settings = {(1, 3): "calling_ae_title", (1, 7): "called_ae_title"}
     return AssociationRejected(
         f"association rejected {kind} by {peer.label}: {reason_text} "
         f"(source: {str(primitive.source_str).lower()})",
@@ -181,6 +136,7 @@ def _rejection(peer: Peer, primitive: Any) -> AssociationRejected:
         source=source,
         reason=reason,
         hint=hints.get((source, reason)),
+        setting=settings.get((source, reason)),
     )
 
 
@@ -207,7 +163,8 @@ def _context_results(
 
 
 def make_ae(peer: Peer) -> AE:
-    fixes.sync_pdu_logging()
+    patches.apply()
+    settings.sync_pdu_logging()
     ae = AE(ae_title=peer.calling_ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = implementation_version_name()
@@ -290,7 +247,7 @@ def open_association(
         contexts=proposed,
         ae_title=peer.called_ae_title,
         max_pdu=peer.max_pdu,
-        ext_neg=_role_selection(contexts) or None,
+        ext_neg=role_selection(contexts) or None,
         evt_handlers=cast(Any, evt_handlers),
         tls_args=cast(Any, tls_client_context(peer)),
     )
@@ -325,9 +282,9 @@ def open_association(
                 f"{peer.label} accepted none of the {len(proposed)} proposed presentation "
                 f"contexts ({', '.join(reasons)})",
                 hint="the peer does not support this SOP class or transfer syntax; "
-                "`dcmtool echo --probe` shows what it accepts",
+                "a storage probe shows what it accepts", setting="probe",
             )
-        error = fixes.CONNECT_ERRORS.pop(assoc, None)
+        error = CONNECT_ERRORS.pop(assoc, None)
         if error is not None or not connected:
             raise _connection_error_message(peer, error)
         if not received:
@@ -336,7 +293,8 @@ def open_association(
                 raise AssociationTimeout(
                     f"{peer.label} ({peer.host}:{peer.port}) did not answer the association "
                     f"request within {acse:g} s",
-                    hint="is it a DICOM port? raise --acse-timeout for slow peers",
+                    hint="is it a DICOM port? raise the ACSE timeout for slow peers",
+                    setting="acse_timeout",
                 )
             raise AssociationAborted(
                 f"{peer.label} closed the connection without answering the association request",

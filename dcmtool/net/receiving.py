@@ -15,18 +15,27 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from dcmtool.dicom import commands
+from dcmtool.dicom import commands, status
 from dcmtool.net import wire
 
 C_STORE_RQ, C_GET_RSP = 0x0001, 0x8010
 
+@dataclass(frozen=True)
+class Refusal:
+    """A data set that could not be received whole into a file (e.g. the disk is full)."""
+
+    status: int
+    message: str
+
+
 #: (association, received file or refusal, SOP Class, SOP Instance, transfer syntax) -> the
-#: status Dataset to answer (RunningServer.store_file).
-StoreFile = Callable[[Any, Any, str, str, str], Any]
+#: status Dataset to answer (the SCP's ``Handlers.store_file``).
+StoreFile = Callable[[Any, "Path | Refusal", str, str, str], Any]
 
 
 def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
@@ -75,7 +84,7 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
                     yield Dataset(), None
                     return
                 yield response
-                if response[0].Status not in (0xFF00, 0xFF01):
+                if not status.is_pending(response[0].Status):
                     return
             else:
                 reader.protocol_error(f"an unexpected message (command 0x{field or 0:04X})")
@@ -173,13 +182,13 @@ class _Receiving:
 
     def store(self, context_id: int, fields: dict[int, bytes]) -> bool:
         """Receive one instance and answer it; ``False`` when the association was lost."""
-        from dcmtool.archive.storage import OUT_OF_RESOURCES, StoreOutcome
         from dcmtool.dicom.part10 import FileMeta
 
         sop_class, sop_instance = commands.text(fields, 0x0002), commands.text(fields, 0x1000)
         message_id = commands.us(fields, 0x0110) or 0
         if commands.us(fields, 0x0800) == 0x0101:  # no data set follows
-            return self._answer(context_id, sop_class, sop_instance, message_id, 0xC000,
+            return self._answer(context_id, sop_class, sop_instance, message_id,
+                                status.CANNOT_UNDERSTAND,
                                 "the C-STORE request has no data set")
         syntax = self.syntaxes.get(context_id, "")
         meta = FileMeta(sop_class, sop_instance, syntax, *self.implementation,
@@ -202,14 +211,14 @@ class _Receiving:
             return False
         if failure is not None:  # e.g. the disk is full: refuse this one, keep going
             os.unlink(name)
-            received = StoreOutcome(OUT_OF_RESOURCES,
-                                    f"cannot write: {failure.strerror or failure}")
+            received = Refusal(status.OUT_OF_RESOURCES,
+                               f"cannot write: {failure.strerror or failure}")
         else:
             received = Path(name)
-        status = self.store_file(self.assoc, received, sop_class, sop_instance, syntax)
+        answer = self.store_file(self.assoc, received, sop_class, sop_instance, syntax)
         return self._answer(context_id, sop_class, sop_instance, message_id,
-                            int(getattr(status, "Status", 0xC000)),
-                            str(getattr(status, "ErrorComment", "") or ""))
+                            int(getattr(answer, "Status", status.CANNOT_UNDERSTAND)),
+                            str(getattr(answer, "ErrorComment", "") or ""))
 
     def _answer(self, context_id: int, sop_class: str, sop_instance: str, message_id: int,
                 status: int, comment: str) -> bool:

@@ -108,7 +108,6 @@ def load_network_only() -> None:
         parent, _, child = name.rpartition(".")
         if sys.modules.get(parent) is not None and not hasattr(sys.modules[parent], child):
             setattr(sys.modules[parent], child, stub)
-    _apply_fixes()
 
 
 #: Whether pydicom was imported by load_network_only (without numpy).
@@ -157,12 +156,6 @@ def _enable_pixels() -> None:
         parent, _, child = name.rpartition(".")
         module = importlib.import_module(name)
         setattr(sys.modules[parent], child, module)
-
-
-def _apply_fixes() -> None:
-    from dcmtool.net import fixes
-
-    fixes.apply()
 
 
 __all__: Sequence[str] = ("enable_pixels", "load_network_only")

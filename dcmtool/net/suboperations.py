@@ -21,16 +21,19 @@ from typing import Any
 
 from dcmtool.dicom import commands
 from dcmtool.dicom.part10 import offset_in
+from dcmtool.dicom.status import (
+    PENDING,
+    SOME_SUBOPERATIONS_FAILED,
+    SUBOPERATIONS_FAILED,
+    SUCCESS,
+    is_warning,
+)
 from dcmtool.net import wire
+from dcmtool.net.contexts import build_contexts, plan_storage
 
 LOG = logging.getLogger("dcmtool.serve")
 
 MOVE_RESPONSE, GET_RESPONSE = 0x8021, 0x8010
-PENDING, CANCELLED, SUCCESS = 0xFF00, 0xFE00, 0x0000
-SUBOPERATIONS_FAILED, SOME_FAILED = 0xA702, 0xB000
-#: C-STORE statuses that are warnings (PS3.4 B.2.3; PS3.7 C.4.1-C.4.2); 0xBxxx in general.
-STORE_WARNINGS = frozenset({0x0001, 0x0107, 0x0116})
-EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Tally:
         self.remaining -= 1
         if status == SUCCESS:
             self.completed += 1
-        elif status is not None and (status in STORE_WARNINGS or status >> 12 == 0xB):
+        elif is_warning(status):
             self.warning += 1
         else:
             self.failed += 1
@@ -74,25 +77,14 @@ class Tally:
             return SUCCESS
         if self.failed and not (self.completed or self.warning):
             return SUBOPERATIONS_FAILED
-        return SOME_FAILED
+        return SOME_SUBOPERATIONS_FAILED
 
 
-def sub_contexts(items: Sequence[StoredFile]) -> list[Any]:
-    """Presentation contexts for a C-MOVE's sub-association, within the 128 allowed: each
-    class in each of its stored syntaxes alone (so the files go as they are: an acceptor
-    offered several syntaxes in one context may pick another, pynetdicom's picks implicit),
-    then explicit/implicit VR little endian together, to convert to when those are refused."""
-    from pynetdicom.presentation import build_context
-
-    by_class: dict[str, list[str]] = {}
-    for item in items:
-        syntaxes = by_class.setdefault(item.sop_class, [])
-        if item.syntax not in syntaxes:
-            syntaxes.append(item.syntax)
-    stored = [build_context(sop_class, [syntax])
-              for sop_class, syntaxes in by_class.items() for syntax in syntaxes]
-    converted = [build_context(sop_class, [EXPLICIT_LE, IMPLICIT_LE]) for sop_class in by_class]
-    return (stored + converted)[:128]
+def sub_batches(items: Sequence[StoredFile]) -> list[tuple[list[Any], list[StoredFile]]]:
+    """A C-MOVE's sub-associations: (pynetdicom presentation contexts, the files sent on it),
+    as many as the 128-context limit needs (``contexts.plan_storage``)."""
+    return [(build_contexts(requests), files) for requests, files in
+            plan_storage(items, lambda i: i.sop_class, lambda i: i.syntax)]
 
 
 class Responder:
@@ -173,7 +165,8 @@ class Responder:
 
 
 def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
-            originator: tuple[str, int] | None = None) -> tuple[Tally, bool]:
+            originator: tuple[str, int] | None = None,
+            tally: Tally | None = None) -> tuple[Tally, bool]:
     """Send ``items`` on ``sender`` (the destination's association for a C-MOVE, the
     requester's own for a C-GET), one C-STORE at a time, answering the requester as it goes.
 
@@ -181,7 +174,7 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     (``_send_through_pynetdicom``). Returns the counts and whether the requester cancelled. A
     requester that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
     """
-    tally = Tally(len(items))
+    tally = tally or Tally(len(items))
     # Read the responses here (see OwnedReader): the peer sends nothing else meanwhile.
     reader = wire.OwnedReader(sender) if wire.usable(sender) else None
     if reader is not None:
@@ -300,11 +293,10 @@ def _converted(item: StoredFile, accepted: list[str]) -> Any:
     initiative (uncompressed first, then the lossless ones), same SOP Instance UID."""
     from pydicom import dcmread
 
-    from dcmtool.dicom.syntaxes import lookup
+    from dcmtool.dicom.syntaxes import conversion_target
     from dcmtool.dicom.transcode import EncodeOptions, transcode
 
-    lossless = [ts for ts in accepted if not getattr(lookup(ts), "lossy", True)]
-    on_wire = next((ts for ts in (EXPLICIT_LE, IMPLICIT_LE, *lossless) if ts in lossless), None)
+    on_wire = conversion_target(accepted)
     if on_wire is None:
         raise ValueError(f"the peer accepted no presentation context for {item.sop_class}")
     return transcode(dcmread(item.path), on_wire, EncodeOptions(keep_uid=True))

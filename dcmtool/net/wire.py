@@ -24,6 +24,7 @@ from typing import Any
 from dcmtool.dicom import commands
 from dcmtool.dicom.commands import parse_command, text, us
 from dcmtool.dicom.part10 import dataset_offset
+from dcmtool.net.links import link
 
 #: Data set bytes per PDU when the peer sets no limit (maximum length 0).
 UNLIMITED_CHUNK = 1 << 20
@@ -81,13 +82,11 @@ def _exclusive(assoc: Any, timeout: float = 10.0) -> Iterator[None]:
     same thread that then sends the next sub-operation here): wait until the DUL has taken
     them all, then hold its write lock, so no PDU of ours lands inside one of its messages.
     """
-    from dcmtool.net.fixes import send_lock
-
     queued = assoc.dul.to_provider_queue
     deadline = time.monotonic() + timeout
     while queued.qsize() and assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.0002)
-    with send_lock(assoc.dul):
+    with link(assoc).send_lock:
         yield
 
 
@@ -119,14 +118,15 @@ def _plain(assoc: Any) -> bool:
 def accepted_syntaxes(assoc: Any) -> dict[str, dict[str, int]]:
     """SOP class -> {transfer syntax: context ID} of the contexts we may send on as SCU;
     built once per association (pynetdicom rebuilds its list on every access)."""
-    cached: dict[str, dict[str, int]] | None = getattr(assoc, "dcmtool_accepted", None)
+    state = link(assoc)
+    cached = state.accepted
     if cached is None:
         cached = {}
         for cx in assoc.accepted_contexts:
             if cx.as_scu:
                 cached.setdefault(str(cx.abstract_syntax), {}).setdefault(
                     str(cx.transfer_syntax[0]), int(cx.context_id))
-        assoc.dcmtool_accepted = cached
+        state.accepted = cached
     return cached
 
 
@@ -148,9 +148,9 @@ def send_path(assoc: Any, path: Path, sop_class: str, syntax: str, sop_instance:
 
 def next_message_id(assoc: Any) -> int:
     """A Message ID for our next request on ``assoc`` (1..65535, wrapping)."""
-    message_id = getattr(assoc, "dcmtool_message_id", 0) % 65535 + 1
-    assoc.dcmtool_message_id = message_id
-    return int(message_id)
+    state = link(assoc)
+    state.message_id = state.message_id % 65535 + 1
+    return state.message_id
 
 
 def read_small(path: Path) -> bytes | None:
@@ -223,7 +223,7 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
     if message_id is None:
         message_id = next_message_id(assoc)
     data = read_small(path)  # an unreadable file fails here, before anything is sent
-    reader: OwnedReader | None = getattr(assoc, "dcmtool_reader", None)
+    reader: OwnedReader | None = link(assoc).reader
     owned = reader is not None and reader.active
     try:
         if data is not None:
@@ -249,7 +249,7 @@ def send_file(assoc: Any, context_id: int, path: Path, offset: int, sop_class: s
 
 def release_responses(assoc: Any) -> None:
     """Give the reading of ``assoc`` back to pynetdicom (before any pynetdicom request)."""
-    reader: OwnedReader | None = getattr(assoc, "dcmtool_reader", None)
+    reader: OwnedReader | None = link(assoc).reader
     if reader is not None:
         reader.release()
 
@@ -308,7 +308,7 @@ class OwnedReader:
     retrieving client's). Through pynetdicom each message wakes its DUL thread, goes through
     its state machine, a pydicom decode of the command set and a queue to this thread: most of
     the turnaround between two sub-operations. While this reader owns the socket the DUL
-    thread does not touch it (``fixes`` point 11). Anything but a P-DATA-TF PDU
+    thread does not touch it (``patches.owned_reading``). Anything but a P-DATA-TF PDU
     (an A-ABORT, a release request) is pushed back for pynetdicom to read, and ownership
     returns to it; so is an unwanted message (``command_of``); other surprises abort.
     """
@@ -317,7 +317,7 @@ class OwnedReader:
         """``timeout``: the longest wait for a PDU; ``True`` for the DIMSE timeout."""
         self.assoc = assoc
         self.dul = assoc.dul
-        self.transport = assoc.dul.socket
+        self.link = link(assoc)
         self.sock = _socket(assoc)
         self.timeout = assoc.dimse_timeout if timeout is True else timeout
         self.poller = select.poll()
@@ -334,25 +334,23 @@ class OwnedReader:
             return None
         reader = cls(assoc)
         reader.take()
-        assoc.dcmtool_reader = reader
+        link(assoc).reader = reader
         return reader
 
     def take(self) -> None:
-        from dcmtool.net.fixes import read_lock
-
-        with read_lock(self.dul):  # not in the middle of one of the DUL's reads
-            self.dul.dcmtool_owned = True
+        with self.link.read_lock:  # not in the middle of one of the DUL's reads
+            self.link.owned = True
         self.active = True
         self._wake_dul()  # it drops the socket from the poll it is sleeping in
 
     def release(self) -> None:
         if self.active:
-            self.dul.dcmtool_owned = False
+            self.link.owned = False
             self.active = False
             self._wake_dul()
 
     def _wake_dul(self) -> None:
-        wake = getattr(self.dul, "_dcmtool_wake", None)
+        wake = self.link.wake_dul
         if wake is not None:
             wake()
 
@@ -416,7 +414,7 @@ class OwnedReader:
             self.protocol_error("a message starting inside a PDU after a data set")
             return None
         self._pdvs.clear()
-        self.transport.dcmtool_pushback = b"".join(raw)
+        self.link.pushback = b"".join(raw)
         self.release()
         return None
 
@@ -452,7 +450,7 @@ class OwnedReader:
                 return None
             self.dul._idle_timer.restart()  # the network timeout counts from the last PDU
             if pdu_type != 0x04:
-                self.transport.dcmtool_pushback = b"".join([*(self._raw or ()), head, body])
+                self.link.pushback = b"".join([*(self._raw or ()), head, body])
                 self._pdvs.clear()
                 self.release()
                 return None

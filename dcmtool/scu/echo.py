@@ -16,12 +16,8 @@ from dcmtool.dicom.syntaxes import (
     TRANSFER_SYNTAXES,
 )
 from dcmtool.errors import DcmtoolError, DimseFailure
-from dcmtool.net.association import (
-    MAX_CONTEXTS,
-    ContextRequest,
-    Negotiation,
-    open_association,
-)
+from dcmtool.net.association import Negotiation, open_association
+from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest
 
 _ECHO_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
@@ -112,7 +108,8 @@ def echo(
                         raise session.lost(f"C-ECHO {sequence}")
                     raise DcmtoolError(
                         f"{peer.label} did not answer C-ECHO {sequence} within "
-                        f"{peer.timeouts.dimse} s", hint="raise --dimse-timeout for slow peers")
+                        f"{peer.timeouts.dimse} s", hint="raise the DIMSE timeout for slow peers",
+                        setting="dimse_timeout")
         failed = [a for a in result.attempts if not a.ok]
         if failed:
             result.error = DimseFailure(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dcmtool.config import Peer
+from dcmtool.dicom import status
 from dcmtool.dicom.sopclasses import (
     MODALITY_WORKLIST_FIND,
     PATIENT_ROOT_FIND,
@@ -22,8 +23,9 @@ from dcmtool.dicom.sopclasses import (
     STUDY_ROOT_FIND,
 )
 from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
-from dcmtool.errors import DimseFailure, UsageError
-from dcmtool.net.association import ContextRequest, open_association
+from dcmtool.errors import UsageError
+from dcmtool.net.association import open_association
+from dcmtool.net.contexts import ContextRequest
 
 MODELS = {"patient": PATIENT_ROOT_FIND, "study": STUDY_ROOT_FIND,
           "patient-study": PATIENT_STUDY_ONLY_FIND, "worklist": MODALITY_WORKLIST_FIND}
@@ -192,11 +194,11 @@ def find(peer: Peer, identifier: Any, model: str, *, limit: int | None = None,
         assoc = session.assoc
         context_id = next(cx.context_id for cx in assoc.accepted_contexts
                           if cx.abstract_syntax == model)
-        for status, match in assoc.send_c_find(identifier, model, msg_id=1):
-            code = getattr(status, "Status", None)
+        for response, match in assoc.send_c_find(identifier, model, msg_id=1):
+            code = getattr(response, "Status", None)
             if code is None:
                 raise session.lost("the C-FIND")
-            if code in (0xFF00, 0xFF01):
+            if status.is_pending(code):
                 if match is not None:
                     result.matches.append(match)
                     if on_match:
@@ -206,7 +208,7 @@ def find(peer: Peer, identifier: Any, model: str, *, limit: int | None = None,
                     result.cancelled = True
                 continue
             result.status = int(code)
-            result.comment = str(getattr(status, "ErrorComment", "") or "")
+            result.comment = str(getattr(response, "ErrorComment", "") or "")
     result.seconds = time.perf_counter() - started
     if result.cancelled and limit is not None:
         del result.matches[limit:]
@@ -215,20 +217,10 @@ def find(peer: Peer, identifier: Any, model: str, *, limit: int | None = None,
 
 def check(result: FindResult) -> None:
     """Raise DimseFailure unless the final status was success, a warning or our cancel."""
-    status = result.status
-    if status is None or status == 0x0000 or 0xB000 <= status <= 0xBFFF:
-        return
-    if status == 0xFE00 and result.cancelled:
-        return
-    meanings = {0xA700: "out of resources", 0xA900: "identifier does not match SOP class",
-                0x0122: "SOP class not supported", 0xFE00: "cancelled by the peer"}
-    meaning = meanings.get(status, "unable to process" if 0xC000 <= status <= 0xCFFF
-                           else "failure")
-    comment = f": {result.comment}" if result.comment else ""
-    raise DimseFailure(f"the peer answered the C-FIND with 0x{status:04X} ({meaning}){comment}",
-                       status=status,
-                       hint="check the keys and level (-L), and the model (-P/-S/-O)"
-                       if status == 0xA900 else None)
+    status.raise_for_final(
+        result.status, "C-FIND", comment=result.comment, cancelled_by_us=result.cancelled,
+        hint="check the keys and level (-L), and the model (-P/-S/-O)"
+        if result.status == status.IDENTIFIER_DOES_NOT_MATCH else None)
 
 
 def flatten(ds: Any, prefix: str = "") -> dict[str, str]:

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dcmtool.config import LocalAE, Peer
+from dcmtool.dicom import status
 from dcmtool.dicom.sopclasses import (
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
@@ -35,7 +36,9 @@ from dcmtool.errors import (
     PartialFailure,
     UsageError,
 )
-from dcmtool.net.association import MAX_CONTEXTS, ContextRequest, make_ae, open_association
+from dcmtool.net.association import make_ae, open_association
+from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest
+from dcmtool.net.links import configure_ae
 
 MOVE_MODELS = {"patient": PATIENT_ROOT_MOVE, "study": STUDY_ROOT_MOVE,
                "patient-study": PATIENT_STUDY_ONLY_MOVE}
@@ -151,54 +154,37 @@ def build_retrieve_identifier(level: str, keys: Sequence[str]) -> Any:
     return ds
 
 
-def _receiver(out_dir: Path, local: LocalAE, layout: str | None, *, listen: bool) -> Any:
-    """An archive in ``out_dir`` and a storage SCP feeding it (on loopback port 0 for C-GET,
-    where nothing connects to it: its store handler serves the C-GET association)."""
-    from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
-    from dcmtool.archive.storage import StorePolicy
-    from dcmtool.scp.server import ServeOptions, open_archive, start_server
+class Receiver(Protocol):
+    """Where retrieved instances go: a storage SCP and its archive (``scp.receiver``)."""
 
-    try:
-        pattern = Layout.parse(layout or DEFAULT_PATTERN)
-    except LayoutError as exc:
-        raise UsageError(f"--layout: {exc}") from None
-    # A retrieval may bring an instance we already have: keep it, count it as received.
-    # The peer keeps its copies: the files are made durable together when the receiver
-    # stops, before the command reports anything, instead of one fsync per instance.
-    policy = StorePolicy(layout=pattern, duplicates="ignore", min_free_bytes=0,
-                         durable_each=False)
-    archive, _ = open_archive(out_dir, policy)
-    options = ServeOptions(ae_title=local.ae_title,
-                           port=local.port if listen else 0,
-                           bind=local.bind if listen else "127.0.0.1",
-                           max_associations=10)
-    try:
-        server = start_server(archive, options)
-    except BaseException:
-        archive.close()
-        raise
-    if listen:  # C-MOVE: the peer's C-STOREs after the first are read off the socket
-        from dcmtool.net import receiving
+    stats: Any  # .stored, .associations: counters
+    archive: Any  # .incoming: the folder received data sets are written into
 
-        def receive_more(assoc: Any, answer_first: Callable[[], None]) -> None:
-            receiving.receive_more(assoc, server.store_file, server.archive.incoming,
-                                   answer_first)
+    def store_file(self, assoc: Any, received: Any, sop_class: str, sop_instance: str,
+                   transfer_syntax: str) -> Any: ...
 
-        server.ae.dcmtool_receive = receive_more  # type: ignore[attr-defined]
-    return server
+    def handle_store(self, event: Any) -> Any: ...
+
+    def stop(self, grace: float = 30.0) -> None: ...
+
+
+#: Opens a receiver: listening for a C-MOVE's sub-associations (True) or not (C-GET).
+OpenReceiver = Callable[[bool], Receiver]
 
 
 def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str | None,
-         out_dir: Path | None, local: LocalAE, layout: str | None = None,
+         out_dir: Path | None, local: LocalAE, open_receiver: OpenReceiver | None = None,
          on_progress: ProgressCallback | None = None) -> RetrieveSummary:
-    """C-MOVE each identifier to ``destination``, or to a storage SCP of ours in ``out_dir``."""
-    if destination is None and out_dir is None:
-        raise UsageError("give --dest AET (a third-party move) or --out DIR (move to dcmtool)")
+    """C-MOVE each identifier to ``destination``, or to a storage SCP of ours
+    (``open_receiver``) that writes into ``out_dir``."""
+    if destination is None and (out_dir is None or open_receiver is None):
+        raise UsageError("give a move destination or a folder to receive into",
+                         setting="destination")
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = None
     if destination is None:
-        assert out_dir is not None
-        receiver = _receiver(out_dir, local, layout, listen=True)
+        assert open_receiver is not None
+        receiver = open_receiver(True)
         destination = local.ae_title
     started = time.perf_counter()
     try:
@@ -222,16 +208,15 @@ def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str
 
 
 def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
-        local: LocalAE, store_classes: Sequence[str] = COMMON_STORAGE_CLASSES,
-        layout: str | None = None, on_progress: ProgressCallback | None = None
-        ) -> RetrieveSummary:
+        open_receiver: OpenReceiver, store_classes: Sequence[str] = COMMON_STORAGE_CLASSES,
+        on_progress: ProgressCallback | None = None) -> RetrieveSummary:
     """C-GET each identifier; the instances arrive on the same association."""
     from pynetdicom import evt
 
     from dcmtool.net import receiving, wire
 
     summary = RetrieveSummary(out_dir=out_dir)
-    receiver = _receiver(out_dir, local, layout, listen=False)
+    receiver = open_receiver(False)
     contexts = [ContextRequest(model, (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))]
     for sop_class in dict.fromkeys(store_classes):
         for group in GET_SYNTAX_GROUPS:
@@ -240,9 +225,9 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
         receiver.stop(grace=1)
         raise UsageError(f"{len(store_classes)} storage classes need {len(contexts)} "
                          f"presentation contexts; one association holds {MAX_CONTEXTS}",
-                         hint="name at most 63 classes with --store-classes")
+                         hint="name at most 63 storage classes", setting="store_classes")
     ae = make_ae(peer)
-    ae.dcmtool_incoming = str(receiver.archive.incoming)  # type: ignore[attr-defined]
+    configure_ae(ae, incoming=receiver.archive.incoming)
     started = time.perf_counter()
     try:
         with open_association(peer, contexts, ae=ae,
@@ -268,23 +253,23 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
 def _follow(session: Any, responses: Any, outcome: RetrieveOutcome, receiver: Any,
             before: int, on_progress: ProgressCallback | None, service: str) -> None:
     """Read the pending and final responses of one retrieval into ``outcome``."""
-    for status, identifier in responses:
-        code = getattr(status, "Status", None)
+    for response, identifier in responses:
+        code = getattr(response, "Status", None)
         if code is None:
             raise session.lost(f"the {service}")
         # Counts only grow; some peers (Orthanc on 0xC000) end with zeros.
-        outcome.completed = max(outcome.completed, _count(status, "Completed"))
-        outcome.failed = max(outcome.failed, _count(status, "Failed"))
-        outcome.warning = max(outcome.warning, _count(status, "Warning"))
-        remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
-        if code in (0xFF00, 0xFF01):
+        outcome.completed = max(outcome.completed, _count(response, "Completed"))
+        outcome.failed = max(outcome.failed, _count(response, "Failed"))
+        outcome.warning = max(outcome.warning, _count(response, "Warning"))
+        remaining = int(getattr(response, "NumberOfRemainingSuboperations", 0) or 0)
+        if status.is_pending(code):
             if on_progress:
                 received = receiver.stats.stored - before if receiver else 0
                 on_progress(Progress(outcome.label, outcome.completed, remaining,
                                      outcome.failed, outcome.warning, received))
             continue
         outcome.status = int(code)
-        outcome.message = str(getattr(status, "ErrorComment", "") or "")
+        outcome.message = str(getattr(response, "ErrorComment", "") or "")
         if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
             value = identifier.FailedSOPInstanceUIDList
             outcome.failed_uids = [str(v) for v in (value if isinstance(value, list | tuple)
@@ -350,7 +335,8 @@ def _pick(row: dict[str, str], order: Sequence[str], source: str) -> tuple[str, 
     for keyword in order:
         if row.get(keyword):
             return keyword, row[keyword]
-    raise UsageError(f"--from: no StudyInstanceUID, AccessionNumber or PatientID in {source[:80]}")
+    raise UsageError(f"no StudyInstanceUID, AccessionNumber or PatientID in {source[:80]}",
+                     setting="from")
 
 
 def _looks_like_uid(text: str) -> bool:
@@ -397,18 +383,13 @@ def resolve(peer: Peer, pairs: Sequence[tuple[str, str]], *, find_model: str
     return identifiers
 
 
-def _failed(status: int | None) -> bool:
-    """A final status that is a failure: 0xA702, 0xA7xx, 0xA9xx, 0xCxxx (not B000/FE00)."""
-    return status is not None and status not in (0x0000, 0xB000, 0xFE00) and status >= 0xA000
-
-
 def check(summary: RetrieveSummary, *, destination: str | None, local: LocalAE | None,
           peer: Peer) -> None:
     """Raise the error that gives the right exit code, explaining the usual setup mistakes."""
     outcomes = summary.outcomes
     if not outcomes:
         return
-    unknown = [o for o in outcomes if o.status == 0xA801]
+    unknown = [o for o in outcomes if o.status == status.UNKNOWN_MOVE_DESTINATION]
     if unknown:
         aet = destination or (local.ae_title if local else "?")
         where = f"{aet}@<this host>:{local.port}" if local and destination is None else aet
@@ -416,9 +397,10 @@ def check(summary: RetrieveSummary, *, destination: str | None, local: LocalAE |
             f"{peer.label} does not know the move destination {aet} (0xA801)",
             status=0xA801,
             hint=f"register {where} on {peer.label} as a DICOM node (AE title, this host's "
-                 "address, port), or use 'dcmtool get'")
-    failures = [o for o in outcomes if _failed(o.status)]
-    partial = [o for o in outcomes if o.status == 0xB000 or o.failed]
+                 "address, port), or retrieve with C-GET instead", setting="get")
+    failures = [o for o in outcomes if status.is_failure(o.status)]
+    partial = [o for o in outcomes
+               if o.status == status.SOME_SUBOPERATIONS_FAILED or o.failed]
     incomplete = [o for o in outcomes if summary.out_dir is not None and o.received < o.expected]
     if summary.out_dir is not None and destination is None and local is not None and \
             any(o.failed for o in outcomes) and \

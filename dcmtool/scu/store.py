@@ -24,21 +24,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dcmtool.config import Peer
-from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
+from dcmtool.dicom import status
+from dcmtool.dicom.syntaxes import conversion_target, describe
 from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
 from dcmtool.errors import (
     AssociationAborted,
     ConnectionFailed,
     DcmtoolError,
-    DimseFailure,
-    PartialFailure,
     UsageError,
 )
-from dcmtool.net import stack, wire
-from dcmtool.net.association import MAX_CONTEXTS, ContextRequest, open_association
-
-#: Warning statuses of C-STORE (PS3.4 B.2.3): the instance was stored.
-WARNINGS = {0xB000, 0xB006, 0xB007}
+from dcmtool.net import settings, stack, wire
+from dcmtool.net.association import open_association
+from dcmtool.net.contexts import ContextRequest, plan_storage
 
 
 @dataclass(frozen=True)
@@ -62,11 +59,11 @@ class FileOutcome:
 
     @property
     def stored(self) -> bool:
-        return self.status == 0x0000 or self.status in WARNINGS
+        return status.completed(self.status)
 
     @property
     def warning(self) -> bool:
-        return self.status in WARNINGS
+        return status.is_warning(self.status)
 
 
 @dataclass
@@ -186,35 +183,10 @@ def dicomdir_files(path: Path) -> list[Path]:
 
 def plan(instances: Sequence[Instance], target: str | None = None
          ) -> list[tuple[list[ContextRequest], list[Instance]]]:
-    """Split the files into batches whose presentation contexts fit in one association.
-
-    Per SOP class: one context per transfer syntax the files use, alone (an acceptor offered
-    several in one context may pick another: pynetdicom's picks implicit VR, and every file
-    would be converted), plus one offering explicit and implicit VR little endian for the
-    fallback. With a ``target`` syntax (``--ts``): one context per class, in that syntax only.
-    """
-    by_class: dict[str, dict[str, list[Instance]]] = {}
-    for instance in instances:
-        by_class.setdefault(instance.sop_class_uid, {}).setdefault(
-            instance.transfer_syntax, []).append(instance)
-    batches: list[tuple[list[ContextRequest], list[Instance]]] = []
-    contexts: list[ContextRequest] = []
-    files: list[Instance] = []
-    for sop_class, by_syntax in by_class.items():
-        if target is not None:
-            wanted = [ContextRequest(sop_class, (target,))]
-        else:
-            wanted = [ContextRequest(sop_class, (ts,)) for ts in by_syntax]
-            wanted.append(ContextRequest(sop_class, (EXPLICIT_VR_LITTLE_ENDIAN,
-                                                     IMPLICIT_VR_LITTLE_ENDIAN)))
-        if len(contexts) + len(wanted) > MAX_CONTEXTS and contexts:
-            batches.append((contexts, files))
-            contexts, files = [], []
-        contexts.extend(wanted[:MAX_CONTEXTS])
-        files.extend(i for group in by_syntax.values() for i in group)
-    if contexts:
-        batches.append((contexts, files))
-    return batches
+    """Batches of files whose presentation contexts fit in one association (see
+    ``contexts.plan_storage``)."""
+    return plan_storage(instances, lambda i: i.sop_class_uid, lambda i: i.transfer_syntax,
+                        target)
 
 
 def partition(instances: Sequence[Instance], jobs: int) -> list[list[Instance]]:
@@ -258,9 +230,7 @@ def store(
     ConnectionFailed, AssociationRejected, ...
         Only when no association could be opened at all.
     """
-    from pynetdicom import _config
-
-    _config.STORE_SEND_CHUNKED_DATASET = True  # send file bytes, never decode them
+    settings.send_files_undecoded()
     started = time.perf_counter()
     lock = threading.Lock()
     summary = StoreSummary()
@@ -371,15 +341,15 @@ def _send_one(session: Any, instance: Instance,
     accepted = wire.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
     name = describe(instance.transfer_syntax)
 
-    def outcome(status: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
+    def outcome(response: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
         uid = uid or instance.sop_instance_uid
-        code = getattr(status, "Status", None)
+        code = getattr(response, "Status", None)
         if code is None:
             return FileOutcome(instance.path, uid, None,
                                "no response: the association was aborted or timed out",
                                sent_as)
-        comment = str(getattr(status, "ErrorComment", "") or "")
-        text = "stored" if code == 0 else ("stored with warning" if code in WARNINGS
+        comment = str(getattr(response, "ErrorComment", "") or "")
+        text = "stored" if code == 0 else ("stored with warning" if status.is_warning(code)
                                            else "refused")
         return FileOutcome(instance.path, uid, int(code),
                            f"{text} (0x{int(code):04X}){': ' + comment if comment else ''}",
@@ -395,8 +365,7 @@ def _send_one(session: Any, instance: Instance,
         elif instance.transfer_syntax in accepted:
             on_wire = instance.transfer_syntax
         else:
-            fallback = next((ts for ts in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
-                             if ts in accepted), None)
+            fallback = conversion_target(accepted)
             if fallback is None:
                 offered = ", ".join(describe(t) for t in sorted(accepted))
                 return FileOutcome(instance.path, instance.sop_instance_uid, None,
@@ -492,12 +461,8 @@ class Modifier:
 
 def check(summary: StoreSummary) -> None:
     """Raise the error that gives the right exit code when not everything was stored."""
-    if summary.failed == 0:
-        return
-    if summary.stored:
-        raise PartialFailure(f"{summary.failed} of {len(summary.outcomes)} files failed")
+    first = summary.outcomes[0] if summary.outcomes else None
     statuses = [o.status for o in summary.outcomes if o.status is not None]
-    if statuses:
-        raise DimseFailure(f"every file was refused (first: {summary.outcomes[0].message})",
-                           status=statuses[0])
-    raise AssociationAborted(f"no file was stored: {summary.outcomes[0].message}")
+    status.raise_for_batch(len(summary.outcomes), summary.failed, completed=summary.stored,
+                           first_status=statuses[0] if statuses else None,
+                           first_message=first.message if first else "")

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from dcmtool.cli import console, options
+from dcmtool.cli.groups import LoggingOptions, logging_options
 
 if TYPE_CHECKING:
-    from dcmtool.dicom.transcode import ConvertOutcome, ConvertSummary
+    from dcmtool.dicom.convert import ConvertOutcome, ConvertSummary
 
 EPILOG = """Examples:
 
@@ -28,6 +29,7 @@ UID that references the original, unless --keep-uid. Exit code 7 when some files
 """
 
 
+@logging_options
 def convert(
     inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", help="Files or folders (recursive).", show_default=False)] = None,
@@ -57,18 +59,15 @@ def convert(
         "--list", help="List transfer syntaxes and whether they can be decoded and encoded.",
     )] = False,
     json_output: options.JsonOutput = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    logging: LoggingOptions,
 ) -> None:
     """Transcode DICOM files to another transfer syntax."""
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.state import settings
     from dcmtool.errors import UsageError
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
+    apply_logging(logging)
     if list_codecs:
         _print_codecs(json_output)
         return
@@ -76,8 +75,9 @@ def convert(
         raise UsageError("give at least one INPUT file or folder (or --list)")
     if syntax is None:
         raise UsageError("choose the target with --ts NAME", hint="dcmtool convert --list")
-    from dcmtool.dicom.transcode import EncodeOptions, check, plan_jobs, target_syntax
-    from dcmtool.dicom.transcode import convert as run
+    from dcmtool.dicom.convert import check, plan_jobs
+    from dcmtool.dicom.convert import convert as run
+    from dcmtool.dicom.transcode import EncodeOptions, target_syntax
 
     target = target_syntax(syntax)
     encode = EncodeOptions(quality=quality, ratio=ratio, near=near, keep_uid=keep_uid)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from dcmtool.cli import console, options, render_echo
+from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
@@ -26,6 +27,8 @@ EPILOG = """Examples:
 """
 
 
+@network_options
+@logging_options
 def echo(
     peers: Annotated[
         Optional[list[str]],
@@ -48,22 +51,9 @@ def echo(
                      "syntax and print what the peer accepts."),
     ] = False,
     json_output: options.JsonOutput = False,
-    calling_aet: options.CallingAET = None,
-    called_aet: options.CalledAET = None,
-    max_pdu: options.MaxPDU = None,
-    connect_timeout: options.ConnectTimeout = None,
-    acse_timeout: options.AcseTimeout = None,
-    dimse_timeout: options.DimseTimeout = None,
-    network_timeout: options.NetworkTimeout = None,
-    tls_cert: options.TlsCert = None,
-    tls_key: options.TlsKey = None,
-    tls_ca: options.TlsCA = None,
-    no_hostname_check: options.NoHostnameCheck = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    network: NetworkOptions,
+    logging: LoggingOptions,
 ) -> None:
     """Verify peers with C-ECHO: round-trip times like ping, or --probe what they accept."""
     from dcmtool.cli.app import apply_logging
@@ -71,7 +61,7 @@ def echo(
     from dcmtool.config import resolve_peer, split_peer_arguments
     from dcmtool.errors import UsageError
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
+    apply_logging(logging)
     config = settings.config()
     specs: list[str | tuple[str, int]] = split_peer_arguments(peers or [])
     if all_nodes:
@@ -81,9 +71,7 @@ def echo(
         specs += list(config.nodes)
     if not specs:
         raise UsageError("give a PEER (node name, AET@HOST:PORT or HOST PORT) or --all")
-    flags = overrides(calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
-                      dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
-                      no_hostname_check)
+    flags = overrides(network)
     resolved = [resolve_peer(spec, config, flags) for spec in specs]
 
     # Only the network stack: no numpy, no pixel codecs (start-up time is part of the product).

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from dcmtool.cli import console, options
+from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 EPILOG = """Examples:
 
@@ -26,6 +27,8 @@ decoded with the Specific Character Set of each response. Exit 0 on success (als
 """
 
 
+@network_options
+@logging_options
 def find(
     peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
@@ -51,22 +54,9 @@ def find(
     json_output: options.JsonOutput = False,
     jsonl: options.JsonLines = False,
     as_csv: options.CsvOutput = False,
-    calling_aet: options.CallingAET = None,
-    called_aet: options.CalledAET = None,
-    max_pdu: options.MaxPDU = None,
-    connect_timeout: options.ConnectTimeout = None,
-    acse_timeout: options.AcseTimeout = None,
-    dimse_timeout: options.DimseTimeout = None,
-    network_timeout: options.NetworkTimeout = None,
-    tls_cert: options.TlsCert = None,
-    tls_key: options.TlsKey = None,
-    tls_ca: options.TlsCA = None,
-    no_hostname_check: options.NoHostnameCheck = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    network: NetworkOptions,
+    logging: LoggingOptions,
 ) -> None:
     """Query a peer (C-FIND) and print the matches."""
     from dcmtool.cli.app import apply_logging
@@ -76,7 +66,7 @@ def find(
     from dcmtool.scu.find import MODELS, build_identifier, check, read_query_file
     from dcmtool.scu.find import find as run
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
+    apply_logging(logging)
     if json_output + jsonl + as_csv > 1:
         raise UsageError("choose one of --json, --jsonl and --csv")
     model = options.model_name(patient_root, study_root, patient_study_only)
@@ -85,14 +75,12 @@ def find(
               ("PATIENT" if model == "patient" else "STUDY")).upper()
     if chosen not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
         raise UsageError(f"--level {chosen}: expected PATIENT, STUDY, SERIES or IMAGE")
-    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
-                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
-                     no_hostname_check)
+    target = resolve(peer, network)
     identifier = build_identifier(keys or [], level=chosen, base=base,
                                   defaults=not no_defaults, charset=charset)
     result = run(target, identifier, MODELS[model], limit=limit)
     render(result.matches, identifier, as_json=json_output, jsonl=jsonl, as_csv=as_csv)
-    if not quiet and not (json_output or jsonl or as_csv) and sys.stderr.isatty():
+    if not logging.quiet and not (json_output or jsonl or as_csv) and sys.stderr.isatty():
         console.err(f"{len(result.matches)} match(es) in {result.seconds * 1000:.0f} ms"
                     + (" (cancelled at --limit)" if result.cancelled else ""))
     check(result)

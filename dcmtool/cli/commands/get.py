@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from dcmtool.cli import console, options
-from dcmtool.cli.commands.move import ProgressLine, finish, selection
+from dcmtool.cli.commands.move import ProgressLine, finish, receiver_opener, selection
+from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 EPILOG = """Examples:
 
@@ -24,6 +25,8 @@ IMAGE level) which classes the selection holds.
 """
 
 
+@network_options
+@logging_options
 def get(
     peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
@@ -47,22 +50,9 @@ def get(
     patient_study_only: options.PatientStudyOnly = False,
     layout: options.Layout = None,
     json_output: options.JsonOutput = False,
-    calling_aet: options.CallingAET = None,
-    called_aet: options.CalledAET = None,
-    max_pdu: options.MaxPDU = None,
-    connect_timeout: options.ConnectTimeout = None,
-    acse_timeout: options.AcseTimeout = None,
-    dimse_timeout: options.DimseTimeout = None,
-    network_timeout: options.NetworkTimeout = None,
-    tls_cert: options.TlsCert = None,
-    tls_key: options.TlsKey = None,
-    tls_ca: options.TlsCA = None,
-    no_hostname_check: options.NoHostnameCheck = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    network: NetworkOptions,
+    logging: LoggingOptions,
 ) -> None:
     """Retrieve studies, series or instances with C-GET into --out DIR."""
     from dcmtool.cli.app import apply_logging
@@ -72,12 +62,10 @@ def get(
     from dcmtool.scu.retrieve import COMMON_STORAGE_CLASSES, GET_MODELS, classes_in
     from dcmtool.scu.retrieve import get as run
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
+    apply_logging(logging)
     if out is None:
         raise UsageError("give --out DIR: where the retrieved instances go")
-    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
-                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
-                     no_hostname_check)
+    target = resolve(peer, network)
     model = options.model_name(patient_root, study_root, patient_study_only)
     identifiers = selection(target, model, study, series, accession, patient_id, keys, level,
                             from_list, from_key)
@@ -90,9 +78,9 @@ def get(
         classes += found
     local = settings.config().local
     progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
-    summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out, local=local,
-                  store_classes=classes or COMMON_STORAGE_CLASSES, layout=layout,
-                  on_progress=progress)
+    summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out,
+                  open_receiver=receiver_opener(out, local, layout),
+                  store_classes=classes or COMMON_STORAGE_CLASSES, on_progress=progress)
     if progress:
         progress.clear()
     if any(o.failed for o in summary.outcomes) and not (exact_classes or store_classes):

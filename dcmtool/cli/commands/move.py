@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dcmtool.cli import console, options
+from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
@@ -30,6 +31,8 @@ C-GET instead. Exit 0 when everything arrived, 7 when some sub-operations failed
 
 
 
+@network_options
+@logging_options
 def move(
     peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
@@ -53,32 +56,17 @@ def move(
         "--port", min=0, max=65535, metavar="PORT", help="Our storage SCP's port (default "
         "[local] port).", show_default=False)] = None,
     json_output: options.JsonOutput = False,
-    calling_aet: options.CallingAET = None,
-    called_aet: options.CalledAET = None,
-    max_pdu: options.MaxPDU = None,
-    connect_timeout: options.ConnectTimeout = None,
-    acse_timeout: options.AcseTimeout = None,
-    dimse_timeout: options.DimseTimeout = None,
-    network_timeout: options.NetworkTimeout = None,
-    tls_cert: options.TlsCert = None,
-    tls_key: options.TlsKey = None,
-    tls_ca: options.TlsCA = None,
-    no_hostname_check: options.NoHostnameCheck = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    network: NetworkOptions,
+    logging: LoggingOptions,
 ) -> None:
     """Retrieve studies, series or instances with C-MOVE."""
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.network import resolve
     from dcmtool.cli.state import settings
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
-    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
-                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
-                     no_hostname_check)
+    apply_logging(logging)
+    target = resolve(peer, network)
     model = options.model_name(patient_root, study_root, patient_study_only)
     identifiers = selection(target, model, study, series, accession, patient_id, keys, level,
                             from_list, from_key)
@@ -95,14 +83,16 @@ def move(
             from dcmtool.errors import UsageError
 
             raise UsageError("this node retrieves with C-GET: give --out DIR")
-        summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out, local=local,
-                      layout=layout, on_progress=progress)
+        summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out,
+                      open_receiver=receiver_opener(out, local, layout), on_progress=progress)
     else:
         from dcmtool.scu.retrieve import MOVE_MODELS
         from dcmtool.scu.retrieve import move as run
 
         summary = run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
-                      out_dir=out, local=local, layout=layout, on_progress=progress)
+                      out_dir=out, local=local,
+                      open_receiver=receiver_opener(out, local, layout) if out else None,
+                      on_progress=progress)
     if progress:
         progress.clear()
     finish(summary, target, json_output, destination=dest, local=local)
@@ -185,6 +175,20 @@ class ProgressLine:
     def clear(self) -> None:
         sys.stderr.write("\r\x1b[K")
         sys.stderr.flush()
+
+
+def receiver_opener(out: Path, local: Any, layout: str | None) -> Any:
+    """How ``scu.retrieve`` opens the storage SCP that writes into ``out``: on the [local]
+    port for a C-MOVE to ourselves, on loopback for a C-GET."""
+    from functools import partial
+
+    from dcmtool.scp.receiver import open_receiver
+
+    def opener(listen: bool) -> Any:
+        return open_receiver(out, ae_title=local.ae_title, port=local.port, bind=local.bind,
+                             layout=layout, listen=listen)
+
+    return partial(opener)
 
 
 def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: str | None,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dcmtool.cli import options
+from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 EPILOG = """Examples:
 
@@ -21,6 +22,8 @@ EPILOG = """Examples:
 SPS = "ScheduledProcedureStepSequence[0]"
 
 
+@network_options
+@logging_options
 def mwl(
     peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
@@ -40,22 +43,9 @@ def mwl(
     json_output: options.JsonOutput = False,
     jsonl: options.JsonLines = False,
     as_csv: options.CsvOutput = False,
-    calling_aet: options.CallingAET = None,
-    called_aet: options.CalledAET = None,
-    max_pdu: options.MaxPDU = None,
-    connect_timeout: options.ConnectTimeout = None,
-    acse_timeout: options.AcseTimeout = None,
-    dimse_timeout: options.DimseTimeout = None,
-    network_timeout: options.NetworkTimeout = None,
-    tls_cert: options.TlsCert = None,
-    tls_key: options.TlsKey = None,
-    tls_ca: options.TlsCA = None,
-    no_hostname_check: options.NoHostnameCheck = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    network: NetworkOptions,
+    logging: LoggingOptions,
 ) -> None:
     """Query a modality worklist and print the scheduled procedure steps."""
     from dcmtool.cli.app import apply_logging
@@ -66,7 +56,7 @@ def mwl(
     from dcmtool.scu.find import build_identifier, check
     from dcmtool.scu.find import find as run
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
+    apply_logging(logging)
     if json_output + jsonl + as_csv > 1:
         raise UsageError("choose one of --json, --jsonl and --csv")
     shortcuts = []
@@ -78,9 +68,7 @@ def mwl(
         shortcuts.append(f"{SPS}.ScheduledProcedureStepStartDate={_date(date)}")
     if patient:
         shortcuts.append(f"PatientName={patient}")
-    target = resolve(peer, calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
-                     dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
-                     no_hostname_check)
+    target = resolve(peer, network)
     identifier = build_identifier([*shortcuts, *(keys or [])], level=None)
     result = run(target, identifier, MODALITY_WORKLIST_FIND)
     render(result.matches, identifier, as_json=json_output, jsonl=jsonl, as_csv=as_csv)

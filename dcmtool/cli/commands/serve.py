@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dcmtool.cli import console, options
+from dcmtool.cli.groups import LoggingOptions, logging_options
 
 if TYPE_CHECKING:
     from dcmtool.scp.server import RunningServer
@@ -39,6 +40,7 @@ Hook placeholders (values are shell-quoted): {path} {dir} {sop} {study} {calling
 PANEL = "Archive"
 
 
+@logging_options
 def serve(
     root: Annotated[
         Optional[Path],
@@ -114,19 +116,21 @@ def serve(
     case_insensitive_names: Annotated[bool, typer.Option(
         "--case-insensitive-names", help="C-FIND: person names match ignoring case.",
         rich_help_panel="Query/Retrieve")] = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    logging: LoggingOptions,
 ) -> None:
     """Run the archive: receive and keep everything, indexed in SQLite (Ctrl-C stops)."""
+    from dataclasses import replace
+
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.state import settings
 
     # A server logs one line per association and per instance by default (-q: errors only).
-    apply_logging(max(verbose, 0 if quiet else 1), quiet, debug, log_file, traceback)
-    from dcmtool.scp.server import ServeRequest, build_serve_options, open_archive
+    apply_logging(replace(logging, verbose=max(logging.verbose, 0 if logging.quiet else 1)))
+    from dcmtool.scp.options import ServeRequest, build_serve_options
+    from dcmtool.scp.server import lenient_value_reading, open_archive
+
+    lenient_value_reading()
 
     request = ServeRequest(
         root=root, port=port, ae_title=aet, bind=bind, layout=layout, duplicates=duplicates,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dcmtool.cli import console, options
+from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 if TYPE_CHECKING:
     from dcmtool.scu.store import FileOutcome, StoreSummary
@@ -32,6 +33,8 @@ the peer refuses is decompressed on the fly. Exit code 0 only when every file wa
 """
 
 
+@network_options
+@logging_options
 def store(
     peer: Annotated[str, typer.Argument(metavar="PEER", help="Node name, AET@HOST:PORT, or "
                                         "HOST PORT.", show_default=False)],
@@ -64,22 +67,9 @@ def store(
         "--keep-uid", help="With a lossy --ts: keep SOP Instance UIDs (default: new ones).",
     )] = False,
     json_output: options.JsonOutput = False,
-    calling_aet: options.CallingAET = None,
-    called_aet: options.CalledAET = None,
-    max_pdu: options.MaxPDU = None,
-    connect_timeout: options.ConnectTimeout = None,
-    acse_timeout: options.AcseTimeout = None,
-    dimse_timeout: options.DimseTimeout = None,
-    network_timeout: options.NetworkTimeout = None,
-    tls_cert: options.TlsCert = None,
-    tls_key: options.TlsKey = None,
-    tls_ca: options.TlsCA = None,
-    no_hostname_check: options.NoHostnameCheck = False,
-    verbose: options.Verbose = 0,
-    quiet: options.Quiet = False,
-    debug: options.Debug = False,
-    log_file: options.LogFile = None,
-    traceback: options.Traceback = False,
+    *,
+    network: NetworkOptions,
+    logging: LoggingOptions,
 ) -> None:
     """Send DICOM files to a peer (C-STORE), decompressing what it refuses."""
     from dcmtool.cli.app import apply_logging
@@ -96,7 +86,7 @@ def store(
     from dcmtool.scu.store import check, find_files, scan
     from dcmtool.scu.store import store as send
 
-    apply_logging(verbose, quiet, debug, log_file, traceback)
+    apply_logging(logging)
     config = settings.config()
     spec: str | tuple[str, int] = peer
     if inputs and peer not in config.nodes:
@@ -105,9 +95,7 @@ def store(
             spec, inputs = grouped[0], inputs[1:]
     if not inputs:
         raise UsageError("give at least one INPUT (file, folder, glob or -)")
-    flags = overrides(calling_aet, called_aet, max_pdu, connect_timeout, acse_timeout,
-                      dimse_timeout, network_timeout, tls_cert, tls_key, tls_ca,
-                      no_hostname_check)
+    flags = overrides(network)
     target = resolve_peer(spec, config, flags)
     instances, skipped = scan(find_files(inputs, sys.stdin))
     if resume:

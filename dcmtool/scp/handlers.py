@@ -1,0 +1,419 @@
+"""serve's DIMSE handlers: association bookkeeping, C-ECHO, C-STORE, C-FIND (archive and
+worklist), C-MOVE and C-GET.
+
+Handlers never raise: every outcome is a DIMSE status, a log line and an audit record. A bug
+costs one request (0xC000 with a comment), never the association.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import evt
+
+from dcmtool.archive.storage import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    Archive,
+    StoreOutcome,
+)
+from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND
+from dcmtool.dicom.status import CANCEL as CANCELLED
+from dcmtool.net import acceptor
+from dcmtool.net.receiving import Refusal
+from dcmtool.net.suboperations import (
+    GET_RESPONSE,
+    MOVE_RESPONSE,
+    Responder,
+    StoredFile,
+    Tally,
+    perform,
+    sub_batches,
+)
+from dcmtool.scp.hooks import CommandHooks
+from dcmtool.scp.options import ServeOptions
+
+LOG = logging.getLogger("dcmtool.serve")
+
+
+@dataclass
+class ServerStats:
+    """Counters for the live status line; read them, don't write them."""
+
+    open_associations: int = 0
+    associations: int = 0
+    stored: int = 0
+    refused: int = 0
+    bytes_stored: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
+def _status(code: int, comment: str | None = None) -> Any:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]  # LO
+    return ds
+
+
+class Handlers:
+    """The handlers of one server (or of a retrieving client's storage SCP)."""
+
+    def __init__(self, archive: Archive, options: ServeOptions, stats: ServerStats,
+                 hooks: CommandHooks) -> None:
+        self.archive = archive
+        self.options = options
+        self.stats = stats
+        self.hooks = hooks
+        self._per_assoc: dict[int, dict[str, int]] = {}
+        self._worklist_folder: Any = None
+
+    def bindings(self) -> list[Any]:
+        """(pynetdicom event, handler) pairs for the server."""
+        return [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_RELEASED, self._on_closed),
+            (evt.EVT_ABORTED, self._on_closed),
+        ]
+
+    @staticmethod
+    def _who(assoc: Any) -> dict[str, Any]:
+        requestor = assoc.requestor
+        request = requestor.primitive  # the A-ASSOCIATE-RQ: what the peer asked for
+        called = getattr(request, "called_ae_title", None) or assoc.acceptor.ae_title
+        return {
+            "calling_aet": str(requestor.ae_title).strip(),
+            "called_aet": str(called).strip(),
+            "peer": f"{requestor.address}:{requestor.port}",
+        }
+
+    def _on_accepted(self, event: Any) -> None:
+        try:
+            who = self._who(event.assoc)
+            self._per_assoc[id(event.assoc)] = {"stored": 0, "refused": 0}
+            self.stats.add(open_associations=1, associations=1)
+            LOG.info("association from %s (%s) to %s accepted, %d contexts",
+                     who["calling_aet"], who["peer"], who["called_aet"],
+                     len(event.assoc.accepted_contexts))
+            self.archive.audit.write("association-opened", **who)
+        except Exception:  # logging must never break an association
+            LOG.exception("association bookkeeping failed")
+
+    def _on_rejected(self, event: Any) -> None:
+        try:
+            who = self._who(event.assoc)
+            primitive = event.assoc.acceptor.primitive
+            reason = str(getattr(primitive, "reason_str", "rejected")).lower()
+            LOG.warning("association from %s (%s) to %s rejected: %s", who["calling_aet"],
+                        who["peer"], who["called_aet"], reason)
+            self.archive.audit.write("association-rejected", reason=reason, **who)
+        except Exception:
+            LOG.exception("association bookkeeping failed")
+
+    def _on_closed(self, event: Any) -> None:
+        try:
+            counts = self._per_assoc.pop(id(event.assoc), None)
+            if counts is None:
+                return  # closed before it was accepted
+            how = "aborted" if event.event is evt.EVT_ABORTED else "released"
+            who = self._who(event.assoc)
+            self.stats.add(open_associations=-1)
+            LOG.info("association from %s %s: %d stored, %d refused", who["calling_aet"], how,
+                     counts["stored"], counts["refused"])
+            self.archive.audit.write(f"association-{how}", **who, **counts)
+        except Exception:
+            LOG.exception("association bookkeeping failed")
+
+    def _on_echo(self, event: Any) -> int:
+        return 0x0000
+
+    # -- query/retrieve and worklist (generators: pynetdicom sends each yield) ----------------
+
+    def _on_find(self, event: Any) -> Any:
+        try:
+            yield from self._find(event)
+        except Exception as exc:
+            LOG.exception("C-FIND handler failed")
+            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+
+    def _find(self, event: Any) -> Any:
+        from dcmtool.archive.query import MODEL_OF, Match, QueryError, QueryOptions, matches
+        from dcmtool.net.wire import PendingWriter
+
+        who = self._who(event.assoc)
+        model_uid = str(event.request.AffectedSOPClassUID)
+        try:
+            identifier = event.identifier
+        except Exception:
+            yield _status(0xA900, "identifier cannot be decoded"), None
+            return
+        if model_uid == MODALITY_WORKLIST_FIND:
+            source: Any = self._worklist().find(
+                identifier, case_insensitive_names=self.options.case_insensitive_names)
+        else:
+            options = QueryOptions(self.options.case_insensitive_names,
+                                   self.options.utf8_answers, self.options.ae_title)
+            source = matches(self.archive.index, identifier, MODEL_OF[model_uid], options)
+        # Pending responses go straight onto the socket when they can (thousands per query);
+        # the final one, and any pynetdicom must encode, go through pynetdicom.
+        writer = PendingWriter.for_event(event) if model_uid != MODALITY_WORKLIST_FIND \
+            else None
+        implicit = str(event.context.transfer_syntax) == "1.2.840.10008.1.2"
+        count = 0
+        try:
+            for response in source:
+                if event.is_cancelled:
+                    if writer:
+                        writer.flush()
+                    LOG.info("C-FIND from %s cancelled after %d matches", who["calling_aet"],
+                             count)
+                    yield 0xFE00, None
+                    return
+                if self.options.max_results is not None and count >= self.options.max_results:
+                    LOG.warning("C-FIND from %s stopped at --max-results %d",
+                                who["calling_aet"], self.options.max_results)
+                    break
+                count += 1
+                if isinstance(response, Match):
+                    encoded = response.encoded(implicit=implicit) if writer else None
+                    if encoded is not None and writer is not None:
+                        writer.send(encoded)
+                        continue
+                    if writer:
+                        # Ours first, then pynetdicom's; from here on only pynetdicom writes
+                        # (its DUL thread may still be sending when we would write again).
+                        writer.flush()
+                        writer = None
+                    response = response.dataset()
+                yield 0xFF00, response
+                if count % 16 == 0:
+                    acceptor.drain(event.assoc)  # let the reactor read a C-CANCEL between sends
+        except QueryError as exc:
+            if writer:
+                writer.flush()
+            yield _status(exc.status, exc.comment), None
+            return
+        except OSError:
+            LOG.warning("C-FIND from %s: the connection broke", who["calling_aet"])
+            return
+        if writer:
+            writer.flush()
+        LOG.info("C-FIND from %s: %d matches", who["calling_aet"], count)
+        self.archive.audit.write("find", matches=count, **who)
+        yield 0x0000, None
+
+    def _worklist(self) -> Any:
+        from dcmtool.scp.worklist import WorklistFolder
+
+        if self._worklist_folder is None:
+            folder = self.options.worklist or self.archive.root / "worklist"
+            self._worklist_folder = WorklistFolder(folder, log=LOG.warning)
+        return self._worklist_folder
+
+    def _selected(self, request: Any, context: Any) -> tuple[list[StoredFile], Any]:
+        """(the files a retrieval selects, None) or ([], the failure status Dataset)."""
+        from dcmtool.archive.query import MODEL_OF, QueryError, instances_for
+
+        syntax = context.transfer_syntax[0]
+        try:
+            identifier = acceptor.request_identifier(request, syntax)
+            rows = instances_for(self.archive.index, identifier,
+                                 MODEL_OF[str(request.AffectedSOPClassUID)])
+        except QueryError as exc:
+            return [], _status(exc.status, exc.comment)
+        except Exception as exc:
+            return [], _status(0xA900, f"identifier cannot be processed: "
+                               f"{type(exc).__name__}")
+        return [StoredFile(self.archive.root / path, sop_class, sop_instance, syntax)
+                for path, sop_class, sop_instance, syntax in rows], None
+
+    def retrieve(self, service: Any, request: Any, context: Any, kind: str) -> None:
+        """The C-MOVE / C-GET SCP, in place of pynetdicom's loop (see dcmtool.net.suboperations).
+        Never raises: the requester always gets a final status."""
+        responder = Responder(service, request, context,
+                              MOVE_RESPONSE if kind == "move" else GET_RESPONSE)
+        try:
+            if kind == "move":
+                self._move(service, request, context, responder)
+            else:
+                self._get(service, request, context, responder)
+        except Exception as exc:
+            LOG.exception("C-%s failed", kind.upper())
+            with contextlib.suppress(Exception):
+                responder.final(0xC000, comment=f"internal error: {type(exc).__name__}")
+
+    def _move(self, service: Any, request: Any, context: Any, responder: Responder) -> None:
+        destination = str(request.MoveDestination).strip()
+        known = {aet: (host, port) for aet, host, port in self.options.destinations}
+        if destination not in known:
+            LOG.warning("C-MOVE to unknown destination %s refused", destination)
+            responder.final(0xA801, comment=f"unknown move destination {destination}")
+            return
+        items, failure = self._selected(request, context)
+        if failure is not None:
+            LOG.warning("C-MOVE identifier refused: %s", failure.ErrorComment)
+            responder.final(failure.Status, comment=str(failure.ErrorComment))
+            return
+        if not items:
+            responder.final(0x0000, Tally(0))
+            return
+        host, port = known[destination]
+        originator = (str(service.ae.ae_title).strip(), int(request.MessageID))
+        tally, cancelled = Tally(len(items)), False
+        # One sub-association per batch of at most 128 presentation contexts.
+        for contexts, batch in sub_batches(items):
+            sender = service.ae.associate(host, port, ae_title=destination, contexts=contexts)
+            if not sender.is_established:
+                LOG.error("C-MOVE: cannot associate with %s at %s:%s", destination, host, port)
+                acceptor.close_connection(sender)
+                if tally.remaining == len(items):
+                    responder.final(0xA801, comment=f"cannot associate with {destination}")
+                    return
+                tally.fail_rest(batch)
+                continue
+            try:
+                tally, cancelled = perform(sender, batch, responder, originator=originator,
+                                           tally=tally)
+            finally:
+                if sender.is_established:
+                    sender.release()
+            if cancelled:
+                break
+        self._answer(responder, tally, cancelled)
+        who = self._who(service.assoc)
+        if not responder.present:
+            LOG.warning("C-MOVE requester left; the sub-operations to %s finished: %d "
+                        "stored, %d failed", destination, tally.completed + tally.warning,
+                        tally.failed)
+            self.archive.audit.write("move-finished", destination=destination,
+                                     stored=tally.completed + tally.warning,
+                                     failed=tally.failed, **who)
+        self.archive.audit.write("move", destination=destination, instances=len(items),
+                                 completed=tally.completed, failed=tally.failed, **who)
+
+    def _get(self, service: Any, request: Any, context: Any, responder: Responder) -> None:
+        items, failure = self._selected(request, context)
+        if failure is not None:
+            LOG.warning("C-GET identifier refused: %s", failure.ErrorComment)
+            responder.final(failure.Status, comment=str(failure.ErrorComment))
+            return
+        tally, cancelled = perform(service.assoc, items, responder)
+        self._answer(responder, tally, cancelled)
+        self.archive.audit.write("get", instances=len(items), completed=tally.completed,
+                                 failed=tally.failed, **self._who(service.assoc))
+
+    @staticmethod
+    def _answer(responder: Responder, tally: Tally, cancelled: bool) -> None:
+        if cancelled:
+            LOG.info("retrieval cancelled with %d sub-operation(s) left", tally.remaining)
+            responder.final(CANCELLED, tally)
+        else:
+            responder.final(tally.final_status, tally)
+
+    def on_store(self, event: Any) -> Any:
+        try:
+            return self._store(event)
+        except Exception as exc:  # a bug must cost one instance, never the association
+            LOG.exception("C-STORE handler failed")
+            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+
+    def store_file(self, assoc: Any, received: Path | StoreOutcome | Refusal, sop_class: str,
+                   sop_instance: str, transfer_syntax: str) -> Any:
+        """Archive a data set received on ``assoc`` into a file of the archive's incoming
+        folder (or report the outcome that already refused it); the status Dataset to answer.
+        For receivers outside pynetdicom's event loop (dcmtool get's); never raises."""
+        try:
+            return self._archive(assoc, self._who(assoc), received, sop_class, sop_instance,
+                                 transfer_syntax)
+        except Exception as exc:
+            LOG.exception("C-STORE handler failed")
+            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+
+    def _store(self, event: Any) -> Any:
+        request = event.request
+        who = self._who(event.assoc)
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_instance = str(request.AffectedSOPInstanceUID)
+        transfer_syntax = str(event.context.transfer_syntax)
+        temp = self._received_file(event, sop_class, sop_instance, transfer_syntax, who)
+        return self._archive(event.assoc, who, temp, sop_class, sop_instance, transfer_syntax)
+
+    def _archive(self, assoc: Any, who: dict[str, Any],
+                 received: Path | StoreOutcome | Refusal,
+                 sop_class: str, sop_instance: str, transfer_syntax: str) -> Any:
+        if isinstance(received, StoreOutcome):
+            outcome = received
+        elif isinstance(received, Refusal):
+            outcome = StoreOutcome(received.status, received.message)
+        else:
+            outcome = self.archive.store_received(
+                received, sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                transfer_syntax=transfer_syntax, calling_ae=who["calling_aet"] or None,
+            )
+        counts = self._per_assoc.setdefault(id(assoc), {"stored": 0, "refused": 0})
+        audit = {"sop_instance_uid": sop_instance, "sop_class_uid": sop_class,
+                 "transfer_syntax": transfer_syntax, "status": f"0x{outcome.status:04X}",
+                 "calling_aet": who["calling_aet"]}
+        if outcome.status == 0x0000:
+            counts["stored"] += 1
+            self.stats.add(stored=1, bytes_stored=outcome.size)
+            LOG.info("%s from %s: %s", sop_instance, who["calling_aet"], outcome.message)
+            self.archive.audit.write("instance-stored", **audit, message=outcome.message,
+                                     path=None if outcome.path is None else
+                                     outcome.path.relative_to(self.archive.root).as_posix())
+            self.hooks.stored(outcome, who["calling_aet"], who["called_aet"])
+            return _status(0x0000)
+        counts["refused"] += 1
+        self.stats.add(refused=1)
+        LOG.warning("%s from %s refused (0x%04X): %s", sop_instance, who["calling_aet"],
+                    outcome.status, outcome.message)
+        self.archive.audit.write("instance-refused", **audit, reason=outcome.message)
+        return _status(outcome.status, outcome.message)
+
+    def _received_file(self, event: Any, sop_class: str, sop_instance: str,
+                       transfer_syntax: str, who: dict[str, Any]) -> Path | StoreOutcome:
+        """The file pynetdicom streamed the data set into, or one written from memory."""
+        path = acceptor.received_path(event.request)
+        if path is not None:
+            return Path(path)
+        # Chunked receive was off (pynetdicom's setting is process-wide): write it ourselves.
+        data = event.request.DataSet
+        if not isinstance(data, BytesIO):
+            return StoreOutcome(CANNOT_UNDERSTAND, "no data set in the C-STORE request")
+        import tempfile
+
+        from dcmtool.dicom.part10 import FileMeta
+
+        meta = FileMeta(sop_class, sop_instance, transfer_syntax, IMPLEMENTATION_CLASS_UID,
+                        implementation_version_name(), who["calling_aet"] or None,
+                        who["called_aet"] or None)
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.archive.incoming, prefix="rx-",
+                                             delete=False) as fh:
+                fh.write(meta.file_header())
+                fh.write(data.getbuffer())
+        except OSError as exc:
+            return StoreOutcome(OUT_OF_RESOURCES, f"cannot write: {exc.strerror or exc}")
+        return Path(fh.name)
+
+    # -- lifecycle ---------------------------------------------------------------------------
