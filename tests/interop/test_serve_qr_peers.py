@@ -4,7 +4,7 @@ DCMTK findscu on the Patient/Study Only model, movescu between two dcmtool archi
 with failed sub-operations), pynetdicom's own findscu/getscu/movescu apps, Orthanc querying
 and retrieving through its REST API, character sets (UTF-8, ISO 2022 Japanese, the
 ``utf8_answers`` option), C-CANCEL, ``case_insensitive_names`` and identifiers the SCP
-cannot process. tests/test_serve_qr.py covers the DCMTK matching types already.
+cannot process. tests/cli/test_serve_qr.py covers the DCMTK matching types already.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 from dcmtool.config import load_config, serve_settings
 from dcmtool.errors import EXIT_CODE_MEANINGS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

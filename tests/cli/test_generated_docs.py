@@ -27,7 +27,7 @@ from typer import _click
 from dcmtool.cli.app import app
 from dcmtool.errors import EXIT_CODE_MEANINGS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = "run `python tools/generate_docs.py` and commit completions/ and man/"
 
 
