@@ -103,6 +103,43 @@ def test_every_sub_operation_is_reported_and_arrives_intact(
     assert {str(ds.file_meta.TransferSyntaxUID) for ds in stored} == archived
 
 
+def test_a_move_needing_more_than_128_contexts_opens_more_sub_associations(
+        serve_archive: Callable[..., ServedArchive], pynetdicom_scp: Callable[..., Any],
+        tmp_path: Path) -> None:
+    """One study with instances of 129 storage classes: each class's stored syntax needs a
+    context of its own, plus one to convert to: 258, more than two associations hold (128,
+    PS3.8 9.3.2.2). Every instance arrives, as stored, over three sub-associations (the
+    planner splits; it does not drop)."""
+    from pynetdicom.presentation import AllStoragePresentationContexts
+
+    from dcmtool.dicom.sopclasses import storage_sop_classes
+
+    destination = pynetdicom_scp(ae_title="MOVEDEST", storage=True)
+    served = serve_archive(destinations=(("MOVEDEST", destination.host, destination.port),))
+    served_classes = {sop.uid for sop in storage_sop_classes()}
+    classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts
+               if cx.abstract_syntax in served_classes][:129]
+    assert len(classes) == 129
+    study = generate_uid()
+    for index, sop_class in enumerate(classes):
+        write_instance(tmp_path / "load" / f"{index}.dcm", StudyInstanceUID=study, rows=8,
+                       columns=8, SOPClassUID=sop_class)
+    assert run_cli("store", served.address, str(tmp_path / "load")).exit_code == 0
+    assoc = _requester(served, [])
+    try:
+        responses = list(assoc.send_c_move(_study(study), "MOVEDEST",
+                                           StudyRootQueryRetrieveInformationModelMove))
+    finally:
+        assoc.release()
+    final = responses[-1][0]
+    assert final.Status == 0x0000
+    assert _counts(final) == (0, 129, 0, 0)
+    assert sorted(str(ds.SOPClassUID) for ds in destination.stored) == sorted(classes)
+    sub_associations = [e for e in destination.events if e.calling_ae_title == served.ae_title]
+    assert len(sub_associations) == 3
+    assert all(len(e.requested_contexts) <= 128 for e in sub_associations)
+
+
 def test_c_cancel_stops_a_move_with_fe00(serve_archive: Callable[..., ServedArchive],
                                          pynetdicom_scp: Callable[..., Any],
                                          tmp_path: Path) -> None:
