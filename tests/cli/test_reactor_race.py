@@ -98,3 +98,33 @@ def test_with_the_fix_every_response_reaches_the_requestor(
     result = echo(verification_peer, count=20, interval=0)
     assert result.error is None
     assert (result.sent, result.ok) == (20, 20)
+
+
+def test_a_rejection_that_arrives_before_the_requestor_looks_is_still_a_rejection(
+    pynetdicom_scp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's requestor checks that it is connected after sending A-ASSOCIATE-RQ; when
+    the A-ASSOCIATE-RJ has arrived and the DUL has closed the connection by then, it aborts
+    (seen with Orthanc on a busy machine). The requesting thread is slowed down right after
+    sending, so the answer always wins: the user still hears "rejected", exit code 4."""
+    from pynetdicom import acse
+
+    from dcmtool.errors import AssociationRejected
+    from dcmtool.net.association import open_association
+    from dcmtool.net.contexts import ContextRequest
+
+    scp = pynetdicom_scp(reject=(1, 1, 7))
+    send_request = acse.ACSE.send_request
+
+    def slow_send_request(self: Any) -> None:
+        send_request(self)
+        time.sleep(0.2)  # the injected delay: the DUL reads the answer meanwhile
+
+    monkeypatch.setattr(acse.ACSE, "send_request", slow_send_request)
+    peer = Peer(label="REJECTING", host=scp.host, port=scp.port, called_ae_title="WRONG",
+                calling_ae_title="DCMTOOL")
+    with pytest.raises(AssociationRejected) as rejected, \
+            open_association(peer, [ContextRequest(Verification, ("1.2.840.10008.1.2",))]):
+        pass
+    assert (rejected.value.result, rejected.value.source, rejected.value.reason) == (1, 1, 7)
+    assert int(rejected.value.exit_code) == 4
