@@ -187,7 +187,7 @@ class Archive:
         if free < self.policy.min_free_bytes:
             return refuse(OUT_OF_RESOURCES,
                           f"only {free // 2**20} MiB free in {self.root} "
-                          f"(--min-free is {self.policy.min_free_bytes // 2**20} MiB)")
+                          f"(the minimum is {self.policy.min_free_bytes // 2**20} MiB)")
         problem = uid_problem(sop_instance)
         if problem:
             return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
@@ -231,11 +231,12 @@ class Archive:
             if existing is not None:
                 if self.policy.duplicates == "reject":
                     return refuse(DUPLICATE, "duplicate SOP Instance UID: already stored as "
-                                  f"{existing} (--duplicates reject)",
+                                  f"{existing} (duplicate policy: reject)",
                                   study_instance_uid=study)
                 if self.policy.duplicates == "ignore":
                     return StoreOutcome(SUCCESS, "duplicate ignored: kept the stored copy "
-                                        "(--duplicates ignore)", sop_instance, sop_class, study)
+                                        "(duplicate policy: ignore)", sop_instance, sop_class,
+                                        study)
             relative = target.relative_to(self.root).as_posix()
             # An overwrite keeps the stored copy aside until the new one is indexed.
             backup = self.incoming / f"old-{os.getpid()}-{threading.get_ident()}"
@@ -487,7 +488,7 @@ def _fsync_file(path: Path) -> None:
 
 
 def _fsync_if_present(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):  # replaced since (--duplicates overwrite)
+    with contextlib.suppress(FileNotFoundError):  # replaced since (duplicate policy: overwrite)
         _fsync_file(path)
 
 

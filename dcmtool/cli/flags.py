@@ -26,6 +26,8 @@ FLAGS: dict[str, str] = {
     "store_classes": "--store-classes",
     "from": "--from",
     "set": "--set",
+    "key": "-k",
+    "in_place": "--in-place",
     "reindex": "dcmtool serve --reindex",
     "probe": "dcmtool echo --probe",
     "get": "dcmtool get",
@@ -33,13 +35,13 @@ FLAGS: dict[str, str] = {
 
 
 def message_and_hint(exc: DcmtoolError) -> tuple[str, str | None]:
-    """The line to print and its hint, with the flag of ``exc.setting`` where it helps: a
-    usage error starts with the flag; a hint ends with it."""
+    """The line to print and its hint, with the flag of ``exc.setting``: a hint (what to
+    change) ends with it; a usage error without one (a bad value) starts with it."""
     flag = FLAGS.get(exc.setting or "")
     if flag is None:
         return exc.message, exc.hint
-    if isinstance(exc, UsageError):
-        return f"{flag}: {exc.message}", exc.hint
     if exc.hint:
         return exc.message, f"{exc.hint} ({flag})"
+    if isinstance(exc, UsageError):
+        return f"{flag}: {exc.message}", None
     return exc.message, f"see {flag}"

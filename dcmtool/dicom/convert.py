@@ -172,7 +172,8 @@ def plan_jobs(inputs: list[str], target_uid: str, options: EncodeOptions, *,
         for job in jobs:
             if job.source.resolve() == job.destination.resolve():
                 raise UsageError(f"{job.source}: the output folder is the input folder",
-                                 hint="use --in-place to overwrite the inputs")
+                                 hint="convert the inputs in place to overwrite them",
+                                 setting="in_place")
     return jobs
 
 

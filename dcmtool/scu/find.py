@@ -82,8 +82,8 @@ def parse_key(text: str) -> tuple[list[tuple[int, int | None]], str | None]:
     for part in path_text.strip().split("."):
         match = _PART.match(part.strip())
         if not match:
-            raise UsageError(f"-k {text!r}: expected Keyword=Value, (gggg,eeee)=Value or "
-                             "Sequence[0].Keyword=Value")
+            raise UsageError(f"{text!r}: expected Keyword=Value, (gggg,eeee)=Value or "
+                             "Sequence[0].Keyword=Value", setting="key")
         name = match.group("name")
         if name.startswith("("):
             tag = int(name[1:5] + name[6:10], 16)
@@ -92,7 +92,7 @@ def parse_key(text: str) -> tuple[list[tuple[int, int | None]], str | None]:
         else:
             found = tag_for_keyword(name)
             if found is None:
-                raise UsageError(f"-k {text!r}: {name} is not a DICOM keyword")
+                raise UsageError(f"{text!r}: {name} is not a DICOM keyword", setting="key")
             tag = int(found)
         index = match.group("index")
         parts.append((tag, None if index is None else int(index)))
@@ -125,8 +125,8 @@ def set_key(ds: Any, text: str) -> None:
         if tag not in target:
             target.add(DataElement(tag, "SQ", DicomSequence([])))
         if value:
-            raise UsageError(f"-k {text!r}: a sequence takes items (Seq[0].Key=...), not a "
-                             "value")
+            raise UsageError(f"{text!r}: a sequence takes items (Seq[0].Key=...), not a "
+                             "value", setting="key")
         return
     vr = vr.split(" or ")[0]
     converted: Any = value or None
@@ -134,7 +134,7 @@ def set_key(ds: Any, text: str) -> None:
         try:
             converted = _NUMERIC_VRS[vr](value)
         except ValueError:
-            raise UsageError(f"-k {text!r}: {vr} needs a number") from None
+            raise UsageError(f"{text!r}: {vr} needs a number", setting="key") from None
     elif value and "\\" in value and vr not in ("UI",):
         converted = value.split("\\")
     target.add(DataElement(tag, vr, converted))
@@ -151,8 +151,8 @@ def read_query_file(path: Path) -> Any:
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, list):
                 if len(data) != 1:
-                    raise UsageError(f"--from {path}: expected one DICOM JSON object, got "
-                                     f"{len(data)}")
+                    raise UsageError(f"{path}: expected one DICOM JSON object, got "
+                                     f"{len(data)}", setting="from")
                 data = data[0]
             return Dataset.from_json(data)
         ds = dcmread(path, force=True)
@@ -160,7 +160,8 @@ def read_query_file(path: Path) -> Any:
             del ds.file_meta
         return ds
     except (OSError, ValueError, InvalidDicomError, TypeError) as exc:
-        raise UsageError(f"--from {path}: cannot read a query from it ({exc})") from None
+        raise UsageError(f"{path}: cannot read a query from it ({exc})",
+                         setting="from") from None
 
 
 def build_identifier(keys: Sequence[str], *, level: str | None, base: Any = None,

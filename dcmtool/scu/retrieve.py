@@ -178,8 +178,8 @@ def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str
     """C-MOVE each identifier to ``destination``, or to a storage SCP of ours
     (``open_receiver``) that writes into ``out_dir``."""
     if destination is None and (out_dir is None or open_receiver is None):
-        raise UsageError("give a move destination or a folder to receive into",
-                         setting="destination")
+        raise UsageError("no move destination and no folder to receive into",
+                         hint="give one", setting="destination")
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = None
     if destination is None:

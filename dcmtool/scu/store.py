@@ -432,9 +432,10 @@ class Modifier:
             keyword = keyword.strip()
             tag = tag_for_keyword(keyword)
             if not sep or tag is None:
-                raise UsageError(f"--set {item!r}: expected Keyword=Value with a DICOM keyword")
+                raise UsageError(f"{item!r}: expected Keyword=Value with a DICOM keyword",
+                                 setting="set")
             if dictionary_VR(tag) == "SQ":
-                raise UsageError(f"--set {keyword}: sequences cannot be set this way")
+                raise UsageError(f"{keyword}: sequences cannot be set this way", setting="set")
             self.values.append((keyword, value))
         self.new_uids = new_uids
         self._uids: dict[str, str] = {}
