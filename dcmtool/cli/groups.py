@@ -58,6 +58,25 @@ class LoggingOptions:
     traceback: options.Traceback = False
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """How results go to stdout: a table (the default), or one of JSON, JSON lines, CSV."""
+
+    json_output: options.JsonOutput = False
+    jsonl: options.JsonLines = False
+    as_csv: options.CsvOutput = False
+
+    @property
+    def table(self) -> bool:
+        return not (self.json_output or self.jsonl or self.as_csv)
+
+    def __post_init__(self) -> None:
+        if self.json_output + self.jsonl + self.as_csv > 1:
+            from dcmtool.errors import UsageError
+
+            raise UsageError("choose one of --json, --jsonl and --csv")
+
+
 def _expand(group: type[Any], function: Callable[..., R]) -> Callable[..., R]:
     """``function`` as Typer should see it: the ``group`` parameter replaced by its fields."""
     signature = inspect.signature(function, eval_str=True)
@@ -102,6 +121,11 @@ def _expand(group: type[Any], function: Callable[..., R]) -> Callable[..., R]:
 def network_options(function: Callable[..., R]) -> Callable[..., R]:
     """Give ``function`` the network flags, received as its ``NetworkOptions`` parameter."""
     return _expand(NetworkOptions, function)
+
+
+def output_options(function: Callable[..., R]) -> Callable[..., R]:
+    """Give ``function`` the output format flags, received as its ``OutputOptions``."""
+    return _expand(OutputOptions, function)
 
 
 def logging_options(function: Callable[..., R]) -> Callable[..., R]:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from dcmtool.cli import console
+from dcmtool.cli.groups import OutputOptions
 
 
 def columns_for(identifier: Any) -> list[str]:
@@ -17,14 +18,13 @@ def columns_for(identifier: Any) -> list[str]:
     return [name for name in flatten(identifier) if name != "QueryRetrieveLevel"]
 
 
-def render(matches: list[Any], identifier: Any, *, as_json: bool, jsonl: bool,
-           as_csv: bool) -> None:
+def render(matches: list[Any], identifier: Any, output: OutputOptions) -> None:
     from dcmtool.scu.find import flatten
 
-    if as_json:
+    if output.json_output:
         console.out(json.dumps([_json(m) for m in matches], indent=2, ensure_ascii=False))
         return
-    if jsonl:
+    if output.jsonl:
         for match in matches:
             console.out(json.dumps(_json(match), ensure_ascii=False))
         return
@@ -34,7 +34,7 @@ def render(matches: list[Any], identifier: Any, *, as_json: bool, jsonl: bool,
         for name in row:
             if name not in columns and name != "QueryRetrieveLevel":
                 columns.append(name)
-    if as_csv:
+    if output.as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([[row.get(c, "") for c in columns] for row in rows])

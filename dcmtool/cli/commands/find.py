@@ -9,7 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from dcmtool.cli import console, options
-from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
+from dcmtool.cli.groups import (
+    LoggingOptions,
+    NetworkOptions,
+    OutputOptions,
+    logging_options,
+    network_options,
+    output_options,
+)
 
 EPILOG = """Examples:
 
@@ -27,6 +34,7 @@ decoded with the Specific Character Set of each response. Exit 0 on success (als
 """
 
 
+@output_options
 @network_options
 @logging_options
 def find(
@@ -51,10 +59,8 @@ def find(
     limit: Annotated[Optional[int], typer.Option(
         "--limit", min=1, metavar="N", help="Send C-CANCEL after N matches.",
         rich_help_panel=options.QUERY, show_default=False)] = None,
-    json_output: options.JsonOutput = False,
-    jsonl: options.JsonLines = False,
-    as_csv: options.CsvOutput = False,
     *,
+    output: OutputOptions,
     network: NetworkOptions,
     logging: LoggingOptions,
 ) -> None:
@@ -67,8 +73,6 @@ def find(
     from dcmtool.scu.find import find as run
 
     apply_logging(logging)
-    if json_output + jsonl + as_csv > 1:
-        raise UsageError("choose one of --json, --jsonl and --csv")
     model = options.model_name(patient_root, study_root, patient_study_only)
     base = read_query_file(from_file) if from_file else None
     chosen = (level or (base.get("QueryRetrieveLevel") if base is not None else None) or
@@ -79,8 +83,8 @@ def find(
     identifier = build_identifier(keys or [], level=chosen, base=base,
                                   defaults=not no_defaults, charset=charset)
     result = run(target, identifier, MODELS[model], limit=limit)
-    render(result.matches, identifier, as_json=json_output, jsonl=jsonl, as_csv=as_csv)
-    if not logging.quiet and not (json_output or jsonl or as_csv) and sys.stderr.isatty():
+    render(result.matches, identifier, output)
+    if not logging.quiet and output.table and sys.stderr.isatty():
         console.err(f"{len(result.matches)} match(es) in {result.seconds * 1000:.0f} ms"
                     + (" (cancelled at --limit)" if result.cancelled else ""))
     check(result)

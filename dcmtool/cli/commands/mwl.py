@@ -8,7 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from dcmtool.cli import options
-from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
+from dcmtool.cli.groups import (
+    LoggingOptions,
+    NetworkOptions,
+    OutputOptions,
+    logging_options,
+    network_options,
+    output_options,
+)
 
 EPILOG = """Examples:
 
@@ -19,9 +26,8 @@ EPILOG = """Examples:
   dcmtool mwl RIS -k 'ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName'
 """
 
-SPS = "ScheduledProcedureStepSequence[0]"
 
-
+@output_options
 @network_options
 @logging_options
 def mwl(
@@ -40,10 +46,8 @@ def mwl(
         "--patient", metavar="NAME", help="Patient's name (wildcards * ?).",
         rich_help_panel=options.QUERY, show_default=False)] = None,
     keys: options.Keys = None,
-    json_output: options.JsonOutput = False,
-    jsonl: options.JsonLines = False,
-    as_csv: options.CsvOutput = False,
     *,
+    output: OutputOptions,
     network: NetworkOptions,
     logging: LoggingOptions,
 ) -> None:
@@ -51,27 +55,16 @@ def mwl(
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.network import resolve
     from dcmtool.cli.render_find import render
-    from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND
-    from dcmtool.errors import UsageError
-    from dcmtool.scu.find import build_identifier, check
-    from dcmtool.scu.find import find as run
+    from dcmtool.scu.find import check
+    from dcmtool.scu.mwl import query, worklist_identifier
 
     apply_logging(logging)
-    if json_output + jsonl + as_csv > 1:
-        raise UsageError("choose one of --json, --jsonl and --csv")
-    shortcuts = []
-    if modality:
-        shortcuts.append(f"{SPS}.Modality={modality}")
-    if station_aet:
-        shortcuts.append(f"{SPS}.ScheduledStationAETitle={station_aet}")
-    if date:
-        shortcuts.append(f"{SPS}.ScheduledProcedureStepStartDate={_date(date)}")
-    if patient:
-        shortcuts.append(f"PatientName={patient}")
+    identifier = worklist_identifier(modality=modality, date=_date(date) if date else None,
+                                     station_aet=station_aet, patient=patient,
+                                     keys=keys or [])
     target = resolve(peer, network)
-    identifier = build_identifier([*shortcuts, *(keys or [])], level=None)
-    result = run(target, identifier, MODALITY_WORKLIST_FIND)
-    render(result.matches, identifier, as_json=json_output, jsonl=jsonl, as_csv=as_csv)
+    result = query(target, identifier)
+    render(result.matches, identifier, output)
     check(result)
 
 
