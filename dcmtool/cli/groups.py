@@ -77,6 +77,21 @@ class OutputOptions:
             raise UsageError("choose one of --json, --jsonl and --csv")
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectionOptions:
+    """What a retrieval asks for: studies, series, accession numbers, patients, ``-k`` keys at a
+    level, or a list read from a file."""
+
+    study: options.Study = None
+    series: options.Series = None
+    accession: options.Accession = None
+    patient_id: options.PatientIdSelection = None
+    keys: options.Keys = None
+    level: options.RetrieveLevel = None
+    from_list: options.FromList = None
+    from_key: options.FromKey = None
+
+
 def _expand(group: type[Any], function: Callable[..., R]) -> Callable[..., R]:
     """``function`` as Typer should see it: the ``group`` parameter replaced by its fields."""
     signature = inspect.signature(function, eval_str=True)
@@ -126,6 +141,11 @@ def network_options(function: Callable[..., R]) -> Callable[..., R]:
 def output_options(function: Callable[..., R]) -> Callable[..., R]:
     """Give ``function`` the output format flags, received as its ``OutputOptions``."""
     return _expand(OutputOptions, function)
+
+
+def selection_options(function: Callable[..., R]) -> Callable[..., R]:
+    """Give ``function`` the retrieval selection flags, received as ``SelectionOptions``."""
+    return _expand(SelectionOptions, function)
 
 
 def logging_options(function: Callable[..., R]) -> Callable[..., R]:

@@ -9,7 +9,14 @@ import typer
 
 from dcmtool.cli import console, options
 from dcmtool.cli.commands.move import ProgressLine, finish, receiver_opener, selection
-from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
+from dcmtool.cli.groups import (
+    LoggingOptions,
+    NetworkOptions,
+    SelectionOptions,
+    logging_options,
+    network_options,
+    selection_options,
+)
 
 EPILOG = """Examples:
 
@@ -25,20 +32,14 @@ IMAGE level) which classes the selection holds.
 """
 
 
+@selection_options
 @network_options
 @logging_options
 def get(
     peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
     out: options.Out = None,
-    study: options.Study = None,
-    series: options.Series = None,
-    accession: options.Accession = None,
-    patient_id: options.PatientIdSelection = None,
-    keys: options.Keys = None,
-    level: options.RetrieveLevel = None,
-    from_list: options.FromList = None,
-    from_key: options.FromKey = None,
+    selected: SelectionOptions = SelectionOptions(),
     store_classes: Annotated[Optional[list[str]], typer.Option(
         "--store-classes", metavar="UID", help="SOP classes to receive (repeatable; default: "
         "31 common storage classes).", show_default=False)] = None,
@@ -67,8 +68,7 @@ def get(
         raise UsageError("give --out DIR: where the retrieved instances go")
     target = resolve(peer, network)
     model = options.model_name(patient_root, study_root, patient_study_only)
-    identifiers = selection(target, model, study, series, accession, patient_id, keys, level,
-                            from_list, from_key)
+    identifiers = selection(target, model, selected)
     classes = list(store_classes or [])
     if exact_classes:
         found = classes_in(target, identifiers, model)

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dcmtool.cli import console, options
-from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
+from dcmtool.cli.groups import (
+    LoggingOptions,
+    NetworkOptions,
+    SelectionOptions,
+    logging_options,
+    network_options,
+    selection_options,
+)
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
@@ -31,6 +38,7 @@ C-GET instead. Exit 0 when everything arrived, 7 when some sub-operations failed
 
 
 
+@selection_options
 @network_options
 @logging_options
 def move(
@@ -40,14 +48,7 @@ def move(
         "--dest", metavar="AET", help="Move destination AE title (default: ourselves, "
         "receiving into --out).", show_default=False)] = None,
     out: options.Out = None,
-    study: options.Study = None,
-    series: options.Series = None,
-    accession: options.Accession = None,
-    patient_id: options.PatientIdSelection = None,
-    keys: options.Keys = None,
-    level: options.RetrieveLevel = None,
-    from_list: options.FromList = None,
-    from_key: options.FromKey = None,
+    selected: SelectionOptions = SelectionOptions(),
     patient_root: options.PatientRoot = False,
     study_root: options.StudyRoot = False,
     patient_study_only: options.PatientStudyOnly = False,
@@ -68,8 +69,7 @@ def move(
     apply_logging(logging)
     target = resolve(peer, network)
     model = options.model_name(patient_root, study_root, patient_study_only)
-    identifiers = selection(target, model, study, series, accession, patient_id, keys, level,
-                            from_list, from_key)
+    identifiers = selection(target, model, selected)
     local = settings.config().local
     if port is not None:
         from dataclasses import replace
@@ -98,11 +98,12 @@ def move(
     finish(summary, target, json_output, destination=dest, local=local)
 
 
-def selection(peer: Peer, model: str, study: list[str] | None, series: list[str] | None,
-              accession: list[str] | None, patient_id: list[str] | None,
-              keys: list[str] | None, level: str | None, from_list: str | None,
-              from_key: str | None) -> list[Any]:
+def selection(peer: Peer, model: str, selected: SelectionOptions) -> list[Any]:
     """The identifiers to retrieve, from the shortcuts, -k keys and --from list."""
+    study, series, accession, patient_id = (selected.study, selected.series, selected.accession,
+                                            selected.patient_id)
+    keys, level, from_list, from_key = (selected.keys, selected.level, selected.from_list,
+                                        selected.from_key)
     from dcmtool.errors import UsageError
     from dcmtool.scu.find import MODELS
     from dcmtool.scu.retrieve import build_retrieve_identifier, read_list, resolve
