@@ -1,0 +1,36 @@
+"""The pynetdicom fixes that change what a peer or a user can observe, one test each where the
+suite has none elsewhere (the others: reactor race in test_reactor_race.py, owned reading and
+storage receive in test_find_retrieve.py, the retrieve SCP in test_serve_retrieve.py, command
+encoding in test_archive.py, connect errors and TLS accept in the interop tests)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom.sop_class import Verification
+from support.archive import ServedArchive
+
+from dcmtool.config import Peer
+from dcmtool.net.association import open_association
+from dcmtool.net.contexts import ContextRequest
+
+
+def _nodelay(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_both_ends_of_an_association_set_tcp_nodelay(
+        serve_archive: Callable[..., ServedArchive]) -> None:
+    """Fix 1: without TCP_NODELAY a message split over PDUs waits ~40 ms on Nagle's
+    algorithm and delayed ACKs. Our requestor's socket and serve's accepted one both set it."""
+    served = serve_archive()
+    peer = Peer(label="serve", host=served.host, port=served.port,
+                called_ae_title=served.ae_title, calling_ae_title="NODELAY")
+    with open_association(peer, [ContextRequest(Verification, ("1.2.840.10008.1.2",))]) as s:
+        ours = s.assoc.dul.socket.socket
+        accepted: Any = next(iter(served.server._server.active_associations))
+        theirs = accepted.dul.socket.socket
+        assert _nodelay(ours)
+        assert _nodelay(theirs)
