@@ -31,6 +31,7 @@ from dcmtool.archive.index import (
     element_text,
 )
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
+from dcmtool.archive.lock import LOCK_FILE, FolderLock
 from dcmtool.archive.structure import DEFLATED, StructureError, check_data_set
 from dcmtool.dicom import status
 from dcmtool.dicom.part10 import data_set_bounds
@@ -42,7 +43,8 @@ INCOMING = ".incoming"
 INDEX_FILE = "index.sqlite"
 AUDIT_FILE = "audit.jsonl"
 #: Names in ROOT that are not instances.
-RESERVED = {INCOMING, INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", AUDIT_FILE, "worklist"}
+RESERVED = {INCOMING, INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", AUDIT_FILE, "worklist",
+            LOCK_FILE}
 
 # C-STORE statuses (PS3.4 B.2.3, and seed 004's table)
 SUCCESS = status.SUCCESS
@@ -116,14 +118,23 @@ def _tags() -> list[int]:
 class Archive:
     """A folder of DICOM files with an SQLite index and an audit log."""
 
-    def __init__(self, root: Path, policy: StorePolicy | None = None) -> None:
+    def __init__(self, root: Path, policy: StorePolicy | None = None, *,
+                 holder: str = "dcmtool") -> None:
+        """Open (creating) the archive in ``root`` for this process alone: ``ArchiveInUse``
+        when another has it open (``holder`` says what this one does, for that message)."""
         self.root = root.resolve()
         self.policy = policy or StorePolicy()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.incoming = self.root / INCOMING
-        self.incoming.mkdir(exist_ok=True)
-        self.index = Index(self.root / INDEX_FILE)
-        self.audit = AuditLog(self.root / AUDIT_FILE)
+        self._folder_lock = FolderLock(self.root)
+        self._folder_lock.acquire(holder)
+        try:
+            self.incoming = self.root / INCOMING
+            self.incoming.mkdir(exist_ok=True)
+            self.index = Index(self.root / INDEX_FILE)
+            self.audit = AuditLog(self.root / AUDIT_FILE)
+        except BaseException:
+            self._folder_lock.release()
+            raise
         self._lock = threading.Lock()
         self._tags = _tags()
         from pydicom.datadict import keyword_for_tag
@@ -141,8 +152,11 @@ class Archive:
         try:
             self.sync()
         finally:
-            self.index.close()
-            self.audit.close()
+            try:
+                self.index.close()
+                self.audit.close()
+            finally:
+                self._folder_lock.release()
 
     def sync(self) -> None:
         """fsync the files (and their folders) stored without it (``durable_each=False``).

@@ -33,7 +33,7 @@ def open_receiver(out_dir: Path, *, ae_title: str, port: int, bind: str,
     # stops, before the command reports anything, instead of one fsync per instance.
     policy = StorePolicy(layout=pattern, duplicates="ignore", min_free_bytes=0,
                          durable_each=False)
-    archive, _ = open_archive(out_dir, policy)
+    archive, _ = open_archive(out_dir, policy, holder="a retrieval receiving into it")
     options = ServeOptions(ae_title=ae_title, port=port if listen else 0,
                            bind=bind if listen else "127.0.0.1", max_associations=10)
     server: RunningServer | None = None

@@ -121,12 +121,14 @@ def start_server(archive: Archive, options: ServeOptions,
     return RunningServer(archive, options, receive)
 
 
-def open_archive(root: Path, policy: Any) -> tuple[Archive, Any]:
-    """Open (creating if needed) the archive and reconcile its index with the folder."""
+def open_archive(root: Path, policy: Any, *, holder: str = "dcmtool serve"
+                 ) -> tuple[Archive, Any]:
+    """Open (creating if needed) the archive for this process alone, and reconcile its
+    index with the folder; ``ArchiveInUse`` when another process has it open."""
     from dcmtool.archive.index import IndexFailure
 
     try:
-        archive = Archive(root, policy)
+        archive = Archive(root, policy, holder=holder)
     except IndexFailure as exc:
         raise DcmtoolError(str(exc), hint="rebuild the index from the files",
                            setting="reindex") from None

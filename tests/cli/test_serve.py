@@ -552,3 +552,24 @@ def test_serve_fsyncs_each_instance_before_acknowledging_it(
     write_instance(tmp_path / "one.dcm")
     assert run_cli("store", served.address, str(tmp_path / "one.dcm")).exit_code == 0
     assert len(synced) == 1 and synced[0].parent.name == ".incoming"
+
+
+def test_a_second_server_on_an_archive_in_use_is_refused(tmp_path: Path,
+                                                         serve_process: Any) -> None:
+    """Two servers on one folder lose data (the second deletes the first one's partial
+    transfers as crash leftovers): the folder is locked while served, and the second process
+    says by whom, exits 1, and leaves the first one's files alone."""
+    root = tmp_path / "arch"
+    first = serve_process(root=root)
+    partial = root / ".incoming" / "rx-in-flight"
+    partial.write_bytes(b"\x00" * 100)  # a transfer in progress, as the first server sees it
+    reindex = run_cli("serve", str(root), "--reindex")
+    assert reindex.exit_code == 1 and "is in use by" in reindex.stderr
+    second = run_cli("serve", str(root), "--port", "0")
+    assert second.exit_code == 1
+    assert second.stderr.startswith(f"dcmtool: error: the archive {root.resolve()} is in use by "
+                                    f"PID {first.process.pid} (dcmtool serve)")
+    assert partial.exists()
+    first.process.stop()
+    again = run_cli("serve", str(root), "--reindex")  # the lock went with the process
+    assert again.exit_code == 0, again.stderr

@@ -173,7 +173,7 @@ def serve(
 def _reindex(root: Path, policy: Any) -> None:
     from dcmtool.archive.storage import Archive
 
-    archive = Archive(root, policy)
+    archive = Archive(root, policy, holder="dcmtool serve --reindex")
     try:
         def progress(done: int) -> None:
             if done % 1000 == 0:
