@@ -32,9 +32,9 @@ from dcmtool.archive.index import (
 )
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
 from dcmtool.archive.lock import LOCK_FILE, FolderLock
-from dcmtool.archive.structure import DEFLATED, StructureError, check_data_set
 from dcmtool.dicom import status
 from dcmtool.dicom.part10 import data_set_bounds
+from dcmtool.dicom.structure import DEFLATED, StructureError, check_data_set
 
 LOG = logging.getLogger("dcmtool.archive")
 

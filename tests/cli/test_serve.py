@@ -573,3 +573,41 @@ def test_a_second_server_on_an_archive_in_use_is_refused(tmp_path: Path,
     first.process.stop()
     again = run_cli("serve", str(root), "--reindex")  # the lock went with the process
     assert again.exit_code == 0, again.stderr
+
+
+def _relabelled(source: Path, target: Path, transfer_syntax: str) -> Path:
+    """``source``'s data set, byte for byte, behind File Meta claiming ``transfer_syntax``."""
+    from dcmtool.dicom.part10 import FileMeta
+
+    ds = dcmread(source, stop_before_pixels=True)
+    meta = FileMeta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), transfer_syntax,
+                    IMPLEMENTATION_CLASS_UID, "TEST")
+    target.write_bytes(meta.file_header() + dataset_bytes(source))
+    return target
+
+
+@pytest.mark.parametrize(("source", "claimed", "problem"), [
+    ("native", "1.2.840.10008.1.2.4.90",
+     "Pixel Data is native (length 8192) under j2k-lossless, which needs it encapsulated"),
+    ("encapsulated", EXPLICIT,
+     "Pixel Data is encapsulated under explicit, which needs it native"),
+])
+def test_pixel_data_that_contradicts_the_transfer_syntax_is_refused(
+        serve_archive: ServeFactory, tmp_path: Path, source: str, claimed: str,
+        problem: str) -> None:
+    """PS3.5 A.4: such a file breaks every reader later (DCMTK's storescp refuses it too).
+    serve answers 0xC000 with a comment naming the problem, and stores nothing."""
+    from support.datasets import pydicom_test_file
+
+    served = serve_archive()
+    if source == "native":
+        original = tmp_path / "native.dcm"
+        write_instance(original, rows=64, columns=64)
+    else:
+        original = pydicom_test_file("JPEG2000.dcm")
+    path = _relabelled(original, tmp_path / "contradicting.dcm", claimed)
+    result = run_cli("store", served.address, str(path))
+    assert result.exit_code == 6, result.stderr
+    assert "0xC000" in result.stderr and problem[:60] in result.stderr
+    assert served.archive.index.counts()["instances"] == 0
+    assert any(problem in entry.get("reason", "") for entry in audit(served))

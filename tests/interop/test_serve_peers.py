@@ -69,7 +69,7 @@ IMPLEMENTATION_CLASS_UID = "2.25.280742595852762648379511460137954333587"
 IMPLEMENTATION_VERSION_NAME = f"DCMTOOL_{dcmtool.__version__}"
 
 #: Names in an archive root that are not instances.
-ARCHIVE_FILES = {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.jsonl"}
+ARCHIVE_FILES = {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.jsonl", ".lock"}
 
 ServeFactory = Callable[..., ServedArchive]
 ServeProcessFactory = Callable[..., ServeProcess]

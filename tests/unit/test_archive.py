@@ -166,8 +166,8 @@ def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None
     from pydicom.data import get_testdata_file
 
     from dcmtool.archive.storage import Archive, StorePolicy, decode_simple
-    from dcmtool.archive.structure import check_data_set
     from dcmtool.dicom.part10 import data_set_bounds
+    from dcmtool.dicom.structure import check_data_set
 
     found = get_testdata_file(name, download=False)
     if found is None:

@@ -4,6 +4,11 @@ pydicom reads leniently (a truncated value is returned short, with no error). Be
 archive acknowledges an instance it walks the element headers, sequences and encapsulated
 fragments once, seeking over values, so that a truncated or garbled data set is refused
 (0xC000) instead of being stored. Deflated data sets are not walked.
+
+Pixel Data must agree with the transfer syntax (PS3.5 A.4): encapsulated, with an undefined
+length, under the compressed syntaxes; native, with a defined length, under the others. Such
+a file breaks every reader later, so it is refused like a truncated one (DCMTK's storescp
+refuses it too).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dcmtool.dicom.elements import LONG_LENGTH_VR_BYTES
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 64
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -54,7 +60,8 @@ def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str,
     """
     if transfer_syntax in DEFLATED:
         return None
-    walker = _Walker(fh, end, little=transfer_syntax != EXPLICIT_BE, wanted=wanted)
+    walker = _Walker(fh, end, little=transfer_syntax != EXPLICIT_BE, wanted=wanted,
+                     encapsulated=_encapsulated(transfer_syntax), syntax=transfer_syntax)
     explicit = transfer_syntax != IMPLICIT_LE
     if explicit:
         # Some writers encode implicit VR under an explicit syntax; readers (pydicom, DCMTK)
@@ -67,9 +74,22 @@ def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str,
     return WalkResult(explicit, walker.prefix == "<", walker.found)
 
 
+def _encapsulated(transfer_syntax: str) -> bool | None:
+    """Whether Pixel Data is encapsulated under this syntax; ``None`` for an unknown one."""
+    from dcmtool.dicom.syntaxes import lookup
+
+    known = lookup(transfer_syntax)
+    if known is None:
+        return None
+    return known.compressed and transfer_syntax not in DEFLATED
+
+
 class _Walker:
     def __init__(self, fh: BinaryIO, end: int, *, little: bool,
-                 wanted: frozenset[int] = frozenset()) -> None:
+                 wanted: frozenset[int] = frozenset(), encapsulated: bool | None = None,
+                 syntax: str = "") -> None:
+        self.encapsulated = encapsulated
+        self.syntax = syntax
         self.fh = fh
         self.end = end
         self.prefix = "<" if little else ">"
@@ -122,6 +142,8 @@ class _Walker:
             else:
                 (length,) = struct.unpack(self.prefix + "L", self._read(4, "a length"))
             keep = depth == 0 and tag in self.wanted
+            if depth == 0 and tag == _PIXEL_DATA and self.encapsulated is not None:
+                self._check_pixel_data(length)
             value_start = self.fh.tell()
             if length == _UNDEFINED:
                 # Sequences, encapsulated pixel data, and UN (whose content is implicit VR).
@@ -140,6 +162,17 @@ class _Walker:
                                              self._read(length, "a value"), value_start)
             else:
                 self._skip(length, tag)
+
+    def _check_pixel_data(self, length: int) -> None:
+        from dcmtool.dicom.syntaxes import describe
+
+        name = describe(self.syntax)
+        if self.encapsulated and length != _UNDEFINED:
+            raise StructureError(f"Pixel Data is native (length {length}) under {name}, "
+                                 "which needs it encapsulated (PS3.5 A.4)")
+        if not self.encapsulated and length == _UNDEFINED:
+            raise StructureError(f"Pixel Data is encapsulated under {name}, which needs it "
+                                 "native (PS3.5 A.4)")
 
     def items(self, *, explicit: bool, depth: int) -> None:
         while True:
