@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.archive import serve_archive, serve_process  # noqa: F401 - fixtures
+from support.archive import serve_archive, serve_process, small_disk  # noqa: F401 - fixtures
 from support.peers import *  # noqa: F403 - fixtures for real peers (DCMTK, Orthanc, pynetdicom)
 
 

@@ -28,6 +28,7 @@ from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE
 from dcmtool.errors import DcmtoolError
 from dcmtool.net import patches, settings
 from dcmtool.net.links import ReceiveHandler, RetrieveHandler, configure_ae
+from dcmtool.net.receiving import Refusal
 
 _UNCOMPRESSED = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]
 
@@ -158,8 +159,16 @@ def close_unassociated(assoc: Any) -> None:
     assoc.abort()
 
 
-def received_path(request: Any) -> Path | None:
-    """The file pynetdicom streamed a C-STORE's data set into (chunked receive), if any."""
+def received_file(request: Any) -> Path | Refusal | None:
+    """The file pynetdicom streamed a C-STORE's data set into (chunked receive), or why it
+    could not be written (the disk is full: 0xA700); ``None`` without chunked receive."""
+    from dcmtool.dicom.status import OUT_OF_RESOURCES
+    from dcmtool.net.patches.incoming import IncomingFile
+
+    written = getattr(request, "_dataset_file", None)
+    if isinstance(written, IncomingFile) and written.failure is not None:
+        reason = written.failure.strerror or str(written.failure)
+        return Refusal(OUT_OF_RESOURCES, f"cannot write: {reason}")
     path = getattr(request, "_dataset_path", None)
     return None if path is None else Path(path)
 

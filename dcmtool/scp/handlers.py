@@ -391,11 +391,11 @@ class Handlers:
         return _status(outcome.status, outcome.message)
 
     def _received_file(self, event: Any, sop_class: str, sop_instance: str,
-                       transfer_syntax: str, who: dict[str, Any]) -> Path | StoreOutcome:
+                       transfer_syntax: str, who: dict[str, Any]) -> Path | StoreOutcome | Refusal:
         """The file pynetdicom streamed the data set into, or one written from memory."""
-        path = acceptor.received_path(event.request)
-        if path is not None:
-            return Path(path)
+        received = acceptor.received_file(event.request)
+        if received is not None:
+            return received
         # Chunked receive was off (pynetdicom's setting is process-wide): write it ourselves.
         data = event.request.DataSet
         if not isinstance(data, BytesIO):

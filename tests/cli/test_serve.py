@@ -611,3 +611,28 @@ def test_pixel_data_that_contradicts_the_transfer_syntax_is_refused(
     assert "0xC000" in result.stderr and problem[:60] in result.stderr
     assert served.archive.index.counts()["instances"] == 0
     assert any(problem in entry.get("reason", "") for entry in audit(served))
+
+
+def test_a_full_disk_answers_a700_and_keeps_the_association(
+        serve_archive: ServeFactory, small_disk: Path, tmp_path: Path) -> None:
+    """The archive on a 3 MiB tmpfs: instances are stored until the disk is full; the one that
+    no longer fits is read to its end and answered 0xA700 (not an abort), its partial file is
+    removed at once, and the association goes on: the next, smaller instance is stored."""
+    import numpy as np
+
+    served = serve_archive(root=small_disk / "archive")
+    statuses = []
+    with associated(served, (("1.2.840.10008.5.1.4.1.1.2", (EXPLICIT,)),)) as assoc:
+        for index in range(4):  # 1 MiB each: the fourth cannot fit
+            ds = make_dataset(rows=512, columns=1024, InstanceNumber=index + 1)
+            ds.PixelData = np.full((512, 1024), index, np.uint16).tobytes()
+            statuses.append(assoc.send_c_store(ds))
+        assert list((served.root / ".incoming").iterdir()) == []
+        small = assoc.send_c_store(make_dataset(rows=8, columns=8))
+        assert assoc.is_established
+    codes = [s.Status for s in statuses]
+    assert 0xA700 in codes and codes[0] == 0x0000
+    refused = statuses[codes.index(0xA700)]
+    assert "No space left on device" in str(refused.get("ErrorComment", ""))
+    assert small.Status == 0x0000
+    assert served.archive.index.counts()["instances"] == codes.count(0x0000) + 1

@@ -107,3 +107,26 @@ def serve_process(tmp_path_factory: pytest.TempPathFactory
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs mounted for the test: a real ENOSPC, never a faked one. Needs root (CI
+    runs as root); elsewhere the test is skipped with the reason (failed when CI=true)."""
+    import subprocess
+
+    from support.processes import in_ci
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        reason = f"cannot mount a small tmpfs (needs root): {result.stderr.strip()}"
+        if in_ci():
+            pytest.fail(f"{reason} [CI=true: this test must run]", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

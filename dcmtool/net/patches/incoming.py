@@ -4,10 +4,16 @@ With chunked receive on, pynetdicom writes each C-STORE data set to a temporary 
 system temp dir, behind File Meta Information that names pynetdicom. For an AE whose hooks name
 an ``incoming`` folder, the file goes there instead (same file system as the archive, so it
 can be renamed into place) and its meta names dcmtool and the sending AE title (PS3.10 7.1).
+
+A write that fails there (the disk is full) must not reach pynetdicom, whose state machine
+would abort the association with the file left behind: the file is removed at once, the rest
+of the data set is read and discarded, and the handler answers 0xA700 (``IncomingFile``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import threading
 from typing import Any
@@ -16,6 +22,49 @@ from dcmtool.net.links import ae_hooks
 from dcmtool.net.patches._replace import replace
 
 _receiving = threading.local()
+
+
+class IncomingFile:
+    """The file a data set streams into, which never raises: after a failed write the partial
+    file is removed and the rest discarded; ``failure`` says why."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.name: str = inner.name
+        self.failure: OSError | None = None
+
+    @property
+    def file(self) -> IncomingFile:  # pynetdicom calls ``.file.flush()``
+        return self
+
+    def write(self, data: Any) -> int:
+        if self.failure is None:
+            try:
+                self._inner.write(data)
+            except OSError as exc:
+                self._discard(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._inner.flush()
+            except OSError as exc:
+                self._discard(exc)
+
+    def close(self) -> None:
+        if self.failure is None:
+            try:
+                self._inner.close()
+            except OSError as exc:
+                self._discard(exc)
+
+    def _discard(self, exc: OSError) -> None:
+        self.failure = exc
+        with contextlib.suppress(OSError):
+            self._inner.close()  # may fail again flushing its buffer: the file goes anyway
+        with contextlib.suppress(OSError):
+            os.unlink(self.name)
 
 
 def _incoming_dir() -> Any:
@@ -42,9 +91,10 @@ def apply() -> None:
 
     def named_temporary_file(*args: Any, **kwargs: Any) -> Any:
         directory = _incoming_dir()
-        if directory is not None:
-            kwargs.update(dir=directory, prefix="rx-")
-        return tempfile.NamedTemporaryFile(*args, **kwargs)
+        if directory is None:
+            return tempfile.NamedTemporaryFile(*args, **kwargs)
+        kwargs.update(dir=directory, prefix="rx-")
+        return IncomingFile(tempfile.NamedTemporaryFile(*args, **kwargs))
 
     def create_file_meta(**kwargs: Any) -> Any:
         assoc: Any = getattr(_receiving, "assoc", None)
