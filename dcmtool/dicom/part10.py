@@ -83,7 +83,11 @@ def read_header(path: Any, limit: int = 65536) -> Header | None:
     reads the file with pydicom, which also decides whether it is DICOM at all.
     """
     with open(path, "rb") as fh:
-        data = fh.read(limit)
+        return header_of(fh.read(limit))
+
+
+def header_of(data: bytes) -> Header | None:
+    """``read_header`` of a file's first bytes, already read."""
     end = offset_in(data)
     if end is None:
         return None

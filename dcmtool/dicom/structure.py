@@ -13,9 +13,10 @@ refuses it too).
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dcmtool.dicom.elements import LONG_LENGTH_VR_BYTES
 
@@ -52,7 +53,8 @@ class WalkResult:
 
 
 def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str,
-                   wanted: frozenset[int] = frozenset()) -> WalkResult | None:
+                   wanted: frozenset[int] = frozenset(), *,
+                   pixel_data: bool = True) -> WalkResult | None:
     """Raise ``StructureError`` if the data set in ``fh[start:end]`` is not well formed.
 
     Returns the encoded values of the top-level elements in ``wanted`` (so that the caller
@@ -61,7 +63,8 @@ def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str,
     if transfer_syntax in DEFLATED:
         return None
     walker = _Walker(fh, end, little=transfer_syntax != EXPLICIT_BE, wanted=wanted,
-                     encapsulated=_encapsulated(transfer_syntax), syntax=transfer_syntax)
+                     encapsulated=_encapsulated(transfer_syntax) if pixel_data else None,
+                     syntax=transfer_syntax)
     explicit = transfer_syntax != IMPLICIT_LE
     if explicit:
         # Some writers encode implicit VR under an explicit syntax; readers (pydicom, DCMTK)
@@ -187,3 +190,116 @@ class _Walker:
                 self.data_set(explicit=explicit, until=None, depth=depth)
             else:
                 self._skip(length, tag)
+
+
+def file_problem(path: Any, offset: int | None, transfer_syntax: str, *, head: bytes = b"",
+                 size: int | None = None) -> str | None:
+    """Why the Part 10 file at ``path`` (its data set starting at ``offset``) is not a
+    well-formed data set, e.g. truncated; ``None`` when it is, or cannot be walked here
+    (no offset known, deflated). Pixel Data is not checked against the syntax: a sender
+    leaves that to the receiver.
+
+    ``store`` asks this of every file before sending, so the common case is fast: ``head``
+    (the file's first bytes, already read, ``size`` its length) holds a small file whole and
+    its top-level elements are stepped over in memory; a larger file is stepped over by
+    seeking from header to header. Undefined lengths at the top level (sequences,
+    encapsulated pixel data) take the full walk.
+    """
+    if offset is None or transfer_syntax in DEFLATED:
+        return None
+    if size is not None and head and len(head) >= size and transfer_syntax != EXPLICIT_BE:
+        problem = _in_memory_problem(head, offset, size, transfer_syntax != IMPLICIT_LE)
+        if problem is not _UNKNOWN:
+            return problem
+    try:
+        with open(path, "rb") as fh:
+            if size is None:
+                size = os.fstat(fh.fileno()).st_size
+            problem = _top_level_problem(fh, b"", offset, size, transfer_syntax)
+            if problem is not _UNKNOWN:
+                return problem
+            check_data_set(fh, offset, size, transfer_syntax, pixel_data=False)
+    except StructureError as exc:
+        return str(exc)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+_UNKNOWN = "undefined length: walk it all"
+_EXPLICIT_SHORT = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<L")
+_IMPLICIT = struct.Struct("<HHL")
+
+
+def _in_memory_problem(data: bytes, offset: int, end: int, explicit: bool) -> str | None:
+    """``_top_level_problem`` of a little endian file held whole, in its tightest loop:
+    ``store`` runs it on every small file."""
+    if explicit:
+        vr = data[offset + 4:offset + 6]  # implicit VR written under an explicit syntax
+        explicit = len(vr) < 2 or (vr.isalpha() and vr.isupper())
+    position = offset
+    limit = end - 8
+    while position < end:
+        if position > limit:
+            return f"the data set ends inside an element header at byte {position}"
+        if explicit:
+            group, element, vr, length = _EXPLICIT_SHORT.unpack_from(data, position)
+            if vr in LONG_LENGTH_VR_BYTES:
+                if position + 12 > end:
+                    return f"the data set ends inside an element header at byte {position}"
+                (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+                position += 12
+            else:
+                position += 8
+        else:
+            group, element, length = _IMPLICIT.unpack_from(data, position)
+            position += 8
+        if length == _UNDEFINED:
+            return _UNKNOWN
+        position += length
+        if position > end:
+            return (f"element ({group:04X},{element:04X}) claims {length} bytes but only "
+                    f"{end - position + length} remain (truncated?)")
+    return None
+
+
+def _top_level_problem(fh: BinaryIO | None, data: bytes, offset: int, end: int,
+                       transfer_syntax: str) -> str | None:
+    """The top-level elements' lengths against the file's; ``_UNKNOWN`` at an undefined
+    length. ``data`` is the whole file, or empty to read the headers from ``fh``."""
+    def header(position: int, size: int) -> bytes:
+        if data or fh is None:
+            return data[position:position + size]
+        fh.seek(position)
+        return fh.read(size)
+
+    little = transfer_syntax != EXPLICIT_BE
+    prefix = "<" if little else ">"
+    explicit = transfer_syntax != IMPLICIT_LE
+    if explicit:
+        vr = header(offset + 4, 2)  # implicit VR written under an explicit syntax
+        explicit = len(vr) < 2 or (vr.isalpha() and vr.isupper())
+    position = offset
+    while position < end:
+        raw = header(position, 12)
+        if len(raw) < 8:
+            return f"the data set ends inside an element header at byte {position}"
+        if explicit and raw[4:6] in LONG_LENGTH_VR_BYTES:
+            if len(raw) < 12:
+                return f"the data set ends inside an element header at byte {position}"
+            group, element, length = struct.unpack(prefix + "HH4xL", raw)
+            position += 12
+        elif explicit:
+            group, element, length = struct.unpack(prefix + "HH2xH", raw[:8])
+            position += 8
+        else:
+            group, element, length = struct.unpack(prefix + "HHL", raw[:8])
+            position += 8
+        if length == _UNDEFINED:
+            return _UNKNOWN
+        if position + length > end:
+            return (f"element ({group:04X},{element:04X}) claims {length} bytes but only "
+                    f"{end - position} remain (truncated?)")
+        position += length
+    return None

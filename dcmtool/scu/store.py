@@ -13,6 +13,7 @@ raises for one bad file.
 from __future__ import annotations
 
 import glob
+import os
 import struct
 import sys
 import threading
@@ -110,13 +111,26 @@ def find_files(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterator[P
             raise UsageError(f"{item}: no such file or folder")
 
 
-def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
-    """Read each file's header; return (DICOM instances, files that are not DICOM)."""
+@dataclass
+class Scan:
+    """The inputs, read: what can be sent, what is not DICOM, what is broken (and why)."""
+
+    instances: list[Instance] = field(default_factory=list)
+    not_dicom: list[Path] = field(default_factory=list)
+    broken: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan(paths: Iterable[Path]) -> Scan:
+    """Read each file's header and check that its data set is whole: a truncated file sent
+    anyway can make the peer abort the association, and every file after it fails."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    instances: list[Instance] = []
-    skipped: list[Path] = []
+    from dcmtool.dicom.part10 import dataset_offset
+    from dcmtool.dicom.structure import file_problem
+
+    result = Scan()
+    instances, skipped = result.instances, result.not_dicom
     seen: set[Path] = set()
     queue = list(paths)
     while queue:
@@ -125,11 +139,16 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
         if resolved in seen:
             continue
         seen.add(resolved)
-        header = _quick_header(path)
+        header, head, size = _quick_header(path)
         if header is not None:
+            problem = file_problem(path, header.dataset_offset, header.transfer_syntax_uid,
+                                   head=head, size=size)
+            if problem is not None:
+                result.broken.append((path, problem))
+                continue
             instances.append(Instance(path, header.sop_class_uid, header.sop_instance_uid,
                                       header.transfer_syntax_uid, header.study_instance_uid,
-                                      path.stat().st_size, header.dataset_offset))
+                                      size, header.dataset_offset))
             continue
         try:
             ds = dcmread(path, stop_before_pixels=True,
@@ -137,6 +156,10 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
             meta = ds.file_meta
             if meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
                 queue[:0] = dicomdir_files(path)  # send what it references, not itself
+                continue
+            problem = file_problem(path, dataset_offset(path), str(meta.TransferSyntaxUID))
+            if problem is not None:
+                result.broken.append((path, problem))
                 continue
             instances.append(Instance(
                 path,
@@ -148,23 +171,27 @@ def scan(paths: Iterable[Path]) -> tuple[list[Instance], list[Path]]:
             ))
         except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, EOFError):
             skipped.append(path)
-    return instances, skipped
+    return result
 
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
-def _quick_header(path: Path) -> Any:
-    """The struct-parsed header of an ordinary file (not a DICOMDIR), else None."""
-    from dcmtool.dicom.part10 import read_header
+def _quick_header(path: Path) -> tuple[Any, bytes, int]:
+    """The struct-parsed header of an ordinary file (not a DICOMDIR) or None, the file's
+    first 64 KiB (all of a small file) and its size."""
+    from dcmtool.dicom.part10 import header_of
 
     try:
-        header = read_header(path)
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+            size = os.fstat(fh.fileno()).st_size
+        header = header_of(head)
     except (OSError, struct.error):
-        return None
+        return None, b"", 0
     if header is None or header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
-        return None
-    return header
+        return None, b"", 0
+    return header, head, size
 
 
 def dicomdir_files(path: Path) -> list[Path]:

@@ -545,3 +545,24 @@ def test_files_go_in_their_own_syntax_to_a_peer_that_prefers_implicit(
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["files"][0]["transfer_syntax"] == EXPLICIT
     assert str(scp.stored[0].file_meta.TransferSyntaxUID) == EXPLICIT
+
+
+def test_a_truncated_file_fails_alone_and_the_rest_are_sent(
+        dcmtk_storescp: Callable[..., Any], tmp_path: Path) -> None:
+    """One truncated file in a folder: it is found while scanning (its elements claim more
+    bytes than the file has), never sent, and reported; the files before and after it reach
+    DCMTK's storescp, and the exit code says partial (7), at once, without any time-out."""
+    scp = dcmtk_storescp()
+    folder = tmp_path / "batch"
+    for index in range(5):
+        write_instance(folder / f"{index}.dcm", rows=64, columns=64)
+    truncated = folder / "2.dcm"
+    truncated.write_bytes(truncated.read_bytes()[:-1000])
+    result = run_cli("store", scp.address, str(folder), "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 7, result.stderr
+    assert f"dcmtool: failed: {truncated}: not sent, not a whole data set: " in result.stderr
+    assert "truncated" in result.stderr
+    assert len(scp.received()) == 4
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [row["stored"] for row in report].count(True) == 4
+    assert any(row["path"] == str(truncated.resolve()) and not row["stored"] for row in report)

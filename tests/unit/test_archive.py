@@ -226,3 +226,37 @@ def test_command_sets_encode_as_pydicom_does() -> None:
         assert fast is not None
         assert fast == encode(message.command_set, True, True)
     assert encode_command_set(Dataset({})) == b""
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_store_finds_a_truncated_file_before_sending_it(tmp_path: Path, syntax: str,
+                                                        in_memory: bool) -> None:
+    """``file_problem``: whole files pass, a file cut short is named (both ways of walking:
+    the whole file in memory, or header to header on disk; a sequence of undefined length
+    takes the full walk)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from support.datasets import write_instance
+
+    from dcmtool.dicom.part10 import dataset_offset
+    from dcmtool.dicom.structure import file_problem
+
+    path = tmp_path / "whole.dcm"
+    ds = write_instance(path, transfer_syntax=syntax, rows=32, columns=32)
+    item = Dataset()
+    item.CodeValue = "X"
+    ds.ReferencedImageSequence = Sequence([item])
+    ds.save_as(path, enforce_file_format=True, implicit_vr=syntax == "1.2.840.10008.1.2")
+    offset = dataset_offset(path)
+
+    def problem(target: Path) -> str | None:
+        data = target.read_bytes()
+        head = data if in_memory else b""
+        return file_problem(target, offset, syntax, head=head, size=len(data))
+
+    assert problem(path) is None
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(path.read_bytes()[:-100])
+    found = problem(cut)
+    assert found is not None and "truncated" in found

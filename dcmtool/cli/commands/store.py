@@ -83,7 +83,7 @@ def store(
         from dcmtool.net.stack import load_network_only
 
         load_network_only()
-    from dcmtool.scu.store import check, find_files, scan
+    from dcmtool.scu.store import FileOutcome, check, find_files, scan
     from dcmtool.scu.store import store as send
 
     apply_logging(logging)
@@ -97,7 +97,8 @@ def store(
         raise UsageError("give at least one INPUT (file, folder, glob or -)")
     flags = overrides(network)
     target = resolve_peer(spec, config, flags)
-    instances, skipped = scan(find_files(inputs, sys.stdin))
+    scanned = scan(find_files(inputs, sys.stdin))
+    instances, skipped = scanned.instances, scanned.not_dicom
     if resume:
         done = _stored_in_report(resume)
         before = len(instances)
@@ -109,7 +110,9 @@ def store(
     if strict and skipped:
         raise UsageError(f"{len(skipped)} input file(s) are not DICOM (--strict)")
     if not instances and not resume:
-        raise UsageError(f"no DICOM files in the inputs ({len(skipped)} other file(s) skipped)")
+        broken = f", {len(scanned.broken)} broken" if scanned.broken else ""
+        raise UsageError(f"no DICOM files in the inputs ({len(skipped)} other file(s) "
+                         f"skipped{broken})")
     if not instances:
         console.out("0 sent: every file was already stored")
         return
@@ -134,6 +137,9 @@ def store(
     if progress:
         progress.clear()
     summary.skipped = skipped
+    # A broken file (truncated, garbled) was never sent: it fails alone, the rest go.
+    summary.outcomes += [FileOutcome(path, None, None, f"not sent, not a whole data set: "
+                                     f"{problem}") for path, problem in scanned.broken]
     if report:
         _write_report(report, summary.outcomes)
     _print_summary(summary, json_output, strict)
