@@ -73,10 +73,18 @@ class StoreSummary:
     skipped: list[Path] = field(default_factory=list)  # not DICOM
     seconds: float = 0.0
     bytes_sent: int = 0
+    #: Why nothing could be sent at all (no association opened); every file has an outcome.
+    error: DcmtoolError | None = None
+    #: Sending stopped on request (``stop``) before every file was sent.
+    interrupted: bool = False
 
     @property
     def stored(self) -> int:
         return sum(1 for o in self.outcomes if o.stored)
+
+    @property
+    def not_sent_interrupted(self) -> int:
+        return sum(1 for o in self.outcomes if o.message == INTERRUPTED)
 
     @property
     def warnings(self) -> int:
@@ -88,6 +96,9 @@ class StoreSummary:
 
 
 Progress = Callable[[FileOutcome, int, int], None]
+
+#: The outcome of the files not sent because sending was stopped (Ctrl-C).
+INTERRUPTED = "not sent: interrupted"
 
 
 def find_files(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterator[Path]:
@@ -242,8 +253,13 @@ def store(
     modify: Callable[[Any], None] | None = None,
     target: str | None = None,
     encode_options: EncodeOptions | None = None,
+    stop: threading.Event | None = None,
 ) -> StoreSummary:
     """Send ``instances`` to ``peer``; every file gets an outcome in the summary.
+
+    ``stop`` set while sending: the file being sent finishes, the rest are not sent
+    (``summary.interrupted``). When no association could be opened at all,
+    ``summary.error`` says why (``check`` raises it) and every file is "not stored".
 
     ``target`` (a transfer syntax UID) transcodes every file to it before sending, through
     the convert core with ``encode_options``; files already in it go as their bytes.
@@ -251,11 +267,6 @@ def store(
     ``jobs`` associations run in parallel, each with whole studies. A connection failure or
     an abort re-opens the association up to ``retries`` times (delay doubling from
     ``retry_delay``) and goes on from the file that was not acknowledged.
-
-    Raises
-    ------
-    ConnectionFailed, AssociationRejected, ...
-        Only when no association could be opened at all.
     """
     settings.send_files_undecoded()
     started = time.perf_counter()
@@ -274,16 +285,16 @@ def store(
 
     groups = partition(instances, jobs)
     worker = _Group(peer, retries, retry_delay, record, on_retry, modify,
-                    _Transcoding(target, encode_options or EncodeOptions()) if target else None)
+                    _Transcoding(target, encode_options or EncodeOptions()) if target else None,
+                    stop or threading.Event())
     if len(groups) == 1:
         errors = [worker.run(groups[0])]
     else:
         with ThreadPoolExecutor(max_workers=len(groups)) as pool:
             errors = list(pool.map(worker.run, groups))
     if all(error is not None for error in errors):
-        first = errors[0]
-        assert first is not None
-        raise first  # not one association opened: the connection's own exit code
+        summary.error = errors[0]  # not one association opened: its own exit code
+    summary.interrupted = summary.not_sent_interrupted > 0
     order = {instance.path: n for n, instance in enumerate(instances)}
     summary.outcomes.sort(key=lambda o: order.get(o.path, 0))
     summary.seconds = time.perf_counter() - started
@@ -297,7 +308,9 @@ class _Group:
                  record: Callable[[Instance, FileOutcome], None],
                  on_retry: Callable[[str, int, float], None] | None,
                  modify: Callable[[Any], None] | None = None,
-                 transcoding: _Transcoding | None = None) -> None:
+                 transcoding: _Transcoding | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
         self.modify = modify
         self.transcoding = transcoding
         self.peer = peer
@@ -315,6 +328,10 @@ class _Group:
             pending = list(batch)
             failures = 0
             while pending:
+                if self.stop.is_set():
+                    self._interrupted(pending)
+                    pending = []
+                    break
                 try:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
@@ -322,6 +339,10 @@ class _Group:
                         reader = wire.OwnedReader.attach(s.assoc)
                         try:
                             while pending:
+                                if self.stop.is_set():  # the file before finished
+                                    self._interrupted(pending)
+                                    pending = []
+                                    break
                                 outcome = _send_one(s, pending[0], self.modify,
                                                     self.transcoding)
                                 if outcome.status is None and outcome.sent_as is not None:
@@ -346,6 +367,11 @@ class _Group:
                     self._give_up(pending, exc)
                     pending = []
         return None if opened else first_error
+
+    def _interrupted(self, pending: list[Instance]) -> None:
+        for instance in pending:
+            self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
+                                              INTERRUPTED))
 
     def _give_up(self, pending: list[Instance], exc: DcmtoolError) -> None:
         for instance in pending:
@@ -489,6 +515,8 @@ class Modifier:
 
 def check(summary: StoreSummary) -> None:
     """Raise the error that gives the right exit code when not everything was stored."""
+    if summary.error is not None:
+        raise summary.error
     first = summary.outcomes[0] if summary.outcomes else None
     statuses = [o.status for o in summary.outcomes if o.status is not None]
     status.raise_for_batch(len(summary.outcomes), summary.failed, completed=summary.stored,

@@ -566,3 +566,62 @@ def test_a_truncated_file_fails_alone_and_the_rest_are_sent(
     report = json.loads((tmp_path / "r.json").read_text())
     assert [row["stored"] for row in report].count(True) == 4
     assert any(row["path"] == str(truncated.resolve()) and not row["stored"] for row in report)
+
+
+def test_a_refused_connection_still_writes_the_report(closed_port: int, tmp_path: Path) -> None:
+    """Nothing could be sent: exit 3 with one line saying why, and a report that names every
+    file as not stored (so a script knows what to send later)."""
+    for index in range(3):
+        write_instance(tmp_path / "in" / f"{index}.dcm")
+    report = tmp_path / "report.json"
+    result = run_cli("store", f"ANY-SCP@127.0.0.1:{closed_port}", str(tmp_path / "in"),
+                     "--report", str(report))
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.count("refused") == 1
+    rows = json.loads(report.read_text())
+    assert len(rows) == 3 and not any(row["stored"] for row in rows)
+    assert all("refused" in row["message"] for row in rows)
+
+
+def test_ctrl_c_finishes_the_file_writes_the_report_and_resume_sends_the_rest(
+        pynetdicom_scp: Callable[..., Any], tmp_path: Path) -> None:
+    """Ctrl-C while sending: the file in flight is finished, the report and the summary are
+    written, the exit code is 130, and --resume sends exactly the files that were not stored.
+    The peer itself sends the SIGINT when the third file arrives: no timing involved."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pynetdicom import evt
+
+    process: dict[str, subprocess.Popen[str]] = {}
+    arrived: list[str] = []
+
+    def on_store(event: Any) -> int:
+        arrived.append(str(event.request.AffectedSOPInstanceUID))
+        if len(arrived) == 3 and "store" in process:
+            os.kill(process["store"].pid, signal.SIGINT)
+        return 0x0000
+
+    scp = pynetdicom_scp(ae_title="STORE-SCP", storage=True,
+                         handlers={evt.EVT_C_STORE: on_store})
+    folder = tmp_path / "in"
+    for index in range(10):
+        write_instance(folder / f"{index:02d}.dcm", rows=16, columns=16)
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "dcmtool", "store", scp.address, str(folder),
+               "--report", str(report)]
+    process["store"] = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+    out, err = process["store"].communicate(timeout=60)
+    assert process["store"].returncode == 130, err
+    assert "dcmtool: interrupted: 7 file(s) not sent; rerun with --resume" in err
+    assert "3 stored" in out
+    rows = json.loads(report.read_text())
+    assert [row["stored"] for row in rows] == [True] * 3 + [False] * 7
+    del process["store"]
+    resumed = run_cli("store", scp.address, str(folder), "--resume", str(report))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "--resume: 3 file(s) already stored" in resumed.stderr
+    assert len(arrived) == 10 and len(set(arrived)) == 10

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -131,9 +135,11 @@ def store(
 
         transfer_syntax = target_syntax(syntax).uid
         encode = EncodeOptions(keep_uid=keep_uid)
-    summary = send(target, instances, jobs=jobs, retries=retries, on_file=progress,
-                   on_retry=retrying, modify=modify, target=transfer_syntax,
-                   encode_options=encode)
+    stop = threading.Event()
+    with _first_interrupt_stops(stop):
+        summary = send(target, instances, jobs=jobs, retries=retries, on_file=progress,
+                       on_retry=retrying, modify=modify, target=transfer_syntax,
+                       encode_options=encode, stop=stop)
     if progress:
         progress.clear()
     summary.skipped = skipped
@@ -143,6 +149,11 @@ def store(
     if report:
         _write_report(report, summary.outcomes)
     _print_summary(summary, json_output, strict)
+    if summary.interrupted:
+        again = f"; rerun with --resume {report}" if report else ""
+        console.err(f"dcmtool: interrupted: {summary.not_sent_interrupted} file(s) not "
+                    f"sent{again}")
+        raise KeyboardInterrupt
     if strict and summary.warnings:
         from dcmtool.errors import PartialFailure
 
@@ -194,6 +205,27 @@ def _stored_in_report(path: Path) -> set[str]:
         raise UsageError(f"--resume {path}: not a store report ({exc})") from None
 
 
+@contextlib.contextmanager
+def _first_interrupt_stops(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C sets ``stop`` (the file being sent finishes, the report and the
+    summary are written, exit 130); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def first(_number: int, _frame: Any) -> None:
+        console.err("dcmtool: interrupted: finishing the file being sent "
+                    "(Ctrl-C again to stop at once)")
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
     return [{"path": str(o.path.resolve()), "sop_instance_uid": o.sop_instance_uid,
              "status": None if o.status is None else f"0x{o.status:04X}",
@@ -213,6 +245,8 @@ def _write_report(path: Path, outcomes: list[FileOutcome]) -> None:
 
 
 def _print_summary(summary: StoreSummary, as_json: bool, strict: bool) -> None:
+    from dcmtool.scu.store import INTERRUPTED
+
     megabytes = summary.bytes_sent / 1e6
     rate = megabytes / summary.seconds if summary.seconds else 0.0
     if as_json:
@@ -224,7 +258,9 @@ def _print_summary(summary: StoreSummary, as_json: bool, strict: bool) -> None:
         }, indent=2))
         return
     for outcome in summary.outcomes:
-        if not outcome.stored:
+        # Not every file again when the connection failed or the user stopped: said once.
+        if not outcome.stored and summary.error is None and \
+                outcome.message != INTERRUPTED:
             console.err(f"dcmtool: failed: {outcome.path}: {outcome.message}")
     console.out(f"{len(summary.outcomes)} sent, {summary.stored} stored "
                 f"({summary.warnings} with warnings), {summary.failed} failed, "
