@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 from dcmtool.net.patches import (
+    acceptor_guard,
     command_encoding,
     connect_errors,
     context_copy,
@@ -25,6 +26,7 @@ from dcmtool.net.patches import (
     send_lock,
     server_poll,
     socket_reads,
+    state_machine_guard,
     storage_receive,
     tls_accept,
 )
@@ -33,7 +35,7 @@ from dcmtool.net.patches._replace import PatchError, check_version
 #: In the order of the numbered fixes of the project's history.
 FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accept,
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
-         storage_receive, server_poll, send_lock)
+         storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard)
 
 _applied = False
 _lock = threading.Lock()

@@ -1,0 +1,118 @@
+"""serve against what a broken or hostile network sends: half PDUs, connections that close
+or send garbage before associating, command sets that do not decode. Nothing may hold a slot
+past its timeout, kill a thread or stop the next client being served."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+from support.archive import ServedArchive
+
+ServeFactory = Callable[..., ServedArchive]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes (the bound, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _open_slots(served: ServedArchive) -> int:
+    return len(served.server._server.active_associations)
+
+
+def _echo_works(served: ServedArchive) -> bool:
+    ae = AE("PROBE")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(served.host, served.port, ae_title=served.ae_title)
+    try:
+        return bool(assoc.is_established) and assoc.send_c_echo().Status == 0x0000
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _connect(served: ServedArchive) -> socket.socket:
+    sock = socket.create_connection((served.host, served.port), timeout=20)
+    return sock
+
+
+def test_half_an_association_request_is_closed_after_the_acse_timeout(
+        serve_archive: ServeFactory) -> None:
+    """A PDU header announcing 200 bytes, then 10 of them, then silence: serve closes the
+    connection when the ACSE timeout (1 s here) has passed, and frees its slot."""
+    served = serve_archive(acse_timeout=1.0)
+    sock = _connect(served)
+    sock.sendall(struct.pack(">BBI", 0x01, 0, 200) + b"\x00\x01" + b"\x00" * 8)
+    started = time.monotonic()
+    assert sock.recv(1) == b""  # closed by serve (the socket's own timeout is 20 s)
+    assert time.monotonic() - started < 10
+    sock.close()
+    assert _wait_for(lambda: _open_slots(served) == 0)
+    assert _echo_works(served)
+
+
+def test_a_pdu_longer_than_any_we_accept_is_refused_at_once(
+        serve_archive: ServeFactory) -> None:
+    """A first PDU claiming 2 GiB: nothing is allocated or waited for; the connection goes."""
+    served = serve_archive(acse_timeout=30.0)
+    sock = _connect(served)
+    sock.sendall(struct.pack(">BBI", 0x01, 0, 0x7FFFFFFF) + b"\x00" * 64)
+    assert sock.recv(1) == b""
+    sock.close()
+    assert _wait_for(lambda: _open_slots(served) == 0, timeout=5)
+
+
+@pytest.mark.parametrize("first", [b"", b"GET / HTTP/1.1\r\n\r\n",
+                                   struct.pack(">BBI", 0x07, 0, 4) + b"\x00\x00\x00\x00"])
+def test_a_connection_that_never_associates_frees_its_slot_at_once(
+        serve_archive: ServeFactory, first: bytes) -> None:
+    """Ten port probes (closed at once, an HTTP request, an A-ABORT) against a server with
+    two slots and a 30 s ACSE timeout: every slot is free again within seconds, and the
+    next client is served (before: each probe held its slot for the whole 30 s)."""
+    served = serve_archive(acse_timeout=30.0, max_associations=2)
+    for _ in range(10):
+        sock = _connect(served)
+        if first:
+            sock.sendall(first)
+        sock.close()
+    assert _wait_for(lambda: _open_slots(served) == 0, timeout=5)
+    assert _echo_works(served)
+
+
+def test_a_command_set_that_does_not_decode_is_aborted_and_serve_goes_on(
+        serve_archive: ServeFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """A P-DATA whose command set has no Command Field: the peer gets an A-ABORT (service
+    provider, invalid PDU parameter), the log one line without a traceback, and serve
+    keeps serving (before: pynetdicom's thread died with a traceback, the peer was told
+    nothing)."""
+    served = serve_archive()
+    ae = AE("FUZZER")
+    ae.add_requested_context(Verification)
+    aborts: list[Any] = []
+    assoc = ae.associate(served.host, served.port, ae_title=served.ae_title)
+    assert assoc.is_established
+    context_id = assoc.accepted_contexts[0].context_id
+    uid = b"1.2.840.10008.1.1\x00"
+    body = struct.pack("<HHI", 0, 0x0002, len(uid)) + uid
+    command = struct.pack("<HHII", 0, 0, 4, len(body)) + body  # group length, class UID
+    pdv = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
+    sock = assoc.dul.socket.socket
+    with caplog.at_level("WARNING"):
+        sock.sendall(struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv)
+        assert _wait_for(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=10)
+        assert _wait_for(lambda: _open_slots(served) == 0, timeout=5)
+    aborts = [r for r in caplog.records if "aborting the association" in r.getMessage()]
+    assert aborts and not any(r.exc_info for r in caplog.records)
+    assert _echo_works(served)
