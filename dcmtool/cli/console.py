@@ -65,12 +65,18 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
 
 
 class _OneLineFormatter(logging.Formatter):
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, *, tracebacks: bool = False) -> None:
         super().__init__(fmt)
         # On a terminal, clear a status line (serve) before writing over it.
         self.prefix = "\r\x1b[K" if sys.stderr.isatty() else ""
+        self.tracebacks = tracebacks
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and not self.tracebacks:
+            # What a peer sent wrong is one line; the traceback is for --debug (and
+            # --traceback) and the log file.
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None,
+                                            "exc_text": None})
         text = super().format(record)
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
         return f"{self.prefix}dcmtool: {level}{text}".replace("\n", "\n    ")
@@ -103,7 +109,7 @@ def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | N
         if getattr(handler, "_dcmtool", False):
             root.removeHandler(handler)
     stream_handler = logging.StreamHandler(sys.stderr)
-    stream_handler.setFormatter(_OneLineFormatter("%(message)s"))
+    stream_handler.setFormatter(_OneLineFormatter("%(message)s", tracebacks=debug))
     stream_handler.setLevel(level)
     # pydicom resets its logger's level when it is imported (after this runs); a filter on
     # our handler stays. dcmtool reports codec failures itself, in one line.

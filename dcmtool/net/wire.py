@@ -344,6 +344,8 @@ class OwnedReader:
         self._wake_dul()  # it drops the socket from the poll it is sleeping in
 
     def release(self) -> None:
+        if self.link.reader is self:
+            self.link.reader = None  # the Link must not keep its association alive
         if self.active:
             self.link.owned = False
             self.active = False

@@ -17,6 +17,7 @@ from dcmtool.net.patches import (
     command_encoding,
     connect_errors,
     context_copy,
+    decode_errors,
     event_loops,
     incoming,
     nodelay,
@@ -35,7 +36,8 @@ from dcmtool.net.patches._replace import PatchError, check_version
 #: In the order of the numbered fixes of the project's history.
 FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accept,
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
-         storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard)
+         storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard,
+         decode_errors)
 
 _applied = False
 _lock = threading.Lock()

@@ -28,8 +28,9 @@ from dcmtool.net.patches._replace import replace
 #: Longest a blocked reactor waits before re-checking its timers (ARTIM, idle) by itself.
 IDLE_WAIT = 0.05
 
-#: How each reactor thread (an Association or a DUL, both Threads) waits when idle.
-_IDLE: weakref.WeakKeyDictionary[threading.Thread, Callable[[float], None]] = \
+#: How each reactor thread (an Association or a DUL, both Threads) waits when idle, called
+#: with the thread itself: the function must not hold it, or the weak key would never go.
+_IDLE: weakref.WeakKeyDictionary[threading.Thread, Callable[[Any, float], None]] = \
     weakref.WeakKeyDictionary()
 #: Each DUL's wake-up socketpair, closed when its thread ends.
 _WAKE_PAIRS: weakref.WeakKeyDictionary[Any, tuple[socket.socket, socket.socket]] = \
@@ -44,11 +45,12 @@ class _TimeShim:
 
     @staticmethod
     def sleep(seconds: float) -> None:
-        idle = _IDLE.get(threading.current_thread()) if seconds >= 0.001 else None
+        thread = threading.current_thread()
+        idle = _IDLE.get(thread) if seconds >= 0.001 else None
         if idle is None:
             time.sleep(seconds)
         else:
-            idle(seconds)
+            idle(thread, seconds)
 
 
 class _WakingEvent(threading.Event):
@@ -103,10 +105,10 @@ def apply() -> None:
         _wake_on_put(self.dimse.msg_queue, wake.set)
         _wake_on_put(self.dul.to_user_queue, wake.set)
 
-        def idle(seconds: float) -> None:
+        def idle(assoc: Any, seconds: float) -> None:
             # The reactor's loop-top sleep: block until something happens. A pass takes one
             # DIMSE message, so never wait while more are queued (one wake-up, several puts).
-            if not self.dimse.msg_queue.empty():
+            if not assoc.dimse.msg_queue.empty():
                 return
             wake.wait(max(seconds, IDLE_WAIT))
             wake.clear()
@@ -137,8 +139,8 @@ def apply() -> None:
         _wake_on_put(self.to_provider_queue, wake)
         _wake_on_put(self.event_queue, wake)
 
-        def idle(seconds: float) -> None:
-            transport = self.socket
+        def idle(dul: Any, seconds: float) -> None:
+            transport = dul.socket
             sock = getattr(transport, "socket", None)
             waiting: list[Any] = [reader]
             if sock is not None and getattr(transport, "_is_connected", False) and \
