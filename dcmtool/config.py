@@ -525,6 +525,7 @@ SERVE_KEYS = {
     "dimse_timeout": float, "network_timeout": float, "tls_cert": str, "tls_key": str,
     "tls_ca": str, "on_stored": str, "on_study_complete": str, "study_timeout": float,
     "max_results": int, "utf8_answers": bool, "case_insensitive_names": bool,
+    "max_identifier": str,
 }
 
 
@@ -540,7 +541,8 @@ def serve_settings(config: Config) -> dict[str, Any]:
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if expected is str and key == "min_free" and isinstance(value, int):
+        if expected is str and key in ("min_free", "max_identifier") and \
+                isinstance(value, int):
             ok, value = True, str(value)
         if not ok:
             raise ConfigError(f"{where}: [serve] {key}: expected {expected.__name__}, "

@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "accept_ts": "--accept-ts",
     "duplicates": "--duplicates",
     "min_free": "--min-free",
+    "max_identifier": "--max-identifier",
     "layout": "--layout",
     "destination": "--dest AET (a third-party move) or --out DIR (move to dcmtool)",
     "store_classes": "--store-classes",

@@ -47,6 +47,7 @@ class AcceptorSettings:
     require_called_aet: bool = False
     allowed_calling_aets: tuple[str, ...] = ()
     accept_unknown_classes: bool = False
+    max_message_bytes: int | None = None  # command sets and identifiers held in memory
 
 
 def make_acceptor(settings_: AcceptorSettings, *, incoming: Path,
@@ -76,7 +77,8 @@ def make_acceptor(settings_: AcceptorSettings, *, incoming: Path,
                                  scp_role=True)
     for model in (*QR_MODELS, MODALITY_WORKLIST_FIND):
         ae.add_supported_context(model, _UNCOMPRESSED)
-    configure_ae(ae, incoming=incoming, retrieve=retrieve, receive=receive)
+    configure_ae(ae, incoming=incoming, retrieve=retrieve, receive=receive,
+                 max_message_bytes=settings_.max_message_bytes)
     return ae
 
 

@@ -33,6 +33,8 @@ class AeHooks:
     retrieve: RetrieveHandler | None = None
     #: C-STOREs after the first are read off the socket (fix 12).
     receive: ReceiveHandler | None = None
+    #: The largest command set or in-memory data set accepted (``patches.message_limits``).
+    max_message_bytes: int | None = None
 
 
 _AE_HOOKS: weakref.WeakKeyDictionary[Any, AeHooks] = weakref.WeakKeyDictionary()
@@ -40,9 +42,12 @@ _AE_HOOKS: weakref.WeakKeyDictionary[Any, AeHooks] = weakref.WeakKeyDictionary()
 
 def configure_ae(ae: Any, *, incoming: Path | None = None,
                  retrieve: RetrieveHandler | None = None,
-                 receive: ReceiveHandler | None = None) -> AeHooks:
+                 receive: ReceiveHandler | None = None,
+                 max_message_bytes: int | None = None) -> AeHooks:
     """Give ``ae`` hooks; values not given keep what it had."""
     hooks = _AE_HOOKS.setdefault(ae, AeHooks())
+    if max_message_bytes is not None:
+        hooks.max_message_bytes = max_message_bytes
     if incoming is not None:
         hooks.incoming = incoming
     if retrieve is not None:

@@ -6,6 +6,7 @@ Errors name the setting (``UsageError.setting``); the CLI names the flag that se
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ class ServeOptions:
     utf8_answers: bool = False  # C-FIND: answer in ISO_IR 192
     case_insensitive_names: bool = False  # C-FIND: PN matching ignores case
     worklist: Path | None = None  # default ROOT/worklist
+    #: The largest command set or identifier held in memory (PS3.7 sets none).
+    max_message_bytes: int = 16 << 20
 
 
 def parse_syntaxes(names: Sequence[str]) -> tuple[str, ...]:
@@ -97,6 +100,7 @@ class ServeRequest:
     max_results: int | None = None
     utf8_answers: bool | None = None
     case_insensitive_names: bool | None = None
+    max_identifier: str | None = None
 
 
 DEFAULT_ROOT = Path("dcmtool-archive")
@@ -138,6 +142,13 @@ def build_serve_options(request: ServeRequest, config: Any) -> tuple[ServeOption
     except ValueError as exc:
         raise UsageError(str(exc), setting="min_free") from None
     try:
+        max_identifier = parse_size(str(pick("max_identifier", default="16M")))
+    except ValueError as exc:
+        raise UsageError(str(exc), setting="max_identifier") from None
+    if max_identifier < 64 << 10:
+        raise UsageError(f"{max_identifier} bytes is below the smallest useful size, 64K",
+                         setting="max_identifier")
+    try:
         layout = Layout.parse(pick("layout", default=DEFAULT_PATTERN))
     except LayoutError as exc:
         raise UsageError(str(exc), setting="layout") from None
@@ -172,5 +183,6 @@ def build_serve_options(request: ServeRequest, config: Any) -> tuple[ServeOption
         case_insensitive_names=bool(pick("case_insensitive_names", default=False)),
     )
     policy = StorePolicy(layout=layout, duplicates=duplicates, min_free_bytes=min_free)
+    options = dataclasses.replace(options, max_message_bytes=max_identifier)
     root = Path(pick("root", default=DEFAULT_ROOT)).expanduser()
     return options, policy, root

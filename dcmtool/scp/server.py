@@ -46,7 +46,8 @@ class RunningServer:
             network_timeout=options.network_timeout,
             require_called_aet=options.require_called_aet,
             allowed_calling_aets=options.allowed_calling_aets,
-            accept_unknown_classes=options.accept_unknown)
+            accept_unknown_classes=options.accept_unknown,
+            max_message_bytes=options.max_message_bytes)
         self.ae = acceptor.make_acceptor(settings, incoming=archive.incoming,
                                          retrieve=self.handlers.retrieve, receive=receive)
         try:

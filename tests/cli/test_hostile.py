@@ -116,3 +116,28 @@ def test_a_command_set_that_does_not_decode_is_aborted_and_serve_goes_on(
     aborts = [r for r in caplog.records if "aborting the association" in r.getMessage()]
     assert aborts and not any(r.exc_info for r in caplog.records)
     assert _echo_works(served)
+
+
+def test_an_identifier_past_the_limit_is_refused_and_serve_goes_on(
+        serve_archive: ServeFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """A C-FIND identifier of 300 KiB against a 256 KiB limit (``--max-identifier``): the
+    association is aborted once the identifier passes the limit, nothing more is held, and
+    the next client is served."""
+    from pydicom.dataset import Dataset
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    served = serve_archive(max_message_bytes=256 << 10)
+    ae = AE("BIGQUERY")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(served.host, served.port, ae_title=served.ae_title)
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    query.StudyDescription = "x" * (300 << 10)
+    with caplog.at_level("WARNING"):
+        responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert _wait_for(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=10)
+    assert all(status.get("Status") in (None,) for status, _ in responses)
+    assert any(f"past {256 << 10} bytes in memory" in r.getMessage() for r in caplog.records)
+    assert _echo_works(served)

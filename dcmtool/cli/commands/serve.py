@@ -67,6 +67,10 @@ def serve(
     min_free: Annotated[Optional[str], typer.Option("--min-free", metavar="SIZE",
                         help="Refuse instances (0xA700) when less space is free "
                         "(default 100M).", rich_help_panel=PANEL, show_default=False)] = None,
+    max_identifier: Annotated[Optional[str], typer.Option(
+        "--max-identifier", metavar="SIZE", help="Abort an association whose command set or "
+        "identifier grows past SIZE in memory (default 16M; C-STORE data sets go to disk).",
+        rich_help_panel=PANEL, show_default=False)] = None,
     accept_unknown: Annotated[bool, typer.Option("--accept-unknown",
                               help="Accept any SOP class as storage, not only those pydicom "
                               "knows.", rich_help_panel=PANEL)] = False,
@@ -142,6 +146,7 @@ def serve(
         on_study_complete=on_study_complete, study_timeout=study_timeout,
         max_results=max_results, utf8_answers=utf8_answers or None,
         case_insensitive_names=case_insensitive_names or None,
+        max_identifier=max_identifier,
     )
     resolved, policy, archive_root = build_serve_options(request, settings.config())
     if reindex:

@@ -20,6 +20,7 @@ from dcmtool.net.patches import (
     decode_errors,
     event_loops,
     incoming,
+    message_limits,
     nodelay,
     owned_reading,
     reactor_race,
@@ -37,7 +38,7 @@ from dcmtool.net.patches._replace import PatchError, check_version
 FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accept,
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
          storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard,
-         decode_errors)
+         decode_errors, message_limits)
 
 _applied = False
 _lock = threading.Lock()
