@@ -114,6 +114,10 @@ class AssociationAborted(DcmtoolError):
     exit_code = ExitCode.ASSOCIATION_ABORTED
 
 
+class DimseTimeout(AssociationAborted):
+    """No answer within the DIMSE timeout: we gave up and aborted the association."""
+
+
 class NoAcceptableContext(AssociationAborted):
     """The peer accepted the association but none of the proposed presentation contexts."""
 

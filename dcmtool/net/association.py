@@ -266,7 +266,12 @@ def open_association(
         # pynetdicom's requestor can lose a rejection: when the A-ASSOCIATE-RJ arrives and the
         # DUL closes the connection before the requesting thread checks that it is connected,
         # it aborts instead (1 in 10 against Orthanc on a busy machine). The PDU says it all.
-        raise _rejection(peer, rejections[0].to_primitive())
+        try:
+            primitive = rejections[0].to_primitive()
+        except ValueError as exc:  # a rejection with values PS3.8 does not define
+            raise AssociationAborted(f"{peer.label} answered with a malformed "
+                                     f"A-ASSOCIATE-RJ ({exc})") from None
+        raise _rejection(peer, primitive)
 
     acceptor = assoc.acceptor
     accepted_pdu = acceptor.primitive is not None and acceptor.primitive.result == 0

@@ -15,7 +15,7 @@ from dcmtool.dicom.syntaxes import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     TRANSFER_SYNTAXES,
 )
-from dcmtool.errors import DcmtoolError, DimseFailure
+from dcmtool.errors import DcmtoolError, DimseFailure, DimseTimeout
 from dcmtool.net.association import Negotiation, open_association
 from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest
 
@@ -106,7 +106,7 @@ def echo(
                     if dimse is None or rtt < dimse * 900:
                         # No answer long before the DIMSE timeout: the peer aborted or closed.
                         raise session.lost(f"C-ECHO {sequence}")
-                    raise DcmtoolError(
+                    raise DimseTimeout(
                         f"{peer.label} did not answer C-ECHO {sequence} within "
                         f"{peer.timeouts.dimse} s", hint="raise the DIMSE timeout for slow peers",
                         setting="dimse_timeout")
