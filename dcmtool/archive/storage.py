@@ -346,10 +346,16 @@ class Archive:
 
     def _walk_deflated(self, fh: Any, start: int) -> Any:
         """Inflate into a scratch file, bounded, and walk that: never the whole thing in memory
-        (pydicom inflates a deflated data set in one call: a 1 MB C-STORE can claim GBs)."""
+        (pydicom inflates a deflated data set in one call: a 1 MB C-STORE can claim GBs).
+
+        The bound grows with the compressed size (``_MAX_INFLATION`` times it, at least
+        ``_MIN_INFLATED_CAP``), so a deflate bomb is refused after tens of MiB of scratch file,
+        not after a GiB; real deflated data sets (documents, reports) inflate far less."""
         import tempfile
         import zlib
 
+        compressed = fh.seek(0, 2) - start
+        cap = min(_MAX_INFLATED, max(_MIN_INFLATED_CAP, compressed * _MAX_INFLATION))
         fh.seek(start)
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         with tempfile.TemporaryFile(dir=self.incoming) as out:
@@ -360,9 +366,9 @@ class Archive:
                     raise StructureError("the deflated data set is truncated")
                 data = inflater.decompress(chunk, 1 << 22)
                 total += len(data)
-                if total > _MAX_INFLATED:
-                    raise StructureError(f"the deflated data set inflates past "
-                                         f"{_MAX_INFLATED >> 20} MiB")
+                if total > cap:
+                    # Short: it goes back in the C-STORE response's Error Comment (LO, 64).
+                    raise StructureError(f"deflated data inflates past {cap >> 20} MiB")
                 out.write(data)
             return check_data_set(out, 0, out.tell(), EXPLICIT_LE, self._wanted)
 
@@ -440,6 +446,8 @@ class Archive:
 
 #: Largest inflated size accepted for a deflated data set.
 _MAX_INFLATED = 1 << 30
+_MIN_INFLATED_CAP = 64 << 20
+_MAX_INFLATION = 100
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 #: Received files up to this size are checked in memory.

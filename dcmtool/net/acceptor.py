@@ -48,6 +48,7 @@ class AcceptorSettings:
     allowed_calling_aets: tuple[str, ...] = ()
     accept_unknown_classes: bool = False
     max_message_bytes: int | None = None  # command sets and identifiers held in memory
+    min_free_bytes: int = 0  # stop receiving a data set that would leave less free
 
 
 def make_acceptor(settings_: AcceptorSettings, *, incoming: Path,
@@ -78,7 +79,8 @@ def make_acceptor(settings_: AcceptorSettings, *, incoming: Path,
     for model in (*QR_MODELS, MODALITY_WORKLIST_FIND):
         ae.add_supported_context(model, _UNCOMPRESSED)
     configure_ae(ae, incoming=incoming, retrieve=retrieve, receive=receive,
-                 max_message_bytes=settings_.max_message_bytes)
+                 max_message_bytes=settings_.max_message_bytes,
+                 min_free_bytes=settings_.min_free_bytes)
     return ae
 
 

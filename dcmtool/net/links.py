@@ -35,6 +35,8 @@ class AeHooks:
     receive: ReceiveHandler | None = None
     #: The largest command set or in-memory data set accepted (``patches.message_limits``).
     max_message_bytes: int | None = None
+    #: Stop writing a received data set when less is free in ``incoming`` (fix 3).
+    min_free_bytes: int = 0
 
 
 _AE_HOOKS: weakref.WeakKeyDictionary[Any, AeHooks] = weakref.WeakKeyDictionary()
@@ -43,9 +45,12 @@ _AE_HOOKS: weakref.WeakKeyDictionary[Any, AeHooks] = weakref.WeakKeyDictionary()
 def configure_ae(ae: Any, *, incoming: Path | None = None,
                  retrieve: RetrieveHandler | None = None,
                  receive: ReceiveHandler | None = None,
-                 max_message_bytes: int | None = None) -> AeHooks:
+                 max_message_bytes: int | None = None,
+                 min_free_bytes: int | None = None) -> AeHooks:
     """Give ``ae`` hooks; values not given keep what it had."""
     hooks = _AE_HOOKS.setdefault(ae, AeHooks())
+    if min_free_bytes is not None:
+        hooks.min_free_bytes = min_free_bytes
     if max_message_bytes is not None:
         hooks.max_message_bytes = max_message_bytes
     if incoming is not None:

@@ -47,7 +47,8 @@ class RunningServer:
             require_called_aet=options.require_called_aet,
             allowed_calling_aets=options.allowed_calling_aets,
             accept_unknown_classes=options.accept_unknown,
-            max_message_bytes=options.max_message_bytes)
+            max_message_bytes=options.max_message_bytes,
+            min_free_bytes=archive.policy.min_free_bytes)
         self.ae = acceptor.make_acceptor(settings, incoming=archive.incoming,
                                          retrieve=self.handlers.retrieve, receive=receive)
         try:

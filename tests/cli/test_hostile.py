@@ -143,3 +143,39 @@ def test_an_identifier_past_the_limit_is_refused_and_serve_goes_on(
     assert all(status.get("Status") in (None,) for status, _ in responses)
     assert any(f"past {256 << 10} bytes in memory" in r.getMessage() for r in caplog.records)
     assert _echo_works(served)
+
+
+def test_slowloris_connections_cannot_lock_clients_out(serve_archive: ServeFactory) -> None:
+    """Five connections trickling an A-ASSOCIATE-RQ one byte every 0.2 s, against two slots
+    and a 2 s ACSE timeout: each is closed when its PDU has not arrived whole in time, and
+    a real client is served meanwhile (before: they held every slot for as long as they
+    trickled)."""
+    import threading
+
+    served = serve_archive(acse_timeout=2.0, max_associations=2)
+    stop = threading.Event()
+    closed: list[bool] = []
+
+    def trickle() -> None:
+        sock = _connect(served)
+        data = struct.pack(">BBI", 0x01, 0, 200) + b"\x00" * 200
+        try:
+            for byte in data:
+                if stop.wait(0.2):
+                    return
+                sock.sendall(bytes([byte]))
+        except OSError:
+            closed.append(True)  # serve closed it
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=trickle) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert _wait_for(lambda: _echo_works(served), timeout=20)
+        assert _wait_for(lambda: len(closed) == 5, timeout=20)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)

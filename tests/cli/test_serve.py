@@ -636,3 +636,60 @@ def test_a_full_disk_answers_a700_and_keeps_the_association(
     assert "No space left on device" in str(refused.get("ErrorComment", ""))
     assert small.Status == 0x0000
     assert served.archive.index.counts()["instances"] == codes.count(0x0000) + 1
+
+
+def test_a_deflate_bomb_is_refused_before_a_big_scratch_file(
+        serve_archive: ServeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 MiB of zeros deflated to ~200 KB: the structure check inflates into a scratch file
+    bounded by 100 times the compressed size (at least 64 MiB), not by 1 GiB, and refuses it
+    (0xC000) with that bound in the comment; nothing is stored, no scratch file is left."""
+    import struct
+    import zlib
+    from io import BytesIO
+
+    from pydicom.filewriter import write_file_meta_info
+
+    served = serve_archive()
+    source = tmp_path / "bomb.dcm"
+    write_instance(source)
+    meta = dcmread(source, stop_before_pixels=True).file_meta
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    size = 200 << 20
+    parts = [compressor.compress(dataset_bytes(source)[:-8])]  # everything but a small tail
+    parts.append(compressor.compress(struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, size)))
+    zeros = bytes(1 << 20)
+    parts += [compressor.compress(zeros) for _ in range(size >> 20)]
+    parts.append(compressor.flush())
+    header = BytesIO()
+    header.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(header, meta)  # type: ignore[arg-type]
+    source.write_bytes(header.getvalue() + b"".join(parts))
+    status = send_file(served, source, monkeypatch)
+    assert status.Status == 0xC000
+    assert "deflated data inflates past 64 MiB" in status.ErrorComment
+    assert served.files() == []
+    assert list((served.root / ".incoming").iterdir()) == []
+
+
+def test_min_free_stops_an_instance_before_it_fills_the_disk(
+        serve_archive: ServeFactory, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4 MiB instance to an archive on a 3 MiB disk that must keep 1 MiB free: receiving
+    stops when the minimum would be crossed (checked every 256 KiB here), the answer is
+    0xA700 naming the minimum, not a full disk; the next small instance is stored."""
+    import numpy as np
+
+    from dcmtool.net.patches.incoming import IncomingFile
+
+    monkeypatch.setattr(IncomingFile, "CHECK_EVERY", 256 << 10)
+    served = serve_archive(root=small_disk / "archive",
+                           policy=StorePolicy(min_free_bytes=1 << 20))
+    with associated(served, (("1.2.840.10008.5.1.4.1.1.2", (EXPLICIT,)),)) as assoc:
+        big = make_dataset(rows=1024, columns=2048)
+        big.PixelData = np.ones((1024, 2048), np.uint16).tobytes()
+        refused = assoc.send_c_store(big)
+        small = assoc.send_c_store(make_dataset(rows=8, columns=8))
+    assert refused.Status == 0xA700
+    assert "minimum free space (1 MiB)" in str(refused.ErrorComment)
+    assert small.Status == 0x0000
+    assert list((served.root / ".incoming").iterdir()) == []

@@ -8,6 +8,9 @@ can be renamed into place) and its meta names dcmtool and the sending AE title (
 A write that fails there (the disk is full) must not reach pynetdicom, whose state machine
 would abort the association with the file left behind: the file is removed at once, the rest
 of the data set is read and discarded, and the handler answers 0xA700 (``IncomingFile``).
+The same happens, before the disk is full, when writing on would leave less free than the
+archive's minimum (``AeHooks.min_free_bytes``): the free space is checked every few MiB
+written, so an instance larger than the space left never fills the disk.
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ class IncomingFile:
     """The file a data set streams into, which never raises: after a failed write the partial
     file is removed and the rest discarded; ``failure`` says why."""
 
-    def __init__(self, inner: Any) -> None:
+    #: Bytes written between two looks at the free space.
+    CHECK_EVERY = 4 << 20
+
+    def __init__(self, inner: Any, min_free: int = 0) -> None:
         self._inner = inner
         self.name: str = inner.name
         self.failure: OSError | None = None
+        self._min_free = min_free
+        self._unchecked = 0
 
     @property
     def file(self) -> IncomingFile:  # pynetdicom calls ``.file.flush()``
@@ -41,9 +49,21 @@ class IncomingFile:
         if self.failure is None:
             try:
                 self._inner.write(data)
+                self._unchecked += len(data)
+                if self._min_free and self._unchecked >= self.CHECK_EVERY:
+                    self._unchecked = 0
+                    self._check_free_space()
             except OSError as exc:
                 self._discard(exc)
         return len(data)
+
+    def _check_free_space(self) -> None:
+        import errno
+
+        stat = os.statvfs(os.path.dirname(self.name))
+        if stat.f_bavail * stat.f_frsize < self._min_free:
+            raise OSError(errno.ENOSPC, f"less than the minimum free space "
+                          f"({self._min_free >> 20} MiB) is left")
 
     def flush(self) -> None:
         if self.failure is None:
@@ -94,7 +114,9 @@ def apply() -> None:
         if directory is None:
             return tempfile.NamedTemporaryFile(*args, **kwargs)
         kwargs.update(dir=directory, prefix="rx-")
-        return IncomingFile(tempfile.NamedTemporaryFile(*args, **kwargs))
+        hooks = ae_hooks(getattr(getattr(_receiving, "assoc", None), "ae", None))
+        return IncomingFile(tempfile.NamedTemporaryFile(*args, **kwargs),
+                            hooks.min_free_bytes if hooks else 0)
 
     def create_file_meta(**kwargs: Any) -> Any:
         assoc: Any = getattr(_receiving, "assoc", None)
