@@ -1,5 +1,6 @@
 """The SCUs against a hostile SCP: replies recorded from a real ``dcmtool serve``, mutated
-(tests/support/fuzz.py), and played back. ``dcmtool echo`` and ``find`` must end with a
+(tests/support/fuzz.py), and played back. ``dcmtool echo``, ``find`` and ``store`` (whose
+responses are read off the socket by dcmtool itself) must end with a
 documented exit code and one error line, never an internal error or a traceback, within
 their timeouts. Long profile: FUZZ_SCU_CASES=1000 FUZZ_SEED=N."""
 
@@ -98,12 +99,17 @@ def _recorded_replies(served: ServedArchive, command: list[str]) -> list[bytes]:
     return replies
 
 
-def test_echo_and_find_survive_a_hostile_scp(serve_archive: Callable[..., ServedArchive]
-                                             ) -> None:
+def test_echo_find_and_store_survive_a_hostile_scp(
+        serve_archive: Callable[..., ServedArchive], tmp_path: Any) -> None:
+    from support.datasets import write_instance
+
     served = serve_archive()
+    batch = tmp_path / "batch"
+    for index in range(3):
+        write_instance(batch / f"{index}.dcm", rows=16, columns=16)
     cases = int(os.environ.get("FUZZ_SCU_CASES", "25"))
     rng = random.Random(int(os.environ.get("FUZZ_SEED", "13")))
-    for command in (["echo"], ["find", "-k", "PatientID=*"]):
+    for command in (["echo"], ["find", "-k", "PatientID=*"], ["store", str(batch)]):
         replies = _recorded_replies(served, [command[0], served.address, *command[1:]])
         mutated = [fuzz.mutate(replies, random.Random(rng.random())) for _ in range(cases)]
         with _replaying_scp(mutated) as port:
