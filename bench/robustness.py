@@ -26,40 +26,6 @@ from typing import Any
 
 import bench  # noqa: F401  (puts tests/ on sys.path for the support helpers)
 
-CT_IMAGE_STORAGE, VERIFICATION = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.1"
-
-
-def _senders(port: int, count: int, acknowledged: list[str], started: threading.Event,
-             stop_after: int | None) -> list[threading.Thread]:
-    from pydicom.uid import generate_uid
-    from pynetdicom import AE
-    from support.datasets import make_dataset
-
-    def send() -> None:
-        ae = AE("ROBUST")
-        ae.add_requested_context(CT_IMAGE_STORAGE)
-        assoc = ae.associate("127.0.0.1", port, ae_title="DCMTOOL")
-        if not assoc.is_established:
-            return
-        study = generate_uid()
-        try:
-            for index in range(count):
-                ds = make_dataset(rows=64, columns=64, StudyInstanceUID=study,
-                                  InstanceNumber=index + 1)
-                if getattr(assoc.send_c_store(ds), "Status", None) != 0x0000:
-                    return
-                acknowledged.append(str(ds.SOPInstanceUID))
-                if stop_after is not None and len(acknowledged) >= stop_after:
-                    started.set()
-        finally:
-            if assoc.is_established:
-                assoc.release()
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    return threads
-
 
 def _serve(root: Path, log: Path, *args: str) -> Any:
     from support.processes import free_port, spawn, wait_for_port
@@ -85,6 +51,7 @@ def _indexed(root: Path, uids: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from support import fuzz
+    from support.load import echo_ok, start_senders
 
     parser = argparse.ArgumentParser(prog="python -m bench.robustness")
     parser.add_argument("--cases", type=int, default=3000, help="hostile sessions")
@@ -98,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         process, port = _serve(root, logs / "load.log")
         acknowledged: list[str] = []
         started = time.monotonic()
-        for thread in _senders(port, options.instances, acknowledged, threading.Event(), None):
+        for thread in start_senders(port, count=options.instances, acknowledged=acknowledged,
+                                    calling="ROBUST"):
             thread.join()
         seconds = time.monotonic() - started
         process.stop()
@@ -110,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         process, port = _serve(root, logs / "kill.log")
         before_kill: list[str] = []
         half = threading.Event()
-        threads = _senders(port, options.instances, before_kill, half,
-                           stop_after=options.instances)
+        threads = start_senders(port, count=options.instances, acknowledged=before_kill,
+                                started=half, start_after=options.instances, calling="ROBUST")
         half.wait(120)
         os.killpg(process.pid, signal.SIGKILL)
         for thread in threads:
@@ -127,22 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             session = fuzz.recorded_session("127.0.0.1", port, "DCMTOOL")
 
-            def healthy() -> bool:
-                from pynetdicom import AE
-
-                ae = AE("HEALTH")
-                ae.add_requested_context(VERIFICATION)
-                assoc = ae.associate("127.0.0.1", port, ae_title="DCMTOOL")
-                ok = bool(assoc.is_established) and assoc.send_c_echo().Status == 0
-                if assoc.is_established:
-                    assoc.release()
-                return ok
-
             report = fuzz.run("127.0.0.1", port, session, options.cases, options.seed,
                               alive=process.running,
                               open_connections=lambda: fuzz.open_tcp_connections(
                                   process.pid, port),
-                              healthy=healthy, settle=15.0)
+                              healthy=lambda: echo_ok("127.0.0.1", port, "DCMTOOL"),
+                              settle=15.0)
             report.peak_rss_mib = fuzz.peak_rss_mib(process.pid)
             report.threads = fuzz.threads(process.pid)
         finally:

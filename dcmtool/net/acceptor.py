@@ -24,10 +24,12 @@ from dcmtool.dicom.sopclasses import (
     VERIFICATION,
     storage_sop_classes,
 )
+from dcmtool.dicom.status import OUT_OF_RESOURCES
 from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from dcmtool.errors import DcmtoolError
 from dcmtool.net import patches, settings
 from dcmtool.net.links import ReceiveHandler, RetrieveHandler, configure_ae
+from dcmtool.net.patches.incoming import IncomingFile
 from dcmtool.net.receiving import Refusal
 
 _UNCOMPRESSED = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]
@@ -166,9 +168,6 @@ def close_unassociated(assoc: Any) -> None:
 def received_file(request: Any) -> Path | Refusal | None:
     """The file pynetdicom streamed a C-STORE's data set into (chunked receive), or why it
     could not be written (the disk is full: 0xA700); ``None`` without chunked receive."""
-    from dcmtool.dicom.status import OUT_OF_RESOURCES
-    from dcmtool.net.patches.incoming import IncomingFile
-
     written = getattr(request, "_dataset_file", None)
     if isinstance(written, IncomingFile) and written.failure is not None:
         reason = written.failure.strerror or str(written.failure)

@@ -7,20 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification
 from support import fuzz
-
-
-def _echo(host: str, port: int, ae_title: str) -> bool:
-    ae = AE("HEALTH")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=ae_title)
-    try:
-        return bool(assoc.is_established) and assoc.send_c_echo().Status == 0x0000
-    finally:
-        if assoc.is_established:
-            assoc.release()
+from support.load import echo_ok
 
 
 def test_serve_survives_mutated_sessions(serve_process: Callable[..., Any]) -> None:
@@ -38,7 +26,7 @@ def test_serve_survives_mutated_sessions(serve_process: Callable[..., Any]) -> N
         host, port, session, cases, seed,
         alive=served.process.running,
         open_connections=lambda: fuzz.open_tcp_connections(pid, port),
-        healthy=lambda: _echo(host, port, served.ae_title), settle=10.0)
+        healthy=lambda: echo_ok(host, port, served.ae_title), settle=10.0)
     report.peak_rss_mib = fuzz.peak_rss_mib(pid)
     report.threads = fuzz.threads(pid)
     log = served.process.log_path.read_text(errors="replace")

@@ -14,6 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from support.archive import ServedArchive
+from support.load import echo_ok
 
 ServeFactory = Callable[..., ServedArchive]
 
@@ -33,14 +34,7 @@ def _open_slots(served: ServedArchive) -> int:
 
 
 def _echo_works(served: ServedArchive) -> bool:
-    ae = AE("PROBE")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate(served.host, served.port, ae_title=served.ae_title)
-    try:
-        return bool(assoc.is_established) and assoc.send_c_echo().Status == 0x0000
-    finally:
-        if assoc.is_established:
-            assoc.release()
+    return echo_ok(served.host, served.port, served.ae_title, calling="PROBE")
 
 
 def _connect(served: ServedArchive) -> socket.socket:

@@ -11,36 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
-from support.datasets import make_dataset
+from support.load import start_senders
 
 from dcmtool.archive.storage import Archive, StorePolicy
-
-
-def _sender(port: int, acknowledged: list[str], sent: list[Any], started: threading.Event,
-            count: int) -> None:
-    ae = AE("CRASHTEST")
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title="DCMTOOL")
-    if not assoc.is_established:
-        return
-    study = generate_uid()
-    try:
-        for index in range(count):
-            ds = make_dataset(rows=64, columns=64, StudyInstanceUID=study,
-                              InstanceNumber=index + 1)
-            sent.append(ds)
-            status = assoc.send_c_store(ds)
-            if getattr(status, "Status", None) != 0x0000:
-                return  # the server is gone
-            acknowledged.append(str(ds.SOPInstanceUID))
-            if len(acknowledged) >= 40:
-                started.set()
-    finally:
-        if assoc.is_established:
-            assoc.abort()
 
 
 def test_sigkill_during_concurrent_stores_loses_nothing_acknowledged(
@@ -50,10 +25,8 @@ def test_sigkill_during_concurrent_stores_loses_nothing_acknowledged(
     acknowledged: list[str] = []
     sent: list[Any] = []
     started = threading.Event()
-    senders = [threading.Thread(target=_sender, args=(served.port, acknowledged, sent,
-                                                      started, 400)) for _ in range(4)]
-    for thread in senders:
-        thread.start()
+    senders = start_senders(served.port, count=400, acknowledged=acknowledged, sent=sent,
+                            started=started, start_after=40, calling="CRASHTEST")
     assert started.wait(60), served.process.log_tail()
     os.killpg(served.process.pid, signal.SIGKILL)  # mid-transfer, no goodbye
     for thread in senders:
