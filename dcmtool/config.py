@@ -436,6 +436,17 @@ def split_peer_arguments(args: Sequence[str]) -> list[str | tuple[str, int]]:
     return list(args)
 
 
+def closest_node(name: str, nodes: Mapping[str, Any]) -> str | None:
+    """The configured node a mistyped name most likely means (case, a letter or two)."""
+    from difflib import get_close_matches
+
+    by_case = {node.lower(): node for node in nodes}
+    if name.lower() in by_case:
+        return by_case[name.lower()]
+    close = get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.7)
+    return by_case[close[0]] if close else None
+
+
 def resolve_peer(
     spec: str | tuple[str, int],
     config: Config,
@@ -462,8 +473,10 @@ def resolve_peer(
             aet, host, port = parse_address(spec)
         except ValueError:
             known = ", ".join(sorted(config.nodes)) or "none configured"
+            close = closest_node(spec, config.nodes)
             raise PeerNotFound(
-                f"unknown peer {spec!r}: not a configured node ({known}) nor AET@HOST:PORT",
+                f"unknown peer {spec!r}: not a configured node ({known}) nor AET@HOST:PORT"
+                + (f"; did you mean {close}?" if close else ""),
                 hint="add it with: dcmtool config add NAME AET@HOST:PORT",
             ) from None
         label = spec

@@ -117,6 +117,14 @@ class AssociationAborted(DcmtoolError):
 class DimseTimeout(AssociationAborted):
     """No answer within the DIMSE timeout: we gave up and aborted the association."""
 
+    @classmethod
+    def waiting(cls, peer: str, during: str, seconds: float) -> DimseTimeout:
+        """The peer did not answer ``during`` (``the C-FIND``) within ``seconds``: the
+        message says that dcmtool gave up, not that the peer aborted."""
+        return cls(f"no answer from {peer} to {during} within {seconds:g} s: dcmtool gave up "
+                   "waiting and aborted the association",
+                   hint="a slow peer needs a longer DIMSE timeout", setting="dimse_timeout")
+
 
 class NoAcceptableContext(AssociationAborted):
     """The peer accepted the association but none of the proposed presentation contexts."""

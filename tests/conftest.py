@@ -19,5 +19,6 @@ def isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
         if name.startswith("DCMTOOL_"):
             monkeypatch.delenv(name)
     path = tmp_path_factory.mktemp("config") / "config.toml"
+    path.write_text("# empty: every test starts without nodes\n", encoding="utf-8")
     monkeypatch.setenv("DCMTOOL_CONFIG", str(path))
     yield path

@@ -18,10 +18,11 @@ def utc_now() -> str:
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
+        """An audit trail appended to ``path``; ``None``: kept nowhere (a folder of files)."""
         self.path = path
         self._lock = threading.Lock()
-        self._file: TextIO | None = path.open("a", encoding="utf-8")
+        self._file: TextIO | None = path.open("a", encoding="utf-8") if path else None
 
     def write(self, event: str, **fields: Any) -> None:
         line = json.dumps({"time": utc_now(), "event": event, **fields}, ensure_ascii=False,

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PATTERN = "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+#: Layouts by name: ``--layout flat`` as well as a pattern.
+NAMED_LAYOUTS = {
+    "archive": DEFAULT_PATTERN,  # serve's
+    "study": "{StudyInstanceUID}/{Modality}.{SOPInstanceUID}.dcm",  # get/move -o's default
+    "flat": "{Modality}.{SOPInstanceUID}.dcm",  # DCMTK's storescp -od naming, plus .dcm
+}
 MAX_COMPONENT = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
@@ -33,8 +39,11 @@ class Layout:
 
     @classmethod
     def parse(cls, pattern: str) -> Layout:
-        """Check ``pattern``: known keywords only, and SOPInstanceUID so that names are unique."""
+        """Check ``pattern`` (or a name of ``NAMED_LAYOUTS``): known keywords only, and
+        SOPInstanceUID so that names are unique."""
         from pydicom.datadict import tag_for_keyword
+
+        pattern = NAMED_LAYOUTS.get(pattern, pattern)
 
         if pattern.startswith("/") or "\\" in pattern:
             raise LayoutError(f"layout {pattern!r}: use a relative pattern with '/' separators")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dcmtool.archive.index import INSTANCE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS, Index
+from dcmtool.dicom.commands import error_comment
 from dcmtool.dicom.sopclasses import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -92,7 +93,7 @@ class QueryError(Exception):
 
     def __init__(self, comment: str, status: int = 0xA900) -> None:
         super().__init__(comment)
-        self.comment = comment[:64]
+        self.comment = error_comment(comment)
         self.status = status
 
 
@@ -139,8 +140,14 @@ def plan(identifier: Any, model: str, options: QueryOptions) -> _Plan:
             continue
         return_keys.append(keyword)
         if keyword in _COMPUTED:
-            if element.value not in (None, "", b""):
-                pass  # matching on computed keys is optional; they are return keys here
+            value = _text(element)
+            if keyword in _MATCHED_IN_STUDY and value and depth >= LEVELS.index("STUDY"):
+                # Optional in PS3.4 C.6.1.1.2 but what people ask ("CT studies"): a study
+                # matches when one of its series (instances) has one of the values.
+                condition = _in_study(keyword, value)
+                if condition:
+                    conditions.append(condition[0])
+                    params.extend(condition[1])
             continue
         key_level = _LEVEL_OF.get(keyword)
         if key_level is None or key_level not in visible:
@@ -172,6 +179,28 @@ def plan(identifier: Any, model: str, options: QueryOptions) -> _Plan:
         sql += " WHERE " + " AND ".join(conditions)
     sql += f" ORDER BY {order}"
     return _Plan(level, sql, params, return_keys, sequence_filters)
+
+
+#: Computed study keys that also match: (table, column, how a row joins the study).
+_MATCHED_IN_STUDY = {
+    "ModalitiesInStudy": ("series y", "y.Modality", "y.StudyInstanceUID = s.StudyInstanceUID"),
+    "SOPClassesInStudy": ("series y JOIN instances z ON z.SeriesInstanceUID = "
+                          "y.SeriesInstanceUID", "z.SOPClassUID",
+                          "y.StudyInstanceUID = s.StudyInstanceUID"),
+}
+
+
+def _in_study(keyword: str, value: str) -> tuple[str, list[Any]] | None:
+    """EXISTS a series (or instance) of the study with one of the values (* and ? as in
+    single value matching); None for universal matching."""
+    values = [v.strip() for v in value.split("\\") if v.strip()]
+    if not values or any(v.strip("*") == "" for v in values):
+        return None
+    table, column, join = _MATCHED_IN_STUDY[keyword]
+    tests = [f"{column} GLOB ?" if ("*" in v or "?" in v) else f"{column} = ?" for v in values]
+    params = [v.replace("[", "[[]") if ("*" in v or "?" in v) else v for v in values]
+    return (f"EXISTS (SELECT 1 FROM {table} WHERE {join} AND ({' OR '.join(tests)}))",
+            params)
 
 
 def _text(element: Any) -> str | None:

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from dcmtool.archive.index import (
 from dcmtool.archive.layout import DEFAULT_PATTERN, Layout, LayoutError
 from dcmtool.archive.lock import LOCK_FILE, FolderLock
 from dcmtool.dicom import status
+from dcmtool.dicom.files import FILE_MODE
 from dcmtool.dicom.part10 import data_set_bounds
 from dcmtool.dicom.structure import DEFLATED, StructureError, check_data_set
 
@@ -72,7 +74,9 @@ def uid_problem(value: object) -> str | None:
 @dataclass(frozen=True)
 class StorePolicy:
     layout: Layout = field(default_factory=lambda: Layout.parse(DEFAULT_PATTERN))
-    duplicates: DuplicatePolicy = "reject"
+    #: A SOP Instance UID already stored: keep the stored copy and answer success, as
+    #: Orthanc and storescp do (a folder sent again must not fail).
+    duplicates: DuplicatePolicy = "ignore"
     min_free_bytes: int = 100 * 1024 * 1024
     #: fsync each instance before it is acknowledged (serve: the sender may delete its copy
     #: then). False: fsync everything at close() instead, for a retrieving client (dcmtool
@@ -119,22 +123,34 @@ class Archive:
     """A folder of DICOM files with an SQLite index and an audit log."""
 
     def __init__(self, root: Path, policy: StorePolicy | None = None, *,
-                 holder: str = "dcmtool") -> None:
+                 holder: str = "dcmtool", plain: bool = False) -> None:
         """Open (creating) the archive in ``root`` for this process alone: ``ArchiveInUse``
-        when another has it open (``holder`` says what this one does, for that message)."""
+        when another has it open (``holder`` says what this one does, for that message).
+
+        ``plain``: a folder of files and nothing else (what ``get -o`` and ``move -o`` write,
+        like DCMTK's ``-od``): the index lives in memory for this run, there is no audit
+        trail and no lock, and partial transfers go to a private hidden folder removed at
+        ``close()``. Files already in the folder are neither read nor reported.
+        """
         self.root = root.resolve()
         self.policy = policy or StorePolicy()
+        self.plain = plain
         self.root.mkdir(parents=True, exist_ok=True)
         self._folder_lock = FolderLock(self.root)
-        self._folder_lock.acquire(holder)
-        try:
-            self.incoming = self.root / INCOMING
-            self.incoming.mkdir(exist_ok=True)
-            self.index = Index(self.root / INDEX_FILE)
-            self.audit = AuditLog(self.root / AUDIT_FILE)
-        except BaseException:
-            self._folder_lock.release()
-            raise
+        if plain:
+            self.incoming = Path(tempfile.mkdtemp(prefix=".dcmtool-incoming-", dir=self.root))
+            self.index = Index(Path(":memory:"))
+            self.audit = AuditLog(None)
+        else:
+            self._folder_lock.acquire(holder)
+            try:
+                self.incoming = self.root / INCOMING
+                self.incoming.mkdir(exist_ok=True)
+                self.index = Index(self.root / INDEX_FILE)
+                self.audit = AuditLog(self.root / AUDIT_FILE)
+            except BaseException:
+                self._folder_lock.release()
+                raise
         self._lock = threading.Lock()
         self._tags = _tags()
         from pydicom.datadict import keyword_for_tag
@@ -156,7 +172,10 @@ class Archive:
                 self.index.close()
                 self.audit.close()
             finally:
-                self._folder_lock.release()
+                if self.plain:
+                    shutil.rmtree(self.incoming, ignore_errors=True)
+                else:
+                    self._folder_lock.release()
 
     def sync(self) -> None:
         """fsync the files (and their folders) stored without it (``durable_each=False``).
@@ -260,6 +279,7 @@ class Archive:
                 if existing is not None and existing == relative and target.exists():
                     os.link(target, backup)
                     kept = True
+                os.chmod(temp, FILE_MODE)  # the temporary file is 0600: follow the umask
                 os.replace(temp, target)
             except OSError as exc:
                 if kept:

@@ -14,6 +14,7 @@ import typer
 from dcmtool.cli import console
 from dcmtool.cli.commands import config as config_cmd
 from dcmtool.cli.commands import convert as convert_cmd
+from dcmtool.cli.commands import dump as dump_cmd
 from dcmtool.cli.commands import echo as echo_cmd
 from dcmtool.cli.commands import find as find_cmd
 from dcmtool.cli.commands import get as get_cmd
@@ -132,10 +133,17 @@ def root(
     *,
     logging: LoggingOptions,
 ) -> None:
+    import os
+
     from dcmtool.cli.state import default_config_path
 
+    named_by = None
+    if config is not None:
+        named_by = "DCMTOOL_CONFIG" if os.environ.get("DCMTOOL_CONFIG") == str(config) \
+            else "--config"
     fresh = Settings(
         config_path=config or default_config_path(),
+        config_named_by=named_by,
         traceback=logging.traceback,
         verbose=logging.verbose,
         quiet=logging.quiet,
@@ -156,23 +164,67 @@ def apply_logging(flags: LoggingOptions) -> None:
     console.configure_logging(settings.verbose, settings.quiet, settings.debug, settings.log_file)
 
 
-app.command("echo", epilog=echo_cmd.EPILOG)(guarded(echo_cmd.echo))
-app.command("store", epilog=store_cmd.EPILOG)(guarded(store_cmd.store))
-app.command("find", epilog=find_cmd.EPILOG)(guarded(find_cmd.find))
-app.command("mwl", epilog=mwl_cmd.EPILOG)(guarded(mwl_cmd.mwl))
-app.command("move", epilog=move_cmd.EPILOG)(guarded(move_cmd.move))
-app.command("get", epilog=get_cmd.EPILOG)(guarded(get_cmd.get))
+#: The one-line summaries of 'dcmtool --help': whole sentences that fit 80 columns (click
+#: cuts a docstring's first line with "..." where it is longer).
+SUMMARIES = {
+    "echo": "Verify peers (C-ECHO); --probe: what they accept.",
+    "store": "Send DICOM files to a peer (C-STORE).",
+    "find": "Query a peer (C-FIND) and print the matches.",
+    "mwl": "Query a modality worklist.",
+    "move": "Retrieve with C-MOVE, to us or to a third party.",
+    "get": "Retrieve with C-GET into a folder.",
+    "serve": "Run the archive: store, index, answer queries.",
+    "convert": "Transcode DICOM files to another transfer syntax.",
+    "dump": "Print a DICOM file's header, like dcmdump.",
+    "config": "Show and edit the config file and its nodes.",
+}
+
+# In the order 'dcmtool --help' lists them; each module has the command function of its name
+# and its EPILOG.
+for _module in (echo_cmd, store_cmd, find_cmd, mwl_cmd, move_cmd, get_cmd):
+    _name = _module.__name__.rsplit(".", 1)[1]
+    app.command(_name, epilog=_module.EPILOG, short_help=SUMMARIES[_name])(
+        guarded(getattr(_module, _name)))
 for _name, _summary in pending.COMMANDS.items():
     app.command(
         _name,
         help=f"{_summary}; not implemented yet.",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(guarded(pending.make(_name)))
-app.command("serve", epilog=serve_cmd.EPILOG)(guarded(serve_cmd.serve))
-app.command("convert", epilog=convert_cmd.EPILOG)(guarded(convert_cmd.convert))
-app.add_typer(config_cmd.app, name="config", callback=guarded(config_cmd.config_root))
+for _module in (serve_cmd, convert_cmd, dump_cmd):
+    _name = _module.__name__.rsplit(".", 1)[1]
+    app.command(_name, epilog=_module.EPILOG, short_help=SUMMARIES[_name])(
+        guarded(getattr(_module, _name)))
+app.add_typer(config_cmd.app, name="config", callback=guarded(config_cmd.config_root),
+              short_help=SUMMARIES["config"])
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="dcmtool")
+    """Console-script entry point: click's own usage errors are said the way dcmtool says
+    every error (one line, a hint, exit 2), not as click's 'Usage: ... Error: ...' block."""
+    usage_error, abort = _click_exceptions()
+    try:
+        code = app(prog_name="dcmtool", standalone_mode=False)
+    except usage_error as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "dcmtool"
+        message = exc.format_message()
+        possible = getattr(exc, "possibilities", None)
+        if possible:  # NoSuchOption: click's "(Possible options: ...)" as a question
+            message = f"{message.split(' (')[0]}; did you mean {' or '.join(possible)}?"
+        listed = "the commands" if where == "dcmtool" else "the options"
+        console.error(message[:1].lower() + message[1:], f"'{where} --help' lists {listed}")
+        sys.exit(int(ExitCode.USAGE))
+    except (abort, KeyboardInterrupt):
+        console.err("dcmtool: interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> tuple[type[Any], type[BaseException]]:
+    """Click's UsageError (typer vendors click, privately) and Abort."""
+    try:
+        from typer._click.exceptions import UsageError
+    except ImportError:  # a typer that uses click itself
+        from click.exceptions import UsageError  # type: ignore[assignment]
+    return UsageError, typer.Abort

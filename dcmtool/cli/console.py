@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,20 +50,103 @@ def stderr_console() -> Console:
     return Console(file=sys.stderr, markup=False, highlight=False, emoji=False)
 
 
-def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None,
-                justify: dict[str, str] | None = None) -> None:
-    """Draw a table on stdout; cells are plain text, never interpreted as markup."""
+@dataclass(frozen=True)
+class Column:
+    """A table column: its title and how it gives way when the terminal is narrow.
+
+    ``whole`` cells are never wrapped or cut (UIDs, which are copied into other commands);
+    other cells wrap. ``rank`` makes the column droppable: when the table does not fit, the
+    lowest rank goes first. ``None`` (the default) keeps it.
+    """
+
+    title: str
+    justify: Literal["left", "right", "center"] = "left"
+    whole: bool = False
+    rank: int | None = None
+
+
+#: Wrapping cells narrower than this makes a table harder to read than leaving a column out.
+MIN_WRAP = 10
+#: A text column is not wrapped narrower than half its longest cell (two lines), up to this.
+HALF_UP_TO = 30
+#: Between two columns (collapsed padding).
+GAP = 2
+
+
+def fit_columns(columns: Sequence[Column], naturals: Sequence[int], width: int
+                ) -> list[int | None]:
+    """Each column's width in a table ``width`` cells wide, or None for a column left out.
+
+    ``naturals`` are the widths that show every cell on one line. Text columns wrap first,
+    to about two lines (half their natural width, at least ``MIN_WRAP``, at most
+    ``HALF_UP_TO``); then droppable columns are left out, lowest rank first (rightmost first
+    among equals), until the table fits. Whole columns keep their natural width; only a
+    terminal too narrow for them alone makes rich fold them onto a second line (never cut).
+    """
+    def minimum(index: int) -> int:
+        column, natural = columns[index], naturals[index]
+        if column.whole:
+            return natural
+        word = max((len(w) for w in column.title.split()), default=1)
+        return min(natural, max(MIN_WRAP, word, min(-(-natural // 2), HALF_UP_TO)))
+
+    kept = list(range(len(columns)))
+
+    def needed() -> int:
+        return sum(minimum(i) for i in kept) + GAP * max(len(kept) - 1, 0)
+
+    while needed() > width:
+        droppable = [i for i in kept if columns[i].rank is not None]
+        if not droppable:
+            break
+        kept.remove(min(droppable, key=lambda i: (columns[i].rank, -i)))
+    widths: list[int | None] = [None] * len(columns)
+    for index in kept:
+        widths[index] = minimum(index)
+    spare = width - needed()
+    while spare > 0:  # to the column that lacks the most, one cell at a time
+        lacking = max(kept, key=lambda i: naturals[i] - (widths[i] or 0), default=None)
+        if lacking is None or naturals[lacking] <= (widths[lacking] or 0):
+            break
+        widths[lacking] = (widths[lacking] or 0) + 1
+        spare -= 1
+    return widths
+
+
+def print_table(columns: Sequence[str | Column], rows: list[list[Any]], *,
+                title: str | None = None, justify: dict[str, str] | None = None
+                ) -> list[str]:
+    """Draw a table on stdout, fitted to the terminal; returns the titles left out.
+
+    Cells are plain text, never interpreted as markup, and never cut: they wrap, except
+    ``whole`` columns, which stay on one line. Off a terminal the table is as wide as its
+    cells.
+    """
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
-    justify = justify or {}
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    for column in columns:
-        table.add_column(column, justify=justify.get(column, "left"))  # type: ignore[arg-type]
-    for row in rows:
-        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
-    stdout_console().print(table)
+    specs = [c if isinstance(c, Column) else
+             Column(c, justify=(justify or {}).get(c, "left"))  # type: ignore[arg-type]
+             for c in columns]
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    naturals = [max([cell_len(spec.title)] + [max(cell_len(line) for line in row[i].split("\n"))
+                                              for row in cells])
+                for i, spec in enumerate(specs)]
+    console = stdout_console()
+    widths = fit_columns(specs, naturals, console.width)
+    kept = [i for i, w in enumerate(widths) if w is not None]
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    for index in kept:
+        spec = specs[index]
+        table.add_column(spec.title, justify=spec.justify, width=widths[index],
+                         overflow="fold", no_wrap=False)
+    for row in cells:
+        table.add_row(*(Text(row[i]) for i in kept))
+    console.print(table)
+    return [specs[i].title for i, w in enumerate(widths) if w is None]
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -94,8 +179,18 @@ class _LibraryFilter(logging.Filter):
         return record.levelno >= self.levels.get(library, 0)
 
 
+def _library_warning(message: Warning | str, category: type[Warning], filename: str,
+                     lineno: int, file: Any = None, line: str | None = None) -> None:
+    # A library's warning (pydicom on a value it finds odd) is one line of our log, with -v:
+    # dcmtool reports what it means for the user itself.
+    logging.getLogger("dcmtool.library").info("%s: %s", category.__name__, message)
+
+
 def configure_logging(verbose: int, quiet: bool, debug: bool, log_file: Path | None) -> None:
     """Logs go to stderr: warnings by default, info with -v, everything with -d."""
+    import warnings
+
+    warnings.showwarning = _library_warning
     if debug:
         level = logging.DEBUG
     elif verbose:

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from dcmtool.cli import completion
+
 NETWORK = "Network"
 LOGGING = "Logging"
 OUTPUT = "Output"
@@ -143,23 +145,32 @@ CsvOutput = Annotated[
 ]
 Out = Annotated[
     Optional[Path],
-    typer.Option("--out", "-o", metavar="DIR", help="Where retrieved instances are stored "
-                 "(an archive folder, laid out like 'dcmtool serve').", show_default=False),
+    typer.Option("--out", "-o", metavar="DIR", help="Write the retrieved instances into DIR "
+                 "as plain files (see --layout; --archive for an indexed archive).",
+                 show_default=False),
 ]
 Layout = Annotated[
     Optional[str],
-    typer.Option("--layout", metavar="PATTERN", help="Folder layout under --out (as 'dcmtool "
-                 "serve --layout').", show_default=False),
+    typer.Option("--layout", metavar="PATTERN", autocompletion=completion.layouts,
+                 help="File names under --out: 'study' "
+                 "(default: STUDYUID/CT.SOPUID.dcm), 'flat' (CT.SOPUID.dcm, like DCMTK -od), "
+                 "'archive' (serve's) or a pattern of {Keyword}s.", show_default=False),
+]
+AsArchive = Annotated[
+    bool,
+    typer.Option("--archive", help="Make --out an archive like 'dcmtool serve' keeps (index, "
+                 "audit trail, serve's layout), that 'dcmtool serve DIR' can serve."),
 ]
 FromList = Annotated[
     Optional[str],
     typer.Option("--from", metavar="FILE", help="Retrieve each entry of FILE (- for stdin): "
-                 "find's --jsonl output, a CSV, or one value per line (Study Instance UIDs or "
-                 "accession numbers).", show_default=False),
+                 "find's output (tab-separated into a pipe, or --jsonl), a CSV, or one value "
+                 "per line (Study Instance UIDs or accession numbers).", show_default=False),
 ]
 FromKey = Annotated[
     Optional[str],
-    typer.Option("--from-key", metavar="KEYWORD", help="What the plain values of --from are: "
+    typer.Option("--from-key", metavar="KEYWORD", autocompletion=completion.retrieve_keys,
+                 help="What the plain values of --from are: "
                  "StudyInstanceUID, AccessionNumber, PatientID, SeriesInstanceUID.",
                  show_default=False),
 ]
@@ -198,6 +209,7 @@ PatientIdSelection = Annotated[
 ]
 RetrieveLevel = Annotated[
     Optional[str],
-    typer.Option("--level", "-L", metavar="LEVEL", help="Level of the -k identifier "
+    typer.Option("--level", "-L", metavar="LEVEL", autocompletion=completion.levels,
+                 help="Level of the -k identifier "
                  "(default STUDY).", rich_help_panel=SELECT, show_default=False),
 ]

@@ -83,26 +83,63 @@ def probe_json(result: ProbeResult) -> dict[str, Any]:
     }
 
 
-def print_probe(result: ProbeResult, name_of: Any) -> None:
+def class_labels(uids: list[str]) -> dict[str, str]:
+    """A readable, unique name per SOP class: pydicom's name without "SOP Class", and
+    "(retired)" where a retired class shares its name with a current one."""
+    from dcmtool.dicom.sopclasses import sop_class_name, storage_sop_classes
+
+    retired = {c.uid for c in storage_sop_classes() if c.retired}
+    names = {uid: sop_class_name(uid).replace(" SOP Class", "") for uid in uids}
+    taken: dict[str, int] = {}
+    for name in names.values():
+        taken[name] = taken.get(name, 0) + 1
+    labels = {}
+    for uid, name in names.items():
+        if taken[name] > 1:
+            name = f"{name} (retired)" if uid in retired else name
+            if list(names.values()).count(name) > 1 and uid in retired:
+                name = f"{name} {uid}"
+        labels[uid] = name
+    return labels
+
+
+def print_probe(result: ProbeResult) -> None:
     from dcmtool.dicom.syntaxes import FAMILIES, TRANSFER_SYNTAXES
 
-    members: dict[str, set[str]] = {}
+    members: dict[str, list[str]] = {}
+    names: dict[str, list[str]] = {}
     for ts in TRANSFER_SYNTAXES:
-        members.setdefault(ts.family, set()).add(ts.uid)
+        members.setdefault(ts.family, []).append(ts.uid)
+        names.setdefault(ts.family, []).append(ts.name)
+    labels = class_labels([*result.accepted, *result.rejected])
     rows = []
     for uid, accepted in result.accepted.items():
         accepted_set = set(accepted)
         cells = []
         for family in FAMILIES:
-            got = members[family] & accepted_set
-            cells.append("yes" if got == members[family] else ("part" if got else ""))
-        rows.append([name_of(uid), *cells])
+            got = accepted_set.intersection(members[family])
+            cells.append("yes" if len(got) == len(members[family]) else
+                         ("part" if got else "-"))
+        rows.append([labels[uid], *cells])
     console.print_table(["SOP class", *FAMILIES], rows,
                         title=f"{result.peer.label} ({result.peer.address}) accepts:")
     accepted_contexts = sum(len(v) for v in result.accepted.values())
     console.out(
         f"{len(result.accepted)} of {len(result.accepted) + len(result.rejected)} storage SOP "
         f"classes accepted; {accepted_contexts} of {result.proposed} contexts, "
-        f"{result.associations} associations. 'part': some syntaxes of the family "
-        "(--json lists them)."
-    )
+        f"{result.associations} association{'' if result.associations == 1 else 's'}.")
+    console.out("yes: every syntax of the column accepted; part: some of them (--json lists "
+                "which); -: none.")
+    grouped = [f"{family} = {' + '.join(names[family])}" for family in FAMILIES
+               if names[family] != [family]]
+    console.out("Columns (as --ts names): " + "; ".join(grouped) + ".")
+    if result.rejected:
+        refused = sorted(labels[uid] for uid in result.rejected)
+        shown = ", ".join(refused[:_REFUSED_SHOWN])
+        more = len(refused) - _REFUSED_SHOWN
+        console.out(f"Refused ({len(refused)}): {shown}"
+                    + (f" and {more} more (--json lists them)." if more > 0 else "."))
+
+
+#: How many refused classes the table's footer names.
+_REFUSED_SHOWN = 20

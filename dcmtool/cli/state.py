@@ -20,14 +20,28 @@ class Settings:
     quiet: bool = False
     debug: bool = False
     log_file: Path | None = None
+    #: Where an explicitly named config file came from ("--config" or "DCMTOOL_CONFIG"):
+    #: such a file must exist; the default one may not.
+    config_named_by: str | None = None
     _config: Config | None = field(default=None, repr=False)
 
     def config(self) -> Config:
         if self._config is None:
             from dcmtool.config import load_config
 
+            self.check_config_exists()
             self._config = load_config(self.config_path)
         return self._config
+
+    def check_config_exists(self) -> None:
+        """A config file named on purpose that is missing is a mistake, not an empty file."""
+        if self.config_named_by and self.config_path and not self.config_path.exists():
+            from dcmtool.errors import ConfigError
+
+            raise ConfigError(f"the config file {self.config_path} ({self.config_named_by}) "
+                              "does not exist",
+                              hint="check the path, create it with 'dcmtool config add NAME "
+                              "AET@HOST:PORT', or unset it to use the default file")
 
 
 #: One invocation per process (CliRunner tests reset it through the root callback).

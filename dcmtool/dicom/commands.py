@@ -7,6 +7,7 @@ responses) is packed here, and every command it reads itself is parsed here.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -81,6 +82,24 @@ def retrieve_response_command(sop_class: str, command_field: int, message_id: in
     ])
 
 
+#: A UID-looking token (digits and dots, at least three components), quoted or not.
+_UID_TOKEN = re.compile(r"'?\b\d+(?:\.\d+){2,}\b'?")
+#: Error Comment is LO: 64 characters.
+ERROR_COMMENT_LIMIT = 64
+
+
+def error_comment(message: str) -> str:
+    """``message`` fitted into an Error Comment (LO, 64 characters) without cutting a UID in
+    half: a long message loses its UIDs first (the log keeps the whole message), then words."""
+    if len(message) <= ERROR_COMMENT_LIMIT:
+        return message
+    text = " ".join(_UID_TOKEN.sub("", message).split())
+    if len(text) <= ERROR_COMMENT_LIMIT:
+        return text
+    cut = text.rfind(" ", 0, ERROR_COMMENT_LIMIT - 3)
+    return text[:cut if cut > 0 else ERROR_COMMENT_LIMIT - 3].rstrip(" ,;:") + "..."
+
+
 def store_response_command(sop_class: str, sop_instance: str, message_id: int, status: int,
                            comment: str = "") -> bytes:
     """C-STORE-RSP command set, no data set (PS3.7 9.3.1.2)."""
@@ -92,7 +111,8 @@ def store_response_command(sop_class: str, sop_instance: str, message_id: int, s
         (0x0900, struct.pack("<H", status)),
     ]
     if comment:
-        fields.append((0x0902, padded("LO", comment.encode("latin-1", "replace")[:64])))
+        fields.append((0x0902, padded("LO", error_comment(comment).encode("latin-1",
+                                                                         "replace"))))
     fields.append((0x1000, uid_value(sop_instance)))
     return command(fields)
 

@@ -53,6 +53,7 @@ def write_dataset(ds: Any, path: Path) -> int:
     """
     from pydicom import dcmwrite
 
+    from dcmtool.dicom.files import publish
     from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
     meta = ds.file_meta
@@ -63,6 +64,7 @@ def write_dataset(ds: Any, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".dcmtool-", suffix=".tmp", dir=path.parent)
     try:
+        publish(fd, replacing=path)
         with os.fdopen(fd, "wb") as fh:
             # dcmwrite, not save_as: save_as refuses to change the byte order.
             dcmwrite(fh, ds, enforce_file_format=True)
@@ -154,6 +156,14 @@ def plan_jobs(inputs: list[str], target_uid: str, options: EncodeOptions, *,
     """Pair each input file with its destination: mirrored under ``out_dir`` or itself."""
     if in_place == (out_dir is not None):
         raise UsageError("give either -o OUTDIR or --in-place")
+    if out_dir is not None and len(inputs) == 1 and _names_a_file(out_dir) and \
+            Path(inputs[0]).is_file():
+        # One file to one file, as cp and dcmconv do: 'convert a.dcm --ts rle -o b.dcm'.
+        if Path(inputs[0]).resolve() == out_dir.resolve():
+            raise UsageError(f"{inputs[0]}: the output file is the input file",
+                             hint="convert the input in place to overwrite it",
+                             setting="in_place")
+        return [ConvertJob(Path(inputs[0]), out_dir, target_uid, options)]
     jobs: list[ConvertJob] = []
     for item in inputs:
         base = Path(item)
@@ -175,6 +185,12 @@ def plan_jobs(inputs: list[str], target_uid: str, options: EncodeOptions, *,
                                  hint="convert the inputs in place to overwrite them",
                                  setting="in_place")
     return jobs
+
+
+def _names_a_file(out: Path) -> bool:
+    """-o names a file (not a folder to create) when it is no existing folder, does not end
+    with a separator and has an extension: out.dcm, CT.1.2.3."""
+    return not out.is_dir() and not str(out).endswith(("/", os.sep)) and bool(out.suffix)
 
 
 def convert(jobs: list[ConvertJob], *, processes: int = 1,

@@ -63,16 +63,43 @@ class FileMeta:
 class Header:
     """What dcmtool store needs of a file, read without pydicom."""
 
-    sop_class_uid: str
+    sop_class_uid: str  # the data set's (the File Meta's when the data set has none)
     sop_instance_uid: str
     transfer_syntax_uid: str
     study_instance_uid: str
     dataset_offset: int
+    meta_sop_class_uid: str = ""  # what the File Meta says, to warn when it disagrees
+    meta_sop_instance_uid: str = ""
+
+    @property
+    def meta_disagreement(self) -> str | None:
+        """What the File Meta says that the data set contradicts, or None."""
+        return meta_disagreement(self.meta_sop_class_uid, self.sop_class_uid,
+                                 self.meta_sop_instance_uid, self.sop_instance_uid)
+
+
+def meta_disagreement(meta_class: str, data_class: str, meta_instance: str,
+                      data_instance: str) -> str | None:
+    """The File Meta's Media Storage SOP Class/Instance UIDs that differ from the data set's
+    SOP Class/Instance UIDs, in words; DCMTK's storescu sends the data set's, so does dcmtool."""
+    parts = []
+    if meta_class and data_class and meta_class != data_class:
+        parts.append(f"Media Storage SOP Class UID {meta_class} but SOP Class UID {data_class}")
+    if meta_instance and data_instance and meta_instance != data_instance:
+        parts.append(f"Media Storage SOP Instance UID {meta_instance} but SOP Instance UID "
+                     f"{data_instance}")
+    if not parts:
+        return None
+    return "the File Meta disagrees with the data set (" + "; ".join(parts) + \
+        "): the data set's UIDs are sent"
 
 
 #: Data sets not in (implicit or explicit) VR little endian: pydicom reads those.
 _OTHER_ENCODINGS = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
 _STUDY_INSTANCE_UID = 0x0020000D
+_WANTED = (_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_INSTANCE_UID)
 
 
 def read_header(path: Any, limit: int = 65536) -> Header | None:
@@ -104,14 +131,19 @@ def header_of(data: bytes) -> Header | None:
     syntax = meta.get(0x0010, "")
     if not (meta.get(0x0002) and meta.get(0x0003) and syntax) or syntax in _OTHER_ENCODINGS:
         return None
-    study = _find_study_uid(data, end, implicit=syntax == "1.2.840.10008.1.2")
-    if study is None:
+    found = _find_uids(data, end, implicit=syntax == "1.2.840.10008.1.2")
+    if found is None:
         return None
-    return Header(meta[0x0002], meta[0x0003], syntax, study, end)
+    return Header(found.get(_SOP_CLASS_UID) or meta[0x0002],
+                  found.get(_SOP_INSTANCE_UID) or meta[0x0003], syntax,
+                  found.get(_STUDY_INSTANCE_UID, ""), end,
+                  meta_sop_class_uid=meta[0x0002], meta_sop_instance_uid=meta[0x0003])
 
 
-def _find_study_uid(data: bytes, position: int, *, implicit: bool) -> str | None:
-    """Study Instance UID, '' when the data set has none, None when the walk cannot tell."""
+def _find_uids(data: bytes, position: int, *, implicit: bool) -> dict[int, str] | None:
+    """SOP Class, SOP Instance and Study Instance UIDs of the data set (those it has), or
+    None when the walk cannot tell."""
+    found: dict[int, str] = {}
     while position + 8 <= len(data):
         group, element = struct.unpack_from("<HH", data, position)
         tag = group << 16 | element
@@ -124,13 +156,16 @@ def _find_study_uid(data: bytes, position: int, *, implicit: bool) -> str | None
                 return None  # implicit data under an explicit syntax: let pydicom cope
             length, position = explicit_length(data, position, vr)
         if tag > _STUDY_INSTANCE_UID:
-            return ""
+            return found
         if length == 0xFFFFFFFF:
             return None  # an undefined-length sequence before the study: pydicom's job
-        if tag == _STUDY_INSTANCE_UID:
+        if tag in _WANTED:
             if position + length > len(data):
                 return None
-            return data[position:position + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            found[tag] = data[position:position + length].rstrip(b"\x00 ").decode(
+                "ascii", "replace")
+            if tag == _STUDY_INSTANCE_UID:
+                return found
         position += length
     return None
 

@@ -30,6 +30,7 @@ class SopClass:
     uid: str
     name: str
     retired: bool
+    keyword: str = ""
 
 
 @cache
@@ -42,7 +43,7 @@ def storage_sop_classes(include_retired: bool = True) -> tuple[SopClass, ...]:
     from pydicom._uid_dict import UID_dictionary
 
     found = []
-    for uid, (name, kind, _info, retired, _keyword) in UID_dictionary.items():
+    for uid, (name, kind, _info, retired, keyword) in UID_dictionary.items():
         if kind != "SOP Class" or "Storage" not in name:
             continue
         if "Commitment" in name or "Media Storage Directory" in name:
@@ -50,7 +51,7 @@ def storage_sop_classes(include_retired: bool = True) -> tuple[SopClass, ...]:
         is_retired = retired == "Retired" or "(Retired)" in name
         if is_retired and not include_retired:
             continue
-        found.append(SopClass(uid, name.replace(" SOP Class", ""), is_retired))
+        found.append(SopClass(uid, name.replace(" SOP Class", ""), is_retired, keyword))
     return tuple(sorted(found, key=lambda s: [int(p) for p in s.uid.split(".")]))
 
 
@@ -59,3 +60,24 @@ def sop_class_name(uid: str) -> str:
 
     entry = UID_dictionary.get(uid)
     return entry[0] if entry else uid
+
+
+def storage_class_uid(name: str) -> str:
+    """The UID of a storage SOP class named by its keyword (``MRImageStorage``, any case) or
+    UID; ``ValueError`` naming the near misses otherwise."""
+    from difflib import get_close_matches
+
+    text = name.strip()
+    classes = storage_sop_classes()
+    if text and all(part.isdigit() for part in text.split(".")):
+        return text  # a UID: unknown ones are the peer's business
+    by_keyword = {c.keyword.lower(): c for c in classes if c.keyword}
+    found = by_keyword.get(text.lower()) or by_keyword.get(text.lower() + "storage")
+    if found is not None:
+        return found.uid
+    close = get_close_matches(text.lower(), list(by_keyword), n=3, cutoff=0.6)
+    close += [k for k in by_keyword if k.startswith(text.lower()) and k not in close][:3]
+    maybe = ", ".join(by_keyword[c].keyword for c in close[:3])
+    raise ValueError(f"{name!r} is not a storage SOP class keyword or UID"
+                     + (f"; did you mean {maybe}?" if maybe else
+                        " (keywords as in 'CTImageStorage')"))

@@ -31,7 +31,7 @@ TRANSFER_SYNTAXES: tuple[TransferSyntax, ...] = (
     TransferSyntax("1.2.840.10008.1.2.1.99", "deflate", "Deflated Explicit VR Little Endian",
                    "deflate", ("deflated",)),
     TransferSyntax("1.2.840.10008.1.2.4.50", "jpeg-baseline", "JPEG Baseline (Process 1)",
-                   "jpeg-lossy", ("jpeg", "jpeg-8bit"), lossy=True),
+                   "jpeg-lossy", ("jpeg-8bit",), lossy=True),
     TransferSyntax("1.2.840.10008.1.2.4.51", "jpeg-extended", "JPEG Extended (Process 2 & 4)",
                    "jpeg-lossy", ("jpeg-12bit",), lossy=True),
     TransferSyntax("1.2.840.10008.1.2.4.57", "jpeg-lossless-p14",
@@ -45,13 +45,14 @@ TRANSFER_SYNTAXES: tuple[TransferSyntax, ...] = (
                    "jpeg-ls", ("jpeg-ls-lossy",), lossy=True),
     TransferSyntax("1.2.840.10008.1.2.4.90", "j2k-lossless", "JPEG 2000 (Lossless Only)", "j2k",
                    ("jpeg2000-lossless",)),
-    TransferSyntax("1.2.840.10008.1.2.4.91", "j2k", "JPEG 2000", "j2k", ("jpeg2000",), lossy=True),
+    TransferSyntax("1.2.840.10008.1.2.4.91", "j2k-lossy", "JPEG 2000", "j2k",
+                   ("jpeg2000-lossy",), lossy=True),
     TransferSyntax("1.2.840.10008.1.2.4.201", "htj2k-lossless",
                    "High-Throughput JPEG 2000 (Lossless Only)", "htj2k"),
     TransferSyntax("1.2.840.10008.1.2.4.202", "htj2k-rpcl",
                    "High-Throughput JPEG 2000 with RPCL Options (Lossless Only)", "htj2k"),
-    TransferSyntax("1.2.840.10008.1.2.4.203", "htj2k", "High-Throughput JPEG 2000", "htj2k",
-                   lossy=True),
+    TransferSyntax("1.2.840.10008.1.2.4.203", "htj2k-lossy", "High-Throughput JPEG 2000",
+                   "htj2k", lossy=True),
     TransferSyntax("1.2.840.10008.1.2.5", "rle", "RLE Lossless", "rle", ("rle-lossless",)),
     TransferSyntax("1.2.840.10008.1.2.4.100", "mpeg2-mp", "MPEG2 Main Profile / Main Level",
                    "mpeg", lossy=True),
@@ -86,6 +87,17 @@ _BY_UID = {ts.uid: ts for ts in TRANSFER_SYNTAXES}
 _BY_NAME = {
     key: ts for ts in TRANSFER_SYNTAXES for key in (ts.name, *ts.aliases)
 }
+#: Names people use for more than one syntax, one of them lossy: never guessed, because
+#: guessing lossy loses data and gives the images new UIDs.
+AMBIGUOUS: dict[str, tuple[str, ...]] = {
+    "jpeg": ("jpeg-lossless", "jpeg-lossless-p14", "jpeg-baseline", "jpeg-extended"),
+    "jpeg2000": ("j2k-lossless", "j2k-lossy"),
+    "j2k": ("j2k-lossless", "j2k-lossy"),
+    "jp2": ("j2k-lossless", "j2k-lossy"),
+    "htj2k": ("htj2k-lossless", "htj2k-rpcl", "htj2k-lossy"),
+    "jpegls": ("jpeg-ls", "jpeg-ls-near"),
+    "mpeg": tuple(ts.name for ts in TRANSFER_SYNTAXES if ts.family == "mpeg"),
+}
 
 
 def lookup(name_or_uid: str) -> TransferSyntax | None:
@@ -102,7 +114,22 @@ def resolve_uid(name_or_uid: str) -> str:
     if _looks_like_uid(name_or_uid):
         return name_or_uid  # an unknown but well-formed UID: the peer decides
     names = ", ".join(t.name for t in TRANSFER_SYNTAXES)
-    raise ValueError(f"unknown transfer syntax {name_or_uid!r} (known: {names})")
+    raise ValueError(f"{why_unknown(name_or_uid)} (known: {names})")
+
+
+def why_unknown(name: str) -> str:
+    """Why ``name`` names no syntax: ambiguous (listing the exact names, lossy ones marked),
+    a near miss, or unknown."""
+    key = name.strip().lower()
+    choices = AMBIGUOUS.get(key)
+    if choices:
+        listed = ", ".join(f"{c} (lossy)" if _BY_NAME[c].lossy else c for c in choices)
+        return f"transfer syntax {name!r} is ambiguous: name one of {listed}"
+    from difflib import get_close_matches
+
+    close = get_close_matches(key, _BY_NAME, n=1, cutoff=0.75)
+    maybe = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown transfer syntax {name!r}{maybe}"
 
 
 def describe(uid: str) -> str:

@@ -3,6 +3,8 @@
 Decoding goes through pydicom's pixel plugins (pylibjpeg: libjpeg, openjpeg, rle). Encoding
 uses pydicom's encoders where it has one (RLE, JPEG-LS through pyjpegls, JPEG 2000 through
 openjpeg) and imagecodecs' libjpeg-turbo for the JPEG family, which pydicom cannot encode.
+Images of a few pixels, which neither standard forbids, get their own frame encoders: see
+``_encode_small_jpeg_ls_frame`` and ``_encode_small_j2k_frame``.
 
 The rules follow PS3.5 section 8 and what DCMTK's dcmcjpeg/dcmdjpeg do:
 
@@ -22,7 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dcmtool.dicom.syntaxes import TRANSFER_SYNTAXES, TransferSyntax, describe, lookup
+from dcmtool.dicom.syntaxes import (
+    TRANSFER_SYNTAXES,
+    TransferSyntax,
+    describe,
+    lookup,
+    why_unknown,
+)
 from dcmtool.errors import DcmtoolError, UsageError
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -117,7 +125,7 @@ def target_syntax(name: str) -> TransferSyntax:
     ts = lookup(name)
     if ts is None:
         names = ", ".join(c.syntax.name for c in codecs() if c.encode)
-        raise UsageError(f"unknown transfer syntax {name!r}", hint=f"choose one of: {names}")
+        raise UsageError(why_unknown(name), hint=f"choose one of: {names}")
     if not can_encode(ts.uid):
         names = ", ".join(c.syntax.name for c in codecs() if c.encode)
         raise UsageError(f"cannot encode {ts.name} ({ts.title}) with the installed plugins",
@@ -307,17 +315,28 @@ def _encode_pydicom(ds: Any, target_uid: str, options: EncodeOptions) -> None:
     if target_uid in (J2K_LOSSLESS, J2K) and ds.get("PhotometricInterpretation") == "RGB":
         # The reversible/irreversible colour transform is what makes colour J2K small.
         ds.PhotometricInterpretation = "YBR_RCT" if target_uid == J2K_LOSSLESS else "YBR_ICT"
-    if target_uid in (J2K_LOSSLESS, J2K) and min(int(ds.Rows), int(ds.Columns)) < 32:
-        # openjpeg's default six resolution levels need 32 pixels, and pydicom fixes them.
+    small_j2k = target_uid in (J2K_LOSSLESS, J2K) and min(int(ds.Rows), int(ds.Columns)) < 32
+    if small_j2k and target_uid == J2K:
+        # pylibjpeg-openjpeg always asks for six resolution levels, which need 32 pixels
+        # (2**5) each way; imagecodecs can use fewer, but sets lossy quality by PSNR, not by
+        # the compression ratio that ``options.ratio`` promises.
         raise TranscodeError(f"cannot encode a {ds.Rows}x{ds.Columns} image as "
-                             f"{describe(target_uid)}: openjpeg needs at least 32x32 pixels",
-                             hint="choose jpeg-lossless, jpeg-ls or rle for small images")
+                             f"{describe(target_uid)}: its encoder (pylibjpeg-openjpeg) "
+                             "needs at least 32x32 pixels",
+                             hint=f"choose {describe(J2K_LOSSLESS)}: an image this small "
+                                  "gains nothing from lossy compression")
     if target_uid == J2K:
         kwargs["j2k_cr"] = [options.ratio]
     if target_uid == JPEG_LS_NEAR:
         kwargs["jls_error"] = options.near
     try:
-        ds.compress(target_uid, arr, generate_instance_uid=False, **kwargs)
+        if small_j2k:
+            _encode_frames(ds, arr, target_uid, "imagecodecs", _encode_small_j2k_frame)
+        elif target_uid in (JPEG_LS, JPEG_LS_NEAR) and _frame_bytes(ds) < _CHARLS_MARGIN:
+            _encode_frames(ds, arr, target_uid, "pyjpegls", _encode_small_jpeg_ls_frame,
+                           **kwargs)
+        else:
+            ds.compress(target_uid, arr, generate_instance_uid=False, **kwargs)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # Rust codecs panic with BaseException subclasses
@@ -325,10 +344,109 @@ def _encode_pydicom(ds: Any, target_uid: str, options: EncodeOptions) -> None:
         raise TranscodeError(f"cannot encode as {describe(target_uid)}: {detail}") from None
 
 
+#: What CharLS itself reserves beyond the raw frame for markers and worst-case expansion
+#: (its encoder's estimated destination size is the frame's bytes plus 1024).
+_CHARLS_MARGIN = 1024
+
+
+def _frame_bytes(ds: Any) -> int:
+    """One frame's size as the JPEG-LS encoder sees it: bits stored rounded up to bytes."""
+    stored = int(ds.get("BitsStored", ds.BitsAllocated))
+    return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * \
+        ((stored + 7) // 8)
+
+
+def _encode_frames(ds: Any, arr: Any, target_uid: str, name: str, encode_frame: Any,
+                   **kwargs: Any) -> None:
+    """``ds.compress`` with our own frame encoder (a pydicom plugin function, called ``name``
+    in errors), for the images pydicom's plugins refuse.
+
+    pydicom's runner still checks the array against the Image Pixel module and cuts it into
+    frames sized for Bits Stored, exactly as for its own plugins.
+    """
+    from pydicom.pixels.encoders.base import EncodeRunner
+    from pydicom.pixels.utils import as_pixel_options
+    from pydicom.uid import UID
+
+    runner = EncodeRunner(UID(target_uid))
+    runner.set_source(arr)
+    runner.set_options(**as_pixel_options(ds, **kwargs))
+    runner.set_encoders({name: encode_frame})
+    runner.validate()
+    frames = runner.number_of_frames
+    encoded = [runner.encode(None)] if frames == 1 else \
+        [runner.encode(index) for index in range(frames)]
+    _set_encapsulated(ds, encoded, target_uid)
+
+
+def _encode_small_jpeg_ls_frame(src: bytes, runner: Any) -> bytes:
+    """One JPEG-LS frame through pyjpegls' CharLS core, with room for the output.
+
+    pyjpegls sizes its output buffer at twice the raw frame, which cannot hold the ~40 bytes
+    of markers of a frame of a few pixels ("The destination buffer is too small"), and has no
+    option to change it. Its core sizes the buffer from the source it is given and reads only
+    rows x columns x samples from it, so trailing zeros make the room; the codestream is the
+    one pyjpegls would write (P = Bits Stored, colour by pixel, no SPIFF header).
+    """
+    import importlib
+
+    charls = importlib.import_module("_CharLS")  # pyjpegls' extension module
+    samples = int(runner.samples_per_pixel)
+    return bytes(charls._encode(
+        bytes(src) + bytes(_CHARLS_MARGIN), int(runner.get_option("jls_error", 0)),
+        2 if samples > 1 else 0,  # interleave by pixel: _rgb_frames made planar config 0
+        int(runner.rows), int(runner.columns), samples, int(runner.bits_stored)))
+
+
+def _encode_small_j2k_frame(src: bytes, runner: Any) -> bytes:
+    """One lossless JPEG 2000 frame with as many resolution levels as the image allows.
+
+    ISO 15444-1 lets an image of any size have fewer resolution levels, but openjpeg refuses
+    more than a tile's size allows (2**(levels - 1) <= min(rows, columns)), and
+    pylibjpeg-openjpeg always asks for six, so it refuses anything under 32x32. imagecodecs
+    drives the same openjpeg and takes the number of resolutions as an option.
+    """
+    import numpy as np
+
+    try:
+        import imagecodecs
+    except ImportError:
+        raise RuntimeError("imagecodecs is not installed") from None
+    if not imagecodecs.JPEG2K.available:
+        raise RuntimeError("imagecodecs was built without openjpeg")
+    if int(runner.bits_stored) > 24:
+        # As pylibjpeg-openjpeg: openjpeg's reversible path silently loses bits above ~26.
+        raise ValueError(f"Invalid 'bits_stored' value '{runner.bits_stored}', must be in "
+                         "the range [1, 24]")
+    rows, columns, samples = int(runner.rows), int(runner.columns), int(runner.samples_per_pixel)
+    pixels = rows * columns * samples
+    kind = "i" if int(runner.pixel_representation) else "u"
+    frame = np.frombuffer(src, f"<{kind}{len(src) // pixels}")
+    frame = frame.reshape((rows, columns, samples) if samples > 1 else (rows, columns))
+    photometric = str(runner.photometric_interpretation)
+    return bytes(imagecodecs.jpeg2k_encode(
+        frame, codecformat="J2K",  # PS3.5 A.4.4: the codestream, no JP2 header
+        reversible=True, bitspersample=int(runner.bits_stored),
+        resolutions=min(6, min(rows, columns).bit_length()),
+        mct=photometric in ("YBR_RCT", "YBR_ICT")))
+
+
+def _set_encapsulated(ds: Any, encoded: list[bytes], target_uid: str) -> None:
+    """Pixel Data as one fragment per frame behind a basic offset table (PS3.5 A.4)."""
+    from pydicom.encaps import encapsulate
+
+    ds.PixelData = encapsulate(encoded)
+    elem = ds["PixelData"]
+    elem.VR = "OB"
+    elem.is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = target_uid
+    ds._pixel_array = None
+    ds._pixel_id = {}
+
+
 def _encode_jpeg(ds: Any, target_uid: str, options: EncodeOptions) -> None:
     """The JPEG family with libjpeg-turbo: lossless SV1/P14, baseline (8-bit), extended (12)."""
     import numpy as np
-    from pydicom.encaps import encapsulate
 
     codecs_module = load_imagecodecs()
     if codecs_module is None:
@@ -350,7 +468,7 @@ def _encode_jpeg(ds: Any, target_uid: str, options: EncodeOptions) -> None:
                 f"cannot encode {bits_stored}-bit {'signed ' if signed else ''}"
                 f"{photometric} as {describe(target_uid)} (it holds "
                 f"{'8' if target_uid == JPEG_BASELINE else '8 or 12'}-bit unsigned pixels)",
-                hint="choose a lossless syntax or j2k for this image")
+                hint="choose a lossless syntax or j2k-lossy for this image")
     elif bits_stored > 16 or bits_allocated > 16:
         raise TranscodeError(f"cannot encode {bits_stored}-bit pixels as "
                              f"{describe(target_uid)} (at most 16 bits)")
@@ -386,15 +504,9 @@ def _encode_jpeg(ds: Any, target_uid: str, options: EncodeOptions) -> None:
     except Exception as exc:
         detail = " ".join(str(exc).split())
         raise TranscodeError(f"cannot encode as {describe(target_uid)}: {detail}") from None
-    ds.PixelData = encapsulate(encoded)
-    elem = ds["PixelData"]
-    elem.VR = "OB"
-    elem.is_undefined_length = True
+    _set_encapsulated(ds, encoded, target_uid)
     if samples == 3 and not lossless:
         ds.PhotometricInterpretation = "YBR_FULL_422"
-    ds.file_meta.TransferSyntaxUID = target_uid
-    ds._pixel_array = None
-    ds._pixel_id = {}
 
 
 def _fragments(ds: Any) -> list[bytes]:

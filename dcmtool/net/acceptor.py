@@ -28,7 +28,7 @@ from dcmtool.dicom.status import OUT_OF_RESOURCES
 from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from dcmtool.errors import DcmtoolError
 from dcmtool.net import patches, settings
-from dcmtool.net.links import ReceiveHandler, RetrieveHandler, configure_ae
+from dcmtool.net.links import ReceiveHandler, RetrieveHandler, configure_ae, link
 from dcmtool.net.patches.incoming import IncomingFile
 from dcmtool.net.receiving import Refusal
 
@@ -163,6 +163,12 @@ def close_unassociated(assoc: Any) -> None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
     assoc.abort()
+
+
+def dimse_timeout_fired(assoc: Any) -> float | None:
+    """The DIMSE timeout (s) after which dcmtool gave up waiting for the peer on ``assoc``
+    and aborted it; ``None`` if that did not happen."""
+    return link(assoc).dimse_timeout_fired
 
 
 def received_file(request: Any) -> Path | Refusal | None:

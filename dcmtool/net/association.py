@@ -24,10 +24,12 @@ from dcmtool.errors import (
     AssociationTimeout,
     ConnectionFailed,
     DcmtoolError,
+    DimseTimeout,
     NoAcceptableContext,
 )
 from dcmtool.net import patches, settings
 from dcmtool.net.contexts import ContextRequest, build_contexts, role_selection
+from dcmtool.net.links import link
 from dcmtool.net.patches.connect_errors import CONNECT_ERRORS
 
 LOG = logging.getLogger("dcmtool.net.association")
@@ -94,6 +96,23 @@ def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
             setting="tls_files",
         ) from None
     return context, (peer.host if context.check_hostname else None)
+
+
+def _no_context_hint(proposed: Sequence[Any]) -> dict[str, str]:
+    """What to try when nothing was accepted: the storage probe shows storage classes only,
+    so it is suggested for storage; a query/retrieve class refused means the peer does not
+    offer that service (a storage-only SCP, or another information model)."""
+    from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND, QR_MODELS, sop_class_name
+
+    classes = list(dict.fromkeys(str(cx.abstract_syntax) for cx in proposed))
+    query = [uid for uid in classes if uid in (*QR_MODELS, MODALITY_WORKLIST_FIND)]
+    if not query:
+        return {"hint": "the peer does not support this SOP class or transfer syntax; "
+                "a storage probe shows what it accepts", "setting": "probe"}
+    names = ", ".join(sop_class_name(uid) for uid in query)
+    return {"hint": f"the peer does not offer {names}: it may be a storage-only SCP, or "
+            "offer another information model (-P Patient Root, -S Study Root); its "
+            "conformance statement lists what it offers"}
 
 
 def _connection_error_message(peer: Peer, exc: OSError | None) -> ConnectionFailed:
@@ -187,10 +206,15 @@ class Association:
     def lost(self, during: str) -> AssociationAborted:
         """The error for a request sent and never answered: the association is going down.
 
+        ``DimseTimeout`` when nothing came within the DIMSE timeout and dcmtool aborted the
+        association itself; otherwise the peer aborted it (or the connection closed).
         pynetdicom wakes the requestor before its reactor has marked the association aborted;
         waiting for that thread lets the caller see a settled association afterwards.
         """
         self.assoc.join(2.0)
+        waited = link(self.assoc).dimse_timeout_fired
+        if waited is not None:
+            return DimseTimeout.waiting(self.peer.label, during, waited)
         return AssociationAborted(
             f"{self.peer.label} aborted the association during {during}",
             hint="the peer's log says why; it may have refused the data or hit a limit",
@@ -294,10 +318,7 @@ def open_association(
             reasons = sorted({cx.reason for cx in negotiation.contexts})
             raise NoAcceptableContext(
                 f"{peer.label} accepted none of the {len(proposed)} proposed presentation "
-                f"contexts ({', '.join(reasons)})",
-                hint="the peer does not support this SOP class or transfer syntax; "
-                "a storage probe shows what it accepts", setting="probe",
-            )
+                f"contexts ({', '.join(reasons)})", **_no_context_hint(proposed))
         error = CONNECT_ERRORS.pop(assoc, None)
         if error is not None or not connected:
             raise _connection_error_message(peer, error)

@@ -88,6 +88,9 @@ class Link:
     wake_reactor: threading.Event | None = None
     #: Wakes its DUL thread (fix 5).
     wake_dul: Callable[[], None] | None = None
+    #: The DIMSE timeout (s) that ran out while we waited for the peer: after it dcmtool
+    #: aborts the association itself (``patches.dimse_timeouts``, ``wire.OwnedReader``).
+    dimse_timeout_fired: float | None = None
 
 
 _LINKS: weakref.WeakKeyDictionary[Any, Link] = weakref.WeakKeyDictionary()

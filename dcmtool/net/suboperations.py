@@ -55,8 +55,10 @@ class Tally:
     failed: int = 0
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
+    #: Why sub-operations failed, with how many failed so: the final response says it.
+    reasons: dict[str, int] = field(default_factory=dict)
 
-    def add(self, status: int | None, sop_instance: str) -> None:
+    def add(self, status: int | None, sop_instance: str, reason: str | None = None) -> None:
         """Count one finished sub-operation (``None``: no response came)."""
         self.remaining -= 1
         if status == SUCCESS:
@@ -66,6 +68,17 @@ class Tally:
         else:
             self.failed += 1
             self.failed_uids.append(sop_instance)
+            if reason is None:
+                reason = "no answer from the storage SCP" if status is None \
+                    else f"the storage SCP answered 0x{status:04X}"
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    @property
+    def reason(self) -> str | None:
+        """The commonest reason sub-operations failed (for the final response's comment)."""
+        if not self.reasons:
+            return None
+        return max(self.reasons, key=lambda text: self.reasons[text])
 
     def fail_rest(self, rest: Sequence[StoredFile]) -> None:
         for item in rest:
@@ -135,8 +148,10 @@ class Responder:
         if not self.present:
             return
         response = self._primitive(status, tally)
+        if not comment and tally is not None and status not in (SUCCESS, PENDING):
+            comment = tally.reason  # the requester learns why, not only how many
         if comment:
-            response.ErrorComment = comment[:64]  # LO
+            response.ErrorComment = commands.error_comment(comment)
         if tally is not None and status not in (SUCCESS, PENDING):
             from pydicom.dataset import Dataset
             from pynetdicom.dsutils import encode
@@ -210,6 +225,7 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
         message_id = wire.next_message_id(sender)
         owned = reader is not None and reader.active
         status: int | None
+        reason: str | None = None
         if loaded is not None:
             data, context_id, offset = loaded
             try:
@@ -235,10 +251,10 @@ def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: 
                 before = b""
             if reader is not None:
                 reader.release()  # pynetdicom's send_c_store reads through its DUL
-            status = _send_through_pynetdicom(sender, item, message_id, originator)
+            status, reason = _send_through_pynetdicom(sender, item, message_id, originator)
             if following is not None and fast:
                 ahead = _load(sender, following)
-        tally.add(status, item.sop_instance)
+        tally.add(status, item.sop_instance, reason)
         if tally.remaining and responder.present:
             if same_association and responder.direct:
                 before = responder.pending_pdu(tally)
@@ -272,10 +288,11 @@ def _load(sender: Any, item: StoredFile) -> tuple[bytes, int, int] | None:
 
 
 def _send_through_pynetdicom(sender: Any, item: StoredFile, message_id: int,
-                             originator: tuple[str, int] | None) -> int | None:
+                             originator: tuple[str, int] | None
+                             ) -> tuple[int | None, str | None]:
     """One file through pynetdicom's ``send_c_store``: as it is when the peer accepted its
     syntax (over TLS, with PDU logging, a file without a File Meta group length), else
-    converted; the status, ``None`` when it could not be sent."""
+    converted; the status (``None`` when it could not be sent) and why it was not sent."""
     extra: dict[str, Any] = {} if originator is None else {
         "originator_aet": originator[0], "originator_id": originator[1]}
     try:
@@ -284,8 +301,8 @@ def _send_through_pynetdicom(sender: Any, item: StoredFile, message_id: int,
         status = sender.send_c_store(what, msg_id=message_id, **extra)
     except Exception as exc:  # unreadable file, no context, conversion refused
         LOG.warning("sub-operation for %s failed: %s", item.sop_instance, exc)
-        return None
-    return int(status.Status) if "Status" in status else None
+        return None, str(exc)
+    return (int(status.Status) if "Status" in status else None), None
 
 
 def _converted(item: StoredFile, accepted: list[str]) -> Any:
@@ -298,5 +315,12 @@ def _converted(item: StoredFile, accepted: list[str]) -> Any:
 
     on_wire = conversion_target(accepted)
     if on_wire is None:
-        raise ValueError(f"the peer accepted no presentation context for {item.sop_class}")
-    return transcode(dcmread(item.path), on_wire, EncodeOptions(keep_uid=True))
+        from dcmtool.dicom.sopclasses import sop_class_name as class_name
+
+        if not accepted:
+            raise ValueError(f"no presentation context accepted for {class_name(item.sop_class)}")
+        raise ValueError(f"{class_name(item.sop_class)} accepted only in lossy or unknown syntaxes")
+    try:
+        return transcode(dcmread(item.path), on_wire, EncodeOptions(keep_uid=True))
+    except Exception as exc:
+        raise ValueError(f"cannot convert the stored file: {exc}") from None

@@ -320,6 +320,7 @@ class OwnedReader:
         self.link = link(assoc)
         self.sock = _socket(assoc)
         self.timeout = assoc.dimse_timeout if timeout is True else timeout
+        self._dimse = timeout is True
         self.poller = select.poll()
         self.poller.register(self.sock, select.POLLIN)
         self.active = False
@@ -499,6 +500,8 @@ class OwnedReader:
         send_c_store does."""
         self.release()
         if deadline is not None and time.monotonic() >= deadline and self.assoc.is_established:
+            if self._dimse:
+                self.link.dimse_timeout_fired = float(self.timeout)  # type: ignore[arg-type]
             self.assoc.abort()
 
     def protocol_error(self, what: str) -> None:

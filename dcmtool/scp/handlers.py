@@ -3,6 +3,10 @@ worklist), C-MOVE and C-GET.
 
 Handlers never raise: every outcome is a DIMSE status, a log line and an audit record. A bug
 costs one request (0xC000 with a comment), never the association.
+
+Logging: one line per association when it closes (``report.Session.summary``) on
+``dcmtool.serve``; a line per instance and per request on ``dcmtool.serve.detail``, which the
+CLI shows with ``-v``. Warnings about the server itself stay on ``dcmtool.serve``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dcmtool.archive.storage import (
     Archive,
     StoreOutcome,
 )
+from dcmtool.dicom.commands import error_comment
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND
 from dcmtool.dicom.status import CANCEL as CANCELLED
@@ -38,19 +43,28 @@ from dcmtool.net.suboperations import (
     perform,
     sub_batches,
 )
+from dcmtool.scp.destinations import MoveDestinations
 from dcmtool.scp.hooks import CommandHooks
 from dcmtool.scp.options import ServeOptions
+from dcmtool.scp.report import Session, plural
 
 LOG = logging.getLogger("dcmtool.serve")
+#: Per instance and per request (``-v``).
+DETAIL = logging.getLogger("dcmtool.serve.detail")
 
 
 @dataclass
 class ServerStats:
-    """Counters for the live status line; read them, don't write them."""
+    """Counters for the live status line; read them, don't write them.
+
+    ``stored`` counts every instance acknowledged with success, ``duplicates`` those of them
+    that were already stored (the duplicate policy kept the first copy).
+    """
 
     open_associations: int = 0
     associations: int = 0
     stored: int = 0
+    duplicates: int = 0
     refused: int = 0
     bytes_stored: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -68,7 +82,7 @@ def _status(code: int, comment: str | None = None) -> Any:
     ds = Dataset()
     ds.Status = code
     if comment:
-        ds.ErrorComment = comment[:64]  # LO
+        ds.ErrorComment = error_comment(comment)
     return ds
 
 
@@ -81,8 +95,9 @@ class Handlers:
         self.options = options
         self.stats = stats
         self.hooks = hooks
-        self._per_assoc: dict[int, dict[str, int]] = {}
+        self._per_assoc: dict[int, Session] = {}
         self._worklist_folder: Any = None
+        self.destinations = MoveDestinations(options.destinations, options.config_path)
 
     def bindings(self) -> list[Any]:
         """(pynetdicom event, handler) pairs for the server."""
@@ -107,14 +122,20 @@ class Handlers:
             "peer": f"{requestor.address}:{requestor.port}",
         }
 
+    def _session(self, assoc: Any) -> Session:
+        session = self._per_assoc.get(id(assoc))
+        if session is None:  # an association this server did not accept (C-GET's receiver)
+            session = self._per_assoc.setdefault(id(assoc), Session(self._who(assoc)))
+        return session
+
     def _on_accepted(self, event: Any) -> None:
         try:
             who = self._who(event.assoc)
-            self._per_assoc[id(event.assoc)] = {"stored": 0, "refused": 0}
+            self._per_assoc[id(event.assoc)] = Session(who)
             self.stats.add(open_associations=1, associations=1)
-            LOG.info("association from %s (%s) to %s accepted, %d contexts",
-                     who["calling_aet"], who["peer"], who["called_aet"],
-                     len(event.assoc.accepted_contexts))
+            DETAIL.info("association from %s (%s) to %s accepted, %s", who["calling_aet"],
+                        who["peer"], who["called_aet"],
+                        plural(len(event.assoc.accepted_contexts), "presentation context"))
             self.archive.audit.write("association-opened", **who)
         except Exception:  # logging must never break an association
             LOG.exception("association bookkeeping failed")
@@ -132,19 +153,27 @@ class Handlers:
 
     def _on_closed(self, event: Any) -> None:
         try:
-            counts = self._per_assoc.pop(id(event.assoc), None)
-            if counts is None:
+            session = self._per_assoc.pop(id(event.assoc), None)
+            if session is None:
                 return  # closed before it was accepted
-            how = "aborted" if event.event is evt.EVT_ABORTED else "released"
-            who = self._who(event.assoc)
             self.stats.add(open_associations=-1)
-            LOG.info("association from %s %s: %d stored, %d refused", who["calling_aet"], how,
-                     counts["stored"], counts["refused"])
-            self.archive.audit.write(f"association-{how}", **who, **counts)
+            if event.event is evt.EVT_ABORTED:
+                how, closing = "aborted", "aborted"
+                waited = acceptor.dimse_timeout_fired(event.assoc)
+                if waited is not None:
+                    closing = (f"no answer within {waited:g} s (--dimse-timeout): dcmtool gave "
+                               "up and aborted the association")
+            else:
+                how, closing = "released", None
+            level = logging.WARNING if closing or session.failed else logging.INFO
+            LOG.log(level, "%s", session.summary(closing))
+            self.archive.audit.write(f"association-{how}", **session.who, **session.counts)
         except Exception:
             LOG.exception("association bookkeeping failed")
 
     def _on_echo(self, event: Any) -> int:
+        with contextlib.suppress(Exception):
+            self._session(event.assoc).request("C-ECHO")
         return 0x0000
 
     # -- query/retrieve and worklist (generators: pynetdicom sends each yield) ----------------
@@ -161,6 +190,7 @@ class Handlers:
         from dcmtool.net.wire import PendingWriter
 
         who = self._who(event.assoc)
+        self._session(event.assoc).request("C-FIND")
         model_uid = str(event.request.AffectedSOPClassUID)
         try:
             identifier = event.identifier
@@ -185,8 +215,8 @@ class Handlers:
                 if event.is_cancelled:
                     if writer:
                         writer.flush()
-                    LOG.info("C-FIND from %s cancelled after %d matches", who["calling_aet"],
-                             count)
+                    DETAIL.info("C-FIND from %s cancelled after %s", who["calling_aet"],
+                                plural(count, "match", "matches"))
                     yield 0xFE00, None
                     return
                 if self.options.max_results is not None and count >= self.options.max_results:
@@ -218,7 +248,7 @@ class Handlers:
             return
         if writer:
             writer.flush()
-        LOG.info("C-FIND from %s: %d matches", who["calling_aet"], count)
+        DETAIL.info("C-FIND from %s: %s", who["calling_aet"], plural(count, "match", "matches"))
         self.archive.audit.write("find", matches=count, **who)
         yield 0x0000, None
 
@@ -252,6 +282,8 @@ class Handlers:
         Never raises: the requester always gets a final status."""
         responder = Responder(service, request, context,
                               MOVE_RESPONSE if kind == "move" else GET_RESPONSE)
+        with contextlib.suppress(Exception):
+            self._session(service.assoc).request(f"C-{kind.upper()}")
         try:
             if kind == "move":
                 self._move(service, request, context, responder)
@@ -264,9 +296,11 @@ class Handlers:
 
     def _move(self, service: Any, request: Any, context: Any, responder: Responder) -> None:
         destination = str(request.MoveDestination).strip()
-        known = {aet: (host, port) for aet, host, port in self.options.destinations}
-        if destination not in known:
-            LOG.warning("C-MOVE to unknown destination %s refused", destination)
+        address = self.destinations.lookup(destination)
+        if address is None:
+            where = self.destinations.path or "the config file"
+            LOG.warning("C-MOVE to unknown destination %s refused (0xA801): no node of %s has "
+                        "that AE title", destination, where)
             responder.final(0xA801, comment=f"unknown move destination {destination}")
             return
         items, failure = self._selected(request, context)
@@ -277,7 +311,7 @@ class Handlers:
         if not items:
             responder.final(0x0000, Tally(0))
             return
-        host, port = known[destination]
+        host, port = address
         originator = (str(service.ae.ae_title).strip(), int(request.MessageID))
         tally, cancelled = Tally(len(items)), False
         # One sub-association per batch of at most 128 presentation contexts.
@@ -297,6 +331,10 @@ class Handlers:
             finally:
                 if sender.is_established:
                     sender.release()
+            waited = acceptor.dimse_timeout_fired(sender)
+            if waited is not None:
+                LOG.warning("C-MOVE: no answer from %s within %g s (--dimse-timeout): dcmtool "
+                            "gave up and aborted the sub-association", destination, waited)
             if cancelled:
                 break
         self._answer(responder, tally, cancelled)
@@ -325,7 +363,8 @@ class Handlers:
     @staticmethod
     def _answer(responder: Responder, tally: Tally, cancelled: bool) -> None:
         if cancelled:
-            LOG.info("retrieval cancelled with %d sub-operation(s) left", tally.remaining)
+            DETAIL.info("retrieval cancelled with %s left",
+                        plural(tally.remaining, "sub-operation"))
             responder.final(CANCELLED, tally)
         else:
             responder.final(tally.final_status, tally)
@@ -370,23 +409,28 @@ class Handlers:
                 received, sop_class_uid=sop_class, sop_instance_uid=sop_instance,
                 transfer_syntax=transfer_syntax, calling_ae=who["calling_aet"] or None,
             )
-        counts = self._per_assoc.setdefault(id(assoc), {"stored": 0, "refused": 0})
+        session = self._session(assoc)
         audit = {"sop_instance_uid": sop_instance, "sop_class_uid": sop_class,
                  "transfer_syntax": transfer_syntax, "status": f"0x{outcome.status:04X}",
                  "calling_aet": who["calling_aet"]}
         if outcome.status == 0x0000:
-            counts["stored"] += 1
-            self.stats.add(stored=1, bytes_stored=outcome.size)
-            LOG.info("%s from %s: %s", sop_instance, who["calling_aet"], outcome.message)
+            if outcome.path is None:  # the duplicate policy kept the stored copy
+                session.duplicates += 1
+                self.stats.add(stored=1, duplicates=1)
+            else:
+                session.stored += 1
+                session.size += outcome.size
+                self.stats.add(stored=1, bytes_stored=outcome.size)
+            DETAIL.info("%s from %s: %s", sop_instance, who["calling_aet"], outcome.message)
             self.archive.audit.write("instance-stored", **audit, message=outcome.message,
                                      path=None if outcome.path is None else
                                      outcome.path.relative_to(self.archive.root).as_posix())
             self.hooks.stored(outcome, who["calling_aet"], who["called_aet"])
             return _status(0x0000)
-        counts["refused"] += 1
+        session.refused(outcome.status, outcome.message)
         self.stats.add(refused=1)
-        LOG.warning("%s from %s refused (0x%04X): %s", sop_instance, who["calling_aet"],
-                    outcome.status, outcome.message)
+        DETAIL.warning("%s from %s refused (0x%04X): %s", sop_instance, who["calling_aet"],
+                       outcome.status, outcome.message)
         self.archive.audit.write("instance-refused", **audit, reason=outcome.message)
         return _status(outcome.status, outcome.message)
 

@@ -21,7 +21,7 @@ STORAGE_SYNTAX_PREFERENCE = tuple(
     resolve_uid(name) for name in (
         "explicit", "jpeg-lossless", "jpeg-lossless-p14", "jpeg-ls", "j2k-lossless",
         "htj2k-lossless", "htj2k-rpcl", "rle", "deflate", "implicit", "big-endian",
-        "jpeg-baseline", "jpeg-extended", "jpeg-ls-near", "j2k", "htj2k",
+        "jpeg-baseline", "jpeg-extended", "jpeg-ls-near", "j2k-lossy", "htj2k-lossy",
         "mpeg2-mp", "mpeg2-hl", "mpeg4", "mpeg4-bd", "mpeg4-2d", "mpeg4-3d", "mpeg4-stereo",
         "hevc", "hevc-10",
     )
@@ -51,6 +51,9 @@ class ServeOptions:
     study_timeout: float = 60.0
     #: C-MOVE destinations: AE title -> (host, port), from the config's nodes.
     destinations: tuple[tuple[str, str, int], ...] = ()
+    #: The config file they came from: re-read when it changes, and on SIGHUP
+    #: (``scp.destinations``). ``None``: ``destinations`` is all there is.
+    config_path: Path | None = None
     max_results: int | None = None  # C-FIND: stop after this many matches (seed 004)
     utf8_answers: bool = False  # C-FIND: answer in ISO_IR 192
     case_insensitive_names: bool = False  # C-FIND: PN matching ignores case
@@ -133,7 +136,9 @@ def build_serve_options(request: ServeRequest, config: Any) -> tuple[ServeOption
             validate_ae_title(title)
         except ValueError as exc:
             raise UsageError(str(exc), setting="allow") from None
-    duplicates = pick("duplicates", default="reject")
+    # Re-sending what was already stored is routine (a retry, a modality resending a
+    # study): acknowledge it and keep the first copy, as Orthanc and storescp do.
+    duplicates = pick("duplicates", default=StorePolicy.duplicates)
     if duplicates not in ("reject", "ignore", "overwrite"):
         raise UsageError(f"expected reject, ignore or overwrite, got {duplicates!r}",
                          setting="duplicates")
@@ -178,6 +183,7 @@ def build_serve_options(request: ServeRequest, config: Any) -> tuple[ServeOption
         study_timeout=float(pick("study_timeout", default=60.0)),
         destinations=tuple((node.ae_title, node.host, node.port)
                            for node in getattr(config, "nodes", {}).values()),
+        config_path=getattr(config, "path", None),
         max_results=pick("max_results"),
         utf8_answers=bool(pick("utf8_answers", default=False)),
         case_insensitive_names=bool(pick("case_insensitive_names", default=False)),

@@ -93,6 +93,11 @@ class RunningServer:
         self._hooks.close()
         self.archive.close()
 
+    def reload_destinations(self, why: str = "SIGHUP") -> bool:
+        """Re-read the config file's nodes (the C-MOVE destinations) now; ``False`` when it
+        cannot be loaded (the nodes read before stay, with a logged warning)."""
+        return self.handlers.destinations.reload(why)
+
     def abort_open(self) -> None:
         """Abort every open association (a second Ctrl-C while stopping)."""
         for assoc in list(self._server.active_associations):

@@ -56,7 +56,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID",
                "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 
-_PART = re.compile(r"^(?P<name>\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)|[0-9A-Fa-f]{8}|[A-Za-z]\w*)"
+_PART = re.compile(r"^(?P<name>\(?[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)?|[0-9A-Fa-f]{8}|[A-Za-z]\w*)"
                    r"(?:\[(?P<index>\d+)\])?$")
 _NUMERIC_VRS = {"US": int, "UL": int, "SS": int, "SL": int, "UV": int, "SV": int,
                 "FL": float, "FD": float}
@@ -82,21 +82,36 @@ def parse_key(text: str) -> tuple[list[tuple[int, int | None]], str | None]:
     for part in path_text.strip().split("."):
         match = _PART.match(part.strip())
         if not match:
-            raise UsageError(f"{text!r}: expected Keyword=Value, (gggg,eeee)=Value or "
-                             "Sequence[0].Keyword=Value", setting="key")
+            raise UsageError(f"{text!r}: expected Keyword=Value, (gggg,eeee)=Value, "
+                             "gggg,eeee=Value or Sequence[0].Keyword=Value", setting="key")
         name = match.group("name")
-        if name.startswith("("):
-            tag = int(name[1:5] + name[6:10], 16)
+        if "," in name:  # (0010,0010) or, as findscu takes it, 0010,0010
+            digits = name.strip("()")
+            tag = int(digits[:4] + digits[5:9], 16)
         elif re.fullmatch(r"[0-9A-Fa-f]{8}", name) and tag_for_keyword(name) is None:
             tag = int(name, 16)
         else:
             found = tag_for_keyword(name)
             if found is None:
-                raise UsageError(f"{text!r}: {name} is not a DICOM keyword", setting="key")
+                raise UsageError(f"{text!r}: {name} is not a DICOM keyword"
+                                 f"{did_you_mean_keyword(name)}", setting="key")
             tag = int(found)
         index = match.group("index")
         parts.append((tag, None if index is None else int(index)))
     return parts, (value if sep else None)
+
+
+def did_you_mean_keyword(name: str) -> str:
+    """'; did you mean PatientName?' for a near miss of a DICOM keyword, else ''."""
+    from difflib import get_close_matches
+
+    from pydicom.datadict import keyword_dict
+
+    lowered = {keyword.lower(): keyword for keyword in keyword_dict}
+    if name.lower() in lowered:
+        return f"; did you mean {lowered[name.lower()]}?"
+    close = get_close_matches(name, list(keyword_dict), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def set_key(ds: Any, text: str) -> None:
@@ -129,6 +144,13 @@ def set_key(ds: Any, text: str) -> None:
                              "value", setting="key")
         return
     vr = vr.split(" or ")[0]
+    if value and vr not in _NUMERIC_VRS:
+        from dcmtool.dicom.matching import MatchingValueError, matching_value
+
+        try:
+            value = matching_value(vr, value)
+        except MatchingValueError as exc:
+            raise UsageError(f"{text!r}: {exc}", setting="key") from None
     converted: Any = value or None
     if value and vr in _NUMERIC_VRS and "-" not in value[1:] and "\\" not in value:
         try:

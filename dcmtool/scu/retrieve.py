@@ -1,7 +1,7 @@
 """C-MOVE and C-GET SCU: retrieve into a folder, with progress and a completeness check.
 
-Received instances go through the same archive code as ``dcmtool serve`` (fsync, rename,
-index; the same layout patterns), so ``--out DIR`` is itself an archive ``serve`` can open.
+Received instances go through the same archive code as ``dcmtool serve`` (checks, rename,
+the same layout patterns), into plain files or, asked for, an archive ``serve`` can open.
 A move to ourselves runs a storage SCP on the configured local port and bind address for the
 duration of the retrieval.
 """
@@ -282,10 +282,11 @@ def _count(status: Any, kind: str) -> int:
 
 
 def read_list(text: str, key: str | None) -> list[tuple[str, str]]:
-    """(keyword, value) pairs from find's JSONL output, a CSV, or one value per line.
+    """(keyword, value) pairs from find's JSONL output, its tab-separated output (what it
+    prints into a pipe), a CSV, or one value per line.
 
     A plain value is a Study Instance UID when it looks like one, else ``key`` (default
-    AccessionNumber). JSONL/CSV rows give their most specific unique key, else their
+    AccessionNumber). JSONL/TSV/CSV rows give their most specific unique key, else their
     AccessionNumber or PatientID.
     """
     lines = [line for line in text.splitlines() if line.strip()]
@@ -300,6 +301,13 @@ def read_list(text: str, key: str | None) -> list[tuple[str, str]]:
             pairs.append(_pick(row, order, line))
         return pairs
     first = lines[0]
+    header = first.strip().split("\t")
+    if any(k in header for k in order):  # find's output into a pipe (or a one-column CSV)
+        for line in lines[1:]:
+            values = [v.strip() for v in line.split("\t")]
+            row = {k: v for k, v in zip(header, values, strict=False) if k and v}
+            pairs.append(_pick(row, order, line))
+        return pairs
     if "," in first and any(k in first for k in order):
         for row in csv.DictReader(io.StringIO("\n".join(lines))):
             pairs.append(_pick({k: v for k, v in row.items() if k and v}, order, str(row)))

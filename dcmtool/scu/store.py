@@ -57,6 +57,10 @@ class FileOutcome:
     status: int | None  # None: never answered (not sent, or the association failed)
     message: str
     sent_as: str | None = None  # the transfer syntax on the wire
+    #: Not sent because the association failed and could not be re-opened (said once).
+    abandoned: bool = False
+    #: ``--new-uids``: (keyword, original UID, UID sent) of each UID that was replaced.
+    renamed: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def stored(self) -> bool:
@@ -77,6 +81,13 @@ class StoreSummary:
     error: DcmtoolError | None = None
     #: Sending stopped on request (``stop``) before every file was sent.
     interrupted: bool = False
+    #: Why the files marked ``abandoned`` were not sent (an abort, a lost connection).
+    abandoned_by: DcmtoolError | None = None
+
+    @property
+    def not_sent(self) -> int:
+        """Files never sent: abandoned after a failure, or interrupted."""
+        return sum(1 for o in self.outcomes if o.abandoned or o.message == INTERRUPTED)
 
     @property
     def stored(self) -> int:
@@ -129,6 +140,8 @@ class Scan:
     instances: list[Instance] = field(default_factory=list)
     not_dicom: list[Path] = field(default_factory=list)
     broken: list[tuple[Path, str]] = field(default_factory=list)
+    #: Files whose File Meta names other UIDs than their data set (the data set's are sent).
+    meta_disagrees: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def scan(paths: Iterable[Path]) -> Scan:
@@ -137,7 +150,7 @@ def scan(paths: Iterable[Path]) -> Scan:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    from dcmtool.dicom.part10 import dataset_offset
+    from dcmtool.dicom.part10 import dataset_offset, meta_disagreement
     from dcmtool.dicom.structure import file_problem
 
     result = Scan()
@@ -160,6 +173,8 @@ def scan(paths: Iterable[Path]) -> Scan:
             instances.append(Instance(path, header.sop_class_uid, header.sop_instance_uid,
                                       header.transfer_syntax_uid, header.study_instance_uid,
                                       size, header.dataset_offset))
+            if header.meta_disagreement:
+                result.meta_disagrees.append((path, header.meta_disagreement))
             continue
         try:
             ds = dcmread(path, stop_before_pixels=True,
@@ -172,14 +187,20 @@ def scan(paths: Iterable[Path]) -> Scan:
             if problem is not None:
                 result.broken.append((path, problem))
                 continue
-            instances.append(Instance(
-                path,
-                str(meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID),
-                str(meta.get("MediaStorageSOPInstanceUID") or ds.SOPInstanceUID),
-                str(meta.TransferSyntaxUID),
-                str(ds.get("StudyInstanceUID", "")),
-                path.stat().st_size,
-            ))
+            # The C-STORE names the data set's UIDs (as DCMTK's storescu does): the peer
+            # checks the command against the data set, not against the File Meta.
+            meta_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
+            meta_instance = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+            sop_class = str(ds.get("SOPClassUID", "") or meta_class)
+            sop_instance = str(ds.get("SOPInstanceUID", "") or meta_instance)
+            if not (sop_class and sop_instance):
+                raise ValueError("no SOP Class or SOP Instance UID")
+            instances.append(Instance(path, sop_class, sop_instance,
+                                      str(meta.TransferSyntaxUID),
+                                      str(ds.get("StudyInstanceUID", "")), path.stat().st_size))
+            disagreement = meta_disagreement(meta_class, sop_class, meta_instance, sop_instance)
+            if disagreement:
+                result.meta_disagrees.append((path, disagreement))
         except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, EOFError):
             skipped.append(path)
     return result
@@ -295,6 +316,7 @@ def store(
     if all(error is not None for error in errors):
         summary.error = errors[0]  # not one association opened: its own exit code
     summary.interrupted = summary.not_sent_interrupted > 0
+    summary.abandoned_by = worker.abandoned_by
     order = {instance.path: n for n, instance in enumerate(instances)}
     summary.outcomes.sort(key=lambda o: order.get(o.path, 0))
     summary.seconds = time.perf_counter() - started
@@ -318,6 +340,7 @@ class _Group:
         self.retry_delay = retry_delay
         self.record = record
         self.on_retry = on_retry
+        self.abandoned_by: DcmtoolError | None = None  # the first failure that left files
 
     def run(self, files: list[Instance]) -> DcmtoolError | None:
         """Returns the error when no association of this group could be opened."""
@@ -327,6 +350,7 @@ class _Group:
         for contexts, batch in plan(files, target):
             pending = list(batch)
             failures = 0
+            in_flight: Instance | None = None  # sent, its answer not read yet
             while pending:
                 if self.stop.is_set():
                     self._interrupted(pending)
@@ -343,10 +367,12 @@ class _Group:
                                     self._interrupted(pending)
                                     pending = []
                                     break
+                                in_flight = pending[0]
                                 outcome = _send_one(s, pending[0], self.modify,
                                                     self.transcoding)
                                 if outcome.status is None and outcome.sent_as is not None:
                                     raise s.lost(f"the C-STORE of {pending[0].path.name}")
+                                in_flight = None
                                 self.record(pending.pop(0), outcome)
                         finally:
                             if reader is not None:
@@ -360,7 +386,7 @@ class _Group:
                             self.on_retry(exc.message, failures, delay)
                         time.sleep(delay)  # back-off before the peer is tried again
                         continue
-                    self._give_up(pending, exc)
+                    self._give_up(pending, exc, in_flight)
                     pending = []
                 except DcmtoolError as exc:  # rejected: retrying would not help
                     first_error = first_error or exc
@@ -373,10 +399,18 @@ class _Group:
             self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
                                               INTERRUPTED))
 
-    def _give_up(self, pending: list[Instance], exc: DcmtoolError) -> None:
+    def _give_up(self, pending: list[Instance], exc: DcmtoolError,
+                 in_flight: Instance | None = None) -> None:
+        if in_flight is not None and pending and pending[0] is in_flight:
+            # Sent, and the association ended before its answer: failed, not "not sent".
+            pending = pending[1:]
+            self.record(in_flight, FileOutcome(in_flight.path, in_flight.sop_instance_uid,
+                                               None, f"no answer: {exc.message}"))
+        if pending and self.abandoned_by is None:
+            self.abandoned_by = exc
         for instance in pending:
             self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
-                                              f"not stored: {exc.message}"))
+                                              f"not sent: {exc.message}", abandoned=True))
 
 
 @dataclass(frozen=True)
@@ -394,19 +428,20 @@ def _send_one(session: Any, instance: Instance,
     accepted = wire.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
     name = describe(instance.transfer_syntax)
 
-    def outcome(response: Any, sent_as: str, uid: str | None = None) -> FileOutcome:
+    def outcome(response: Any, sent_as: str, uid: str | None = None,
+                renamed: tuple[tuple[str, str, str], ...] = ()) -> FileOutcome:
         uid = uid or instance.sop_instance_uid
         code = getattr(response, "Status", None)
         if code is None:
             return FileOutcome(instance.path, uid, None,
                                "no response: the association was aborted or timed out",
-                               sent_as)
+                               sent_as, renamed=renamed)
         comment = str(getattr(response, "ErrorComment", "") or "")
         text = "stored" if code == 0 else ("stored with warning" if status.is_warning(code)
                                            else "refused")
         return FileOutcome(instance.path, uid, int(code),
                            f"{text} (0x{int(code):04X}){': ' + comment if comment else ''}",
-                           sent_as)
+                           sent_as, renamed=renamed)
 
     if not accepted:
         wanted = f" as {describe(transcoding.target)}" if transcoding else ""
@@ -430,11 +465,15 @@ def _send_one(session: Any, instance: Instance,
         from pydicom import dcmread
 
         ds = dcmread(instance.path)
+        renamed: tuple[tuple[str, str, str], ...] = ()
         if modify is not None:
+            before = {k: str(ds.get(k, "")) for k in Modifier.UID_KEYWORDS}
             modify(ds)
+            renamed = tuple((k, before[k], str(ds.get(k, ""))) for k in Modifier.UID_KEYWORDS
+                            if before[k] != str(ds.get(k, "")))
         _transcoded(instance, ds, on_wire, transcoding.options if transcoding else None)
         wire.release_responses(assoc)  # pynetdicom's send reads through its DUL
-        return outcome(assoc.send_c_store(ds), on_wire, str(ds.SOPInstanceUID))
+        return outcome(assoc.send_c_store(ds), on_wire, str(ds.SOPInstanceUID), renamed)
     except DcmtoolError as exc:
         return FileOutcome(instance.path, instance.sop_instance_uid, None, exc.message)
     except Exception as exc:  # a bad file costs one outcome, never the batch
@@ -476,7 +515,10 @@ class Modifier:
 
     UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
-    def __init__(self, assignments: Sequence[str], new_uids: bool) -> None:
+    def __init__(self, assignments: Sequence[str], new_uids: bool,
+                 known: dict[str, str] | None = None) -> None:
+        """``known``: original -> new UIDs of an earlier run (``--resume``), kept, so that
+        the files sent now join the studies and series sent then."""
         from pydicom.datadict import dictionary_VR, tag_for_keyword
 
         self.values: list[tuple[str, str]] = []
@@ -491,7 +533,7 @@ class Modifier:
                 raise UsageError(f"{keyword}: sequences cannot be set this way", setting="set")
             self.values.append((keyword, value))
         self.new_uids = new_uids
-        self._uids: dict[str, str] = {}
+        self._uids: dict[str, str] = dict(known or {})
         self._lock = threading.Lock()
 
     def _new(self, old: str) -> str:
@@ -517,6 +559,8 @@ def check(summary: StoreSummary) -> None:
     """Raise the error that gives the right exit code when not everything was stored."""
     if summary.error is not None:
         raise summary.error
+    if summary.abandoned_by is not None and not summary.stored:
+        raise summary.abandoned_by  # nothing stored: the abort (or lost connection) says why
     first = summary.outcomes[0] if summary.outcomes else None
     statuses = [o.status for o in summary.outcomes if o.status is not None]
     status.raise_for_batch(len(summary.outcomes), summary.failed, completed=summary.stored,

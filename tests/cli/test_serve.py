@@ -166,8 +166,9 @@ def test_accept_ts_restricts_and_orders(serve_archive: ServeFactory) -> None:
 # Statuses
 
 
-def test_duplicates_are_rejected_by_default(serve_archive: ServeFactory) -> None:
-    served = serve_archive()
+def test_duplicates_reject_answers_0x0111(serve_archive: ServeFactory) -> None:
+    """--duplicates reject (serve's default is ignore: tests/cli/test_serve_first_use.py)."""
+    served = serve_archive(policy=StorePolicy(duplicates="reject", min_free_bytes=0))
     ds = make_dataset()
     assert send(served, ds).Status == 0x0000
     (stored,) = served.files()
@@ -321,7 +322,7 @@ def test_association_limit_rejects_transiently(serve_archive: ServeFactory) -> N
 
 
 def test_audit_log_tells_the_story(serve_archive: ServeFactory) -> None:
-    served = serve_archive()
+    served = serve_archive(policy=StorePolicy(duplicates="reject", min_free_bytes=0))
     ds = make_dataset()
     with associated(served, ((CT, (EXPLICIT,)),), calling="AUDITED") as assoc:
         assert assoc.send_c_store(ds).Status == 0x0000

@@ -49,7 +49,7 @@ UIDS = {
     "jpeg-ls": "1.2.840.10008.1.2.4.80",
     "jpeg-ls-near": "1.2.840.10008.1.2.4.81",
     "j2k-lossless": "1.2.840.10008.1.2.4.90",
-    "j2k": "1.2.840.10008.1.2.4.91",
+    "j2k-lossy": "1.2.840.10008.1.2.4.91",
     "rle": "1.2.840.10008.1.2.5",
 }
 MULTIFRAME_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
@@ -266,8 +266,8 @@ LOSSY = [
     Lossy("mono-8bit", "jpeg-baseline", (DCMDJPEG, GDCMCONV), "ISO_10918_1", 2.0),
     Lossy("rgb-8bit", "jpeg-baseline", (DCMDJPEG, GDCMCONV), "ISO_10918_1", 2.0),
     Lossy("mono-12bit", "jpeg-extended", (DCMDJPEG, GDCMCONV), "ISO_10918_1", 4.0),
-    Lossy("ct-12bit-signed", "j2k", (GDCMCONV,), "ISO_15444_1", 8.0),
-    Lossy("rgb-8bit", "j2k", (GDCMCONV,), "ISO_15444_1", 2.0),
+    Lossy("ct-12bit-signed", "j2k-lossy", (GDCMCONV,), "ISO_15444_1", 8.0),
+    Lossy("rgb-8bit", "j2k-lossy", (GDCMCONV,), "ISO_15444_1", 2.0),
     # pydicom's JPEG-LS encoder refuses signed 12-bit pixels within NEAR of the range's ends
     # (the synthetic CT's -2048 padding), so the signed case is CT_small (16-bit).
     Lossy("CT_small.dcm", "jpeg-ls-near", (DCMDJPLS, GDCMCONV), "ISO_14495_1", 2.0, 2),
@@ -359,9 +359,9 @@ LOSSY_ENCODERS = [
     # Not the synthetic 12-bit CT: GDCM codes it at 16-bit precision, so decoded values may
     # overshoot -2048, which GDCM keeps and pydicom wraps around in 12 bits.
     ("CT_small.dcm", Encoder("gdcmconv-j2k-lossy", (GDCMCONV, "--j2k", "--lossy", "-r", "5"),
-                             "j2k"), GDCMCONV),
+                             "j2k-lossy"), GDCMCONV),
     ("rgb-8bit", Encoder("gdcmconv-j2k-lossy", (GDCMCONV, "--j2k", "--lossy", "-r", "5"),
-                         "j2k"), GDCMCONV),
+                         "j2k-lossy"), GDCMCONV),
 ]
 
 
@@ -540,10 +540,10 @@ CONCERNS = re.compile(r"Pixel|Lossy|Transfer|Derivation|Source Image|Image Type|
 
 
 @pytest.mark.parametrize("name,target,iod", [
-    ("CT_small.dcm", "j2k", "CTImage"),
+    ("CT_small.dcm", "j2k-lossy", "CTImage"),
     ("CT_small.dcm", "jpeg-ls-near", "CTImage"),
     ("rgb-8bit", "jpeg-baseline", "SCImage"),
-    ("rgb-8bit", "j2k", "SCImage"),
+    ("rgb-8bit", "j2k-lossy", "SCImage"),
 ])
 def test_dciodvfy_finds_no_error_in_what_lossy_output_records(
         name: str, target: str, iod: str, ours: Callable[[str, str], Path]) -> None:

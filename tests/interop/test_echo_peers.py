@@ -567,7 +567,8 @@ def test_probe_text_output(restricted_orthanc: OrthancServer) -> None:
     header = next(line.split() for line in out if line.strip().startswith("SOP class"))
     assert header[2:4] == ["implicit", "explicit"]
     ct_row = next(line for line in out if line.strip().startswith("CT Image Storage "))
-    assert ct_row.split()[3:] == ["yes", "yes"]  # nothing compressed
-    summary = out[-1]
-    assert " storage SOP classes accepted; " in summary
-    assert summary.endswith("'part': some syntaxes of the family (--json lists them).")
+    assert ct_row.split()[3:5] == ["yes", "yes"]  # nothing compressed
+    assert set(ct_row.split()[5:]) == {"-"}
+    summary = next(line for line in out if " storage SOP classes accepted; " in line)
+    assert summary.endswith(" associations.")
+    assert "yes: every syntax of the column accepted; part: some of them" in result.stdout

@@ -520,7 +520,7 @@ def test_move_to_ourselves(request: pytest.FixtureRequest, config: Path, data: D
                    "-o", out2, catch_exceptions=False)
     assert text.exit_code == 0, text.stderr
     assert text.stdout.startswith(f"2 request(s): 2 completed, 0 failed, 0 warnings; "
-                                  f"2 received in {out2}; ")
+                                  f"2 received, saved to {out2}; ")
     assert received_uids(out2) == {series.sop_uid, data.by_accession("RACC2")[0].sop_uid}
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TypeVar
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import completion, console, options
+
+T = TypeVar("T")
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -48,10 +50,11 @@ def show_command(json_output: options.JsonOutput = False) -> None:
     """Print the config file after validation (nodes, [local], [serve])."""
 
     def run() -> None:
-        from dcmtool.config import load_config, read_document
+        from dcmtool.cli.state import settings
+        from dcmtool.config import read_document
 
         path = _path()
-        config = load_config(path)
+        config = settings.config()
         if not config.exists:
             console.err(f"dcmtool: no config file at {path} (defaults apply)")
         document = read_document(path)
@@ -83,7 +86,8 @@ def add_command(
     tls_ca: options.TlsCA = None,
     transfer_syntax: Annotated[
         Optional[list[str]],
-        typer.Option("--ts", metavar="NAME", help="Preferred transfer syntax (repeatable).",
+        typer.Option("--ts", metavar="NAME", autocompletion=completion.transfer_syntaxes,
+                     help="Preferred transfer syntax (repeatable).",
                      show_default=False),
     ] = None,
     retrieve: Annotated[
@@ -91,6 +95,8 @@ def add_command(
         typer.Option("--retrieve", metavar="move|get", help="How 'dcmtool move' retrieves.",
                      show_default=False),
     ] = None,
+    *,
+    ctx: typer.Context,
 ) -> None:
     """Add (or replace) a node; other entries of the file are kept."""
 
@@ -100,16 +106,22 @@ def add_command(
         def as_str(p: Path | None) -> str | None:
             return None if p is None else str(p.expanduser().resolve())
 
+        def typed(parameter: str, value: T) -> T | None:
+            # Only what was typed is saved: DCMTOOL_CALLING_AET and the like in this shell
+            # are for this shell, not for the node.
+            source = ctx.get_parameter_source(parameter)
+            return None if source is not None and source.name == "ENVIRONMENT" else value
+
         node = add_node(_path(), name, address, {
-            "calling_ae_title": calling_aet,
-            "max_pdu": max_pdu,
-            "connect_timeout": connect_timeout,
-            "acse_timeout": acse_timeout,
-            "dimse_timeout": dimse_timeout,
-            "network_timeout": network_timeout,
-            "tls_cert": as_str(tls_cert),
-            "tls_key": as_str(tls_key),
-            "tls_ca": as_str(tls_ca),
+            "calling_ae_title": typed("calling_aet", calling_aet),
+            "max_pdu": typed("max_pdu", max_pdu),
+            "connect_timeout": typed("connect_timeout", connect_timeout),
+            "acse_timeout": typed("acse_timeout", acse_timeout),
+            "dimse_timeout": typed("dimse_timeout", dimse_timeout),
+            "network_timeout": typed("network_timeout", network_timeout),
+            "tls_cert": as_str(typed("tls_cert", tls_cert)),
+            "tls_key": as_str(typed("tls_key", tls_key)),
+            "tls_ca": as_str(typed("tls_ca", tls_ca)),
             "transfer_syntaxes": transfer_syntax or None,
             "retrieve": retrieve,
         })

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import completion, console, options, progress
 from dcmtool.cli.groups import LoggingOptions, logging_options
 
 if TYPE_CHECKING:
-    from dcmtool.dicom.convert import ConvertOutcome, ConvertSummary
+    from dcmtool.dicom.convert import ConvertSummary
 
 EPILOG = """Examples:
 
@@ -21,9 +20,9 @@ EPILOG = """Examples:
   dcmtool convert --list                          # what the installed plugins can do
   dcmtool convert ./study --ts explicit -o ./plain
   dcmtool convert ./study --ts jpeg-lossless --in-place --jobs 2
-  dcmtool convert ct.dcm --ts j2k --ratio 20 -o ./web   # lossy: new SOP Instance UID
+  dcmtool convert ct.dcm --ts j2k-lossy --ratio 20 -o ./web  # new SOP Instance UID
 
-Lossy syntaxes (jpeg-baseline, jpeg-extended, jpeg-ls-near, j2k) are used only when named.
+Lossy syntaxes (jpeg-baseline, jpeg-extended, jpeg-ls-near, j2k-lossy) are used only when named.
 Their output records Lossy Image Compression, ratio and method and gets a new SOP Instance
 UID that references the original, unless --keep-uid. Exit code 7 when some files failed.
 """
@@ -34,12 +33,14 @@ def convert(
     inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", help="Files or folders (recursive).", show_default=False)] = None,
     syntax: Annotated[Optional[str], typer.Option(
-        "--ts", "-t", metavar="NAME", help="Target transfer syntax: a name such as explicit, "
+        "--ts", "-t", metavar="NAME", autocompletion=completion.transfer_syntaxes,
+        help="Target transfer syntax: a name such as explicit, "
         "jpeg-lossless, jpeg-ls, j2k-lossless, rle, or a UID (see --list).",
         show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", metavar="OUTDIR", help="Write results under OUTDIR, mirroring the "
-        "input folders.", show_default=False)] = None,
+        "--out", "-o", metavar="OUT", help="Write results under the folder OUT, mirroring "
+        "the input folders; with one input file, an OUT with an extension (out.dcm) is the "
+        "output file.", show_default=False)] = None,
     in_place: Annotated[bool, typer.Option(
         "--in-place", help="Replace each input (atomically: temporary file, then rename).",
     )] = False,
@@ -84,22 +85,14 @@ def convert(
     planned = plan_jobs(inputs, target.uid, encode, out_dir=out_dir, in_place=in_place)
     if not planned:
         raise UsageError("no files in the inputs")
-    progress = _Progress() if sys.stderr.isatty() and not settings.quiet else None
-    summary = run(planned, processes=jobs, progress=progress)
-    if progress:
-        progress.clear()
-    _print_summary(summary, target.name, json_output, settings.verbose > 0)
+    with progress.files("convert", total=len(planned), quiet=settings.quiet) as on_file:
+        summary = run(planned, processes=jobs, progress=on_file)
+    label = target.name
+    if target.lossy:  # never silently: lossy loses data and, by default, renames instances
+        label += (" (lossy, SOP Instance UIDs kept)" if keep_uid
+                  else " (lossy, new SOP Instance UIDs)")
+    _print_summary(summary, label, json_output, settings.verbose > 0)
     check(summary)
-
-
-class _Progress:
-    def __call__(self, outcome: ConvertOutcome, done: int, total: int) -> None:
-        sys.stderr.write(f"\r\x1b[Kconvert: {done}/{total} files")
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
 
 
 def _print_codecs(as_json: bool) -> None:
@@ -109,14 +102,16 @@ def _print_codecs(as_json: bool) -> None:
     if as_json:
         console.out(json.dumps([
             {"name": c.syntax.name, "uid": c.syntax.uid, "title": c.syntax.title,
+             "aliases": list(c.syntax.aliases),
              "lossy": c.syntax.lossy, "decode": c.decode, "encode": c.encode,
              "decoders": list(c.decoders), "encoders": list(c.encoders)} for c in rows],
             indent=2))
         return
     console.print_table(
-        ["name", "uid", "decode", "encode", "lossy", "plugins"],
+        ["name", "uid", "decode", "encode", "lossy", "also called", "plugins"],
         [[c.syntax.name, c.syntax.uid, "yes" if c.decode else "no",
           "yes" if c.encode else "no", "lossy" if c.syntax.lossy else "",
+          ", ".join(c.syntax.aliases),
           ", ".join(dict.fromkeys((*c.decoders, *c.encoders)))] for c in rows])
 
 

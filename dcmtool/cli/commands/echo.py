@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dcmtool.cli import console, options, render_echo
+from dcmtool.cli import completion, console, options, render_echo
 from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ EPILOG = """Examples:
 def echo(
     peers: Annotated[
         Optional[list[str]],
-        typer.Argument(metavar="PEER", help="Node name, AET@HOST:PORT, or HOST PORT.",
+        typer.Argument(metavar="PEER", autocompletion=completion.peers,
+                       help="Node name, AET@HOST:PORT, or HOST PORT.",
                        show_default=False),
     ] = None,
     all_nodes: Annotated[
@@ -177,7 +178,6 @@ def _short_error(result: EchoResult) -> str:
 
 
 def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
-    from dcmtool.dicom.sopclasses import sop_class_name
     from dcmtool.scu.echo import probe
 
     def progress(done: int, total: int) -> None:
@@ -188,4 +188,4 @@ def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
     if as_json:
         console.out(json.dumps(render_echo.probe_json(result), indent=2))
         return
-    render_echo.print_probe(result, sop_class_name)
+    render_echo.print_probe(result)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import completion, console, options
 from dcmtool.cli.groups import (
     LoggingOptions,
     NetworkOptions,
@@ -38,11 +38,13 @@ decoded with the Specific Character Set of each response. Exit 0 on success (als
 @network_options
 @logging_options
 def find(
-    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", autocompletion=completion.peers,
+                                              help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
     keys: options.Keys = None,
     level: Annotated[Optional[str], typer.Option(
-        "--level", "-L", metavar="LEVEL", help="PATIENT, STUDY (default), SERIES or IMAGE.",
+        "--level", "-L", metavar="LEVEL", autocompletion=completion.levels,
+        help="PATIENT, STUDY (default), SERIES or IMAGE.",
         rich_help_panel=options.QUERY, show_default=False)] = None,
     patient_root: options.PatientRoot = False,
     study_root: options.StudyRoot = False,

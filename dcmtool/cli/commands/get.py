@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from dcmtool.cli import console, options
-from dcmtool.cli.commands.move import ProgressLine, finish, receiver_opener, selection
+from dcmtool.cli import completion, console, options, progress
+from dcmtool.cli.commands.move import finish, receiver_opener, selection
 from dcmtool.cli.groups import (
     LoggingOptions,
     NetworkOptions,
@@ -36,13 +35,16 @@ IMAGE level) which classes the selection holds.
 @network_options
 @logging_options
 def get(
-    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", autocompletion=completion.peers,
+                                              help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
     out: options.Out = None,
     selected: SelectionOptions = SelectionOptions(),
     store_classes: Annotated[Optional[list[str]], typer.Option(
-        "--store-classes", metavar="UID", help="SOP classes to receive (repeatable; default: "
-        "31 common storage classes).", show_default=False)] = None,
+        "--store-classes", metavar="CLASS", autocompletion=completion.storage_classes,
+        help="SOP classes to receive, by keyword "
+        "(MRImageStorage) or UID (repeatable; default: 31 common storage classes).",
+        show_default=False)] = None,
     exact_classes: Annotated[bool, typer.Option(
         "--exact-classes", help="Ask the peer (C-FIND, IMAGE level) which SOP classes the "
         "selection holds, and offer exactly those.")] = False,
@@ -50,6 +52,7 @@ def get(
     study_root: options.StudyRoot = False,
     patient_study_only: options.PatientStudyOnly = False,
     layout: options.Layout = None,
+    as_archive: options.AsArchive = False,
     json_output: options.JsonOutput = False,
     *,
     network: NetworkOptions,
@@ -69,7 +72,7 @@ def get(
     target = resolve(peer, network)
     model = options.model_name(patient_root, study_root, patient_study_only)
     identifiers = selection(target, model, selected)
-    classes = list(store_classes or [])
+    classes = _storage_classes(store_classes or [])
     if exact_classes:
         found = classes_in(target, identifiers, model)
         if not found:
@@ -77,13 +80,42 @@ def get(
                         "offering the default storage classes")
         classes += found
     local = settings.config().local
-    progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
-    summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out,
-                  open_receiver=receiver_opener(out, local, layout),
-                  store_classes=classes or COMMON_STORAGE_CLASSES, on_progress=progress)
-    if progress:
-        progress.clear()
-    if any(o.failed for o in summary.outcomes) and not (exact_classes or store_classes):
-        console.err("dcmtool: hint: sub-operations fail when the selection holds SOP classes "
-                    "we did not offer: try --exact-classes or --store-classes UID")
+    with progress.retrievals("get", requests=len(identifiers),
+                             quiet=settings.quiet) as on_progress:
+        summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out,
+                      open_receiver=receiver_opener(out, local, layout, as_archive),
+                      store_classes=classes or COMMON_STORAGE_CLASSES, on_progress=on_progress)
+    _explain_failures(summary, chose_classes=bool(exact_classes or store_classes))
     finish(summary, target, json_output, destination=None, local=None)
+
+
+def _storage_classes(names: list[str]) -> list[str]:
+    """--store-classes as UIDs: keywords and UIDs, a typo is a usage error naming near
+    misses (pynetdicom would otherwise warn on both sides and propose nothing useful)."""
+    from dcmtool.dicom.sopclasses import storage_class_uid
+    from dcmtool.errors import UsageError
+
+    uids = []
+    for name in names:
+        try:
+            uids.append(storage_class_uid(name))
+        except ValueError as exc:
+            raise UsageError(f"--store-classes: {exc}", setting="store_classes") from None
+    return uids
+
+
+def _explain_failures(summary: Any, *, chose_classes: bool) -> None:
+    """A hint that fits why sub-operations failed: classes we did not offer only when the
+    peer says so (or says nothing and the default classes were offered)."""
+    failed = [o for o in summary.outcomes if o.failed]
+    if not failed:
+        return
+    reasons = " ".join(o.message for o in failed).lower()
+    if "presentation context" in reasons:
+        console.err("dcmtool: hint: the selection holds SOP classes this get did not offer: "
+                    + ("check --store-classes" if chose_classes else
+                       "try --exact-classes, or name them with --store-classes"))
+    elif not reasons.strip() and not chose_classes:
+        console.err("dcmtool: hint: the peer gave no reason; if the selection holds SOP "
+                    "classes this get did not offer, try --exact-classes; the peer's log "
+                    "says more")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import completion, console, options, progress
 from dcmtool.cli.groups import (
     LoggingOptions,
     NetworkOptions,
@@ -20,7 +20,7 @@ from dcmtool.cli.groups import (
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
-    from dcmtool.scu.retrieve import Progress, RetrieveSummary
+    from dcmtool.scu.retrieve import RetrieveSummary
 
 EPILOG = """Examples:
 
@@ -42,7 +42,8 @@ C-GET instead. Exit 0 when everything arrived, 7 when some sub-operations failed
 @network_options
 @logging_options
 def move(
-    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", autocompletion=completion.peers,
+                                              help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
     dest: Annotated[Optional[str], typer.Option(
         "--dest", metavar="AET", help="Move destination AE title (default: ourselves, "
@@ -53,6 +54,7 @@ def move(
     study_root: options.StudyRoot = False,
     patient_study_only: options.PatientStudyOnly = False,
     layout: options.Layout = None,
+    as_archive: options.AsArchive = False,
     port: Annotated[Optional[int], typer.Option(
         "--port", min=0, max=65535, metavar="PORT", help="Our storage SCP's port (default "
         "[local] port).", show_default=False)] = None,
@@ -75,7 +77,6 @@ def move(
         from dataclasses import replace
 
         local = replace(local, port=port)
-    progress = ProgressLine() if sys.stderr.isatty() and not settings.quiet else None
     if target.retrieve == "get" and dest is None:
         from dcmtool.scu.retrieve import GET_MODELS, get
 
@@ -83,18 +84,22 @@ def move(
             from dcmtool.errors import UsageError
 
             raise UsageError("this node retrieves with C-GET: give --out DIR")
-        summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out,
-                      open_receiver=receiver_opener(out, local, layout), on_progress=progress)
+        with progress.retrievals("get", requests=len(identifiers),
+                                 quiet=settings.quiet) as on_progress:
+            summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out,
+                          open_receiver=receiver_opener(out, local, layout, as_archive),
+                          on_progress=on_progress)
     else:
         from dcmtool.scu.retrieve import MOVE_MODELS
         from dcmtool.scu.retrieve import move as run
 
-        summary = run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
-                      out_dir=out, local=local,
-                      open_receiver=receiver_opener(out, local, layout) if out else None,
-                      on_progress=progress)
-    if progress:
-        progress.clear()
+        with progress.retrievals("move", requests=len(identifiers),
+                                 quiet=settings.quiet) as on_progress:
+            summary = run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
+                          out_dir=out, local=local,
+                          open_receiver=(receiver_opener(out, local, layout, as_archive)
+                                         if out else None),
+                          on_progress=on_progress)
     finish(summary, target, json_output, destination=dest, local=local)
 
 
@@ -164,21 +169,7 @@ def _series_identifier(peer: Peer, model: str, uid: str) -> Any:
     return identifier
 
 
-class ProgressLine:
-    """completed/remaining/failed and files received, on one terminal line."""
-
-    def __call__(self, progress: Progress) -> None:
-        sys.stderr.write(f"\r\x1b[K{progress.label}: {progress.completed} done, "
-                         f"{progress.remaining} remaining, {progress.failed} failed, "
-                         f"{progress.warning} warnings; {progress.received} received")
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
-
-
-def receiver_opener(out: Path, local: Any, layout: str | None) -> Any:
+def receiver_opener(out: Path, local: Any, layout: str | None, as_archive: bool) -> Any:
     """How ``scu.retrieve`` opens the storage SCP that writes into ``out``: on the [local]
     port for a C-MOVE to ourselves, on loopback for a C-GET."""
     from functools import partial
@@ -187,7 +178,7 @@ def receiver_opener(out: Path, local: Any, layout: str | None) -> Any:
 
     def opener(listen: bool) -> Any:
         return open_receiver(out, ae_title=local.ae_title, port=local.port, bind=local.bind,
-                             layout=layout, listen=listen)
+                             layout=layout, listen=listen, as_archive=as_archive)
 
     return partial(opener)
 
@@ -200,10 +191,16 @@ def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: 
     from dcmtool.scu.retrieve import check
 
     for outcome in summary.outcomes:
-        status = "no answer" if outcome.status is None else f"0x{outcome.status:04X}"
         if outcome.failed or (outcome.status not in (0x0000, None)):
+            from dcmtool.dicom.status import describe
+
+            status = "no answer" if outcome.status is None else describe(outcome.status)
             console.err(f"dcmtool: {outcome.label}: {status}, {outcome.failed} failed"
                         + (f": {outcome.message}" if outcome.message else ""))
+            if outcome.failed_uids:
+                more = len(outcome.failed_uids) - 3
+                console.err("dcmtool:   failed: " + ", ".join(outcome.failed_uids[:3])
+                            + (f" and {more} more (--json lists them)" if more > 0 else ""))
         if outcome.status == 0x0000 and not (outcome.completed or outcome.failed
                                              or outcome.warning):
             console.err(f"dcmtool: {outcome.label}: matched no instance on {peer.label}")
@@ -226,7 +223,7 @@ def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: 
                         for o in summary.outcomes]}, indent=2))
     else:
         rate = completed / summary.seconds if summary.seconds else 0.0
-        where = f"; {summary.received} received in {summary.out_dir}" if summary.out_dir \
+        where = f"; {summary.received} received, saved to {summary.out_dir}" if summary.out_dir \
             else ""
         console.out(f"{len(summary.outcomes)} request(s): {completed} completed, {failed} "
                     f"failed, {warnings} warnings{where}; {summary.seconds:.2f} s "

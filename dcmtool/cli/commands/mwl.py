@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Annotated, Optional
 
 import typer
 
-from dcmtool.cli import options
+from dcmtool.cli import completion, options
 from dcmtool.cli.groups import (
     LoggingOptions,
     NetworkOptions,
@@ -31,13 +30,15 @@ EPILOG = """Examples:
 @network_options
 @logging_options
 def mwl(
-    peer: Annotated[list[str], typer.Argument(metavar="PEER", help="Node name, "
+    peer: Annotated[list[str], typer.Argument(metavar="PEER", autocompletion=completion.peers,
+                                              help="Node name, "
                     "AET@HOST:PORT, or HOST PORT.", show_default=False)],
     modality: Annotated[Optional[str], typer.Option(
         "--modality", "-m", metavar="MOD", help="Scheduled modality (CT, MR, ...).",
         rich_help_panel=options.QUERY, show_default=False)] = None,
     date: Annotated[Optional[str], typer.Option(
-        "--date", metavar="WHEN", help="today, YYYYMMDD or YYYYMMDD-YYYYMMDD.",
+        "--date", metavar="WHEN", help="Scheduled date: YYYYMMDD, a range A-B (open ends: "
+        "A- or -B), today, yesterday, tomorrow or -7d (the last 7 days).",
         rich_help_panel=options.QUERY, show_default=False)] = None,
     station_aet: Annotated[Optional[str], typer.Option(
         "--station-aet", metavar="AET", help="Scheduled Station AE Title.",
@@ -69,13 +70,11 @@ def mwl(
 
 
 def _date(text: str) -> str:
+    """--date checked as the key it sets (relative dates resolved), named as --date."""
+    from dcmtool.dicom.matching import MatchingValueError, matching_value
     from dcmtool.errors import UsageError
 
-    value = text.strip().lower()
-    if value == "today":
-        return datetime.date.today().strftime("%Y%m%d")
-    parts = value.split("-")
-    if len(parts) <= 2 and all(p == "" or (len(p) == 8 and p.isdigit()) for p in parts) \
-            and any(parts):
-        return value
-    raise UsageError(f"--date {text!r}: expected today, YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    try:
+        return matching_value("DA", text)
+    except MatchingValueError as exc:
+        raise UsageError(f"--date: {exc}") from None

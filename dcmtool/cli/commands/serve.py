@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -11,8 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import completion, console, options
 from dcmtool.cli.groups import LoggingOptions, logging_options
+from dcmtool.errors import ExitCode
 
 if TYPE_CHECKING:
     from dcmtool.scp.server import RunningServer
@@ -23,7 +25,7 @@ EPILOG = """Examples:
   dcmtool serve                                  # ./dcmtool-archive on 127.0.0.1:11112 as DCMTOOL
   dcmtool serve /data/pacs --port 4242 --aet TESTPACS --bind 0.0.0.0
   dcmtool serve --allow MODALITY1 --allow MODALITY2 --require-called-aet
-  dcmtool serve --duplicates overwrite --on-stored 'echo stored {path}'
+  dcmtool serve --duplicates reject --on-stored 'echo stored {path}'
   dcmtool serve --on-study-complete './notify.sh {study} {count}' --study-timeout 30
   dcmtool serve --reindex                        # rebuild the index from the files, then exit
 
@@ -35,6 +37,21 @@ Default layout (every value made safe as a path component):
 Hook placeholders (values are shell-quoted): {path} {dir} {sop} {study} {calling_aet}
 {called_aet}; --on-study-complete also {count}. Settings can live in the config file's
 [serve] table (root, port, ae_title, bind, layout, duplicates, min_free, ...).
+
+C-MOVE destinations are the config file's nodes, by AE title (an unknown one answers
+0xA801): add one with 'dcmtool config add NAME AET@HOST:PORT'. serve re-reads the nodes when
+the file changes (checked at each C-MOVE) and on SIGHUP, and logs "config reloaded: N nodes";
+a file that no longer loads keeps the nodes read before, with a warning.
+
+Modality worklist: C-FIND (MWL) is answered from ROOT/worklist/, DCMTK-style .wl files or
+DICOM JSON files, re-read when they change.
+
+Logging: one line per association on stderr (-v adds one per instance and per request, -q
+shows errors only); every event also goes to ROOT/audit.jsonl.
+
+Stopping: Ctrl-C (SIGINT) or SIGTERM stops accepting and lets transfers in progress finish
+(a second Ctrl-C aborts them); then serve exits 130 after SIGINT, as any interrupted command,
+and 0 after SIGTERM, the way a service manager stops a daemon.
 """
 
 PANEL = "Archive"
@@ -56,13 +73,16 @@ def serve(
                     help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every "
                     "interface).", show_default=False)] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", metavar="PATTERN",
+                      autocompletion=completion.layouts,
                       help="File layout from {Keyword} placeholders (default below); must "
                       "contain {SOPInstanceUID}.",
                       rich_help_panel=PANEL, show_default=False)] = None,
     duplicates: Annotated[Optional[str], typer.Option("--duplicates",
+                          autocompletion=completion.duplicates,
                           metavar="reject|ignore|overwrite",
-                          help="A SOP Instance UID already stored: reject answers 0x0111 "
-                          "(default), ignore keeps the stored copy, overwrite replaces it.",
+                          help="A SOP Instance UID already stored: ignore (default) answers "
+                          "success and keeps the stored copy, reject answers 0x0111, overwrite "
+                          "replaces it.",
                           rich_help_panel=PANEL, show_default=False)] = None,
     min_free: Annotated[Optional[str], typer.Option("--min-free", metavar="SIZE",
                         help="Refuse instances (0xA700) when less space is free "
@@ -75,6 +95,7 @@ def serve(
                               help="Accept any SOP class as storage, not only those pydicom "
                               "knows.", rich_help_panel=PANEL)] = False,
     accept_ts: Annotated[Optional[list[str]], typer.Option("--accept-ts", metavar="SYNTAX",
+                         autocompletion=completion.transfer_syntaxes,
                          help="Accept only these transfer syntaxes, preferred in the order "
                          "given (repeatable; names or UIDs).", rich_help_panel=PANEL,
                          show_default=False)] = None,
@@ -129,9 +150,13 @@ def serve(
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.state import settings
 
-    # A server logs one line per association and per instance by default (-q: errors only).
+    # A server logs one line per association by default, one per instance and request with
+    # -v, errors only with -q.
+    per_instance = bool(logging.verbose or settings.verbose)
     apply_logging(replace(logging, verbose=max(logging.verbose, 0 if logging.quiet else 1)))
+    _detail_on_stderr(per_instance)
     from dcmtool.scp.options import ServeRequest, build_serve_options
+    from dcmtool.scp.report import plural
     from dcmtool.scp.server import lenient_value_reading, open_archive
 
     lenient_value_reading()
@@ -156,8 +181,9 @@ def serve(
     if not report.consistent:
         console.err(
             f"dcmtool: the index disagreed with {archive_root}: removed "
-            f"{report.removed_partial} partial transfer(s), indexed {report.indexed_orphans} "
-            f"file(s) it lacked, dropped {report.dropped_missing} row(s) whose file is gone")
+            f"{plural(report.removed_partial, 'partial transfer')}, indexed "
+            f"{plural(report.indexed_orphans, 'file')} it lacked, dropped "
+            f"{plural(report.dropped_missing, 'row')} whose file is gone")
     for path in report.unreadable:
         console.err(f"dcmtool: warning: not a readable DICOM file, left alone: {path}")
     from dcmtool.scp.server import start_server
@@ -170,13 +196,15 @@ def serve(
     host, bound_port = server.address
     counts = archive.index.counts()
     console.err(f"dcmtool: serving {archive_root} as {resolved.ae_title} on {host}:{bound_port}"
-                f" ({counts['instances']} instances, {counts['studies']} studies); "
-                "Ctrl-C stops")
-    _run_until_signalled(server)
+                f" ({plural(counts['instances'], 'instance')}, "
+                f"{plural(counts['studies'], 'study', 'studies')}); Ctrl-C stops")
+    if _run_until_signalled(server) == signal.SIGINT:
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
 
 
 def _reindex(root: Path, policy: Any) -> None:
     from dcmtool.archive.storage import Archive
+    from dcmtool.scp.report import plural
 
     archive = Archive(root, policy, holder="dcmtool serve --reindex")
     try:
@@ -189,41 +217,77 @@ def _reindex(root: Path, policy: Any) -> None:
         archive.close()
     for path in unreadable:
         console.err(f"dcmtool: warning: not a readable DICOM file: {path}")
-    console.err(f"dcmtool: index rebuilt from {root}: {indexed} instances"
-                + (f", {len(unreadable)} unreadable file(s)" if unreadable else ""))
+    console.err(f"dcmtool: index rebuilt from {root}: {plural(indexed, 'instance')}"
+                + (f", {plural(len(unreadable), 'unreadable file')}" if unreadable else ""))
 
 
-def _run_until_signalled(server: RunningServer) -> None:
-    stop = threading.Event()
+def _detail_on_stderr(shown: bool) -> None:
+    """Lines per instance and per request (logger ``dcmtool.serve.detail``) reach stderr only
+    with -v; a --log-file keeps them all the same."""
+    if shown:
+        return
+
+    def not_detail(record: logging.LogRecord) -> bool:
+        return not record.name.startswith("dcmtool.serve.detail") or \
+            record.levelno >= logging.ERROR
+
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_dcmtool", False) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(not_detail)
+
+
+def _run_until_signalled(server: RunningServer) -> int:
+    """Serve until SIGINT or SIGTERM, then stop gracefully; the signal that stopped it.
+    SIGHUP re-reads the config file's nodes (the C-MOVE destinations)."""
+    from dcmtool.scp.report import plural
+
+    wake = threading.Event()
     received: list[int] = []
+    reload_requests: list[int] = []
 
     def on_signal(number: int, _frame: Any) -> None:
         received.append(number)
-        stop.set()
+        wake.set()
+
+    def on_hangup(number: int, _frame: Any) -> None:
+        reload_requests.append(number)
+        wake.set()
 
     def on_second_signal(number: int, _frame: Any) -> None:
         console.err("dcmtool: aborting the associations still open")
         server.abort_open()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, on_signal) for s in stopping}
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hangup is not None:
+        previous[hangup] = signal.signal(hangup, on_hangup)
     status = _StatusLine(server) if sys.stderr.isatty() else None
     try:
-        while not stop.wait(1.0 if status else 3600):
-            if status:
+        while not received:
+            wake.wait(1.0 if status else 3600)
+            wake.clear()
+            if reload_requests:
+                reload_requests.clear()
+                server.reload_destinations("SIGHUP")
+            if status and not received:
                 status.draw()
         if status:
             status.clear()
         console.err("dcmtool: stopping: no new associations; finishing transfers in progress "
                     "(Ctrl-C again aborts them)")
-        for number in previous:
+        for number in stopping:
             signal.signal(number, on_second_signal)
         server.stop()
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     stats = server.stats
-    console.err(f"dcmtool: stopped: {stats.stored} stored, {stats.refused} refused in "
-                f"{stats.associations} associations")
+    duplicates = f", {plural(stats.duplicates, 'duplicate')} ignored" if stats.duplicates \
+        else ""
+    console.err(f"dcmtool: stopped: {stats.stored - stats.duplicates} stored{duplicates}, "
+                f"{stats.refused} refused in {plural(stats.associations, 'association')}")
+    return received[0]
 
 
 class _StatusLine:
@@ -234,13 +298,16 @@ class _StatusLine:
         self.last = (time.monotonic(), 0)
 
     def draw(self) -> None:
+        from dcmtool.scp.report import plural
+
         s = self.server.stats
         now = time.monotonic()
         then, bytes_then = self.last
         rate = (s.bytes_stored - bytes_then) / max(now - then, 1e-6) / 1e6
         self.last = (now, s.bytes_stored)
-        sys.stderr.write(f"\r\x1b[K{s.open_associations} open, {s.associations} associations, "
-                         f"{s.stored} stored, {s.refused} refused, "
+        sys.stderr.write(f"\r\x1b[K{s.open_associations} open, "
+                         f"{plural(s.associations, 'association')}, "
+                         f"{s.stored - s.duplicates} stored, {s.refused} refused, "
                          f"{s.bytes_stored / 1e6:.1f} MB, {rate:.1f} MB/s")
         sys.stderr.flush()
 

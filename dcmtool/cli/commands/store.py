@@ -8,13 +8,13 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from dcmtool.cli import console, options
+from dcmtool.cli import completion, console, options, progress
 from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 if TYPE_CHECKING:
@@ -40,7 +40,8 @@ the peer refuses is decompressed on the fly. Exit code 0 only when every file wa
 @network_options
 @logging_options
 def store(
-    peer: Annotated[str, typer.Argument(metavar="PEER", help="Node name, AET@HOST:PORT, or "
+    peer: Annotated[str, typer.Argument(metavar="PEER", autocompletion=completion.peers,
+                                        help="Node name, AET@HOST:PORT, or "
                                         "HOST PORT.", show_default=False)],
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Files, folders, "
                                                 "glob patterns, or - for paths on stdin.",
@@ -64,7 +65,8 @@ def store(
     new_uids: Annotated[bool, typer.Option("--new-uids", help="Give the batch new study, "
                         "series and instance UIDs, consistently (test data).")] = False,
     syntax: Annotated[Optional[str], typer.Option(
-        "--ts", metavar="NAME", help="Transcode every file to this transfer syntax and "
+        "--ts", metavar="NAME", autocompletion=completion.transfer_syntaxes,
+        help="Transcode every file to this transfer syntax and "
         "propose only it (names as in 'dcmtool convert --list'). Lossy only when named.",
         show_default=False)] = None,
     keep_uid: Annotated[bool, typer.Option(
@@ -103,32 +105,43 @@ def store(
     target = resolve_peer(spec, config, flags)
     scanned = scan(find_files(inputs, sys.stdin))
     instances, skipped = scanned.instances, scanned.not_dicom
+    known_uids: dict[str, str] = {}
+    earlier: list[dict[str, Any]] = []  # rows of the resumed report for the files skipped
     if resume:
-        done = _stored_in_report(resume)
+        done, known_uids = _stored_in_report(resume)
         before = len(instances)
         instances = [i for i in instances if str(i.path.resolve()) not in done]
+        skipped_now = {str(i.path.resolve()) for i in scanned.instances} - \
+            {str(i.path.resolve()) for i in instances}
+        earlier = [row for path, row in done.items() if path in skipped_now]
         console.err(f"dcmtool: --resume: {before - len(instances)} file(s) already stored")
     for path in skipped:
         if settings.verbose or strict:
             console.err(f"dcmtool: skipped, not DICOM: {path}")
     if strict and skipped:
         raise UsageError(f"{len(skipped)} input file(s) are not DICOM (--strict)")
+    for path, disagreement in scanned.meta_disagrees[:_NAMED]:
+        console.err(f"dcmtool: warning: {path}: {disagreement}")
+    if len(scanned.meta_disagrees) > _NAMED:
+        console.err(f"dcmtool: warning: {len(scanned.meta_disagrees) - _NAMED} more file(s) "
+                    "whose File Meta disagrees with the data set")
     if not instances and not resume:
         broken = f", {len(scanned.broken)} broken" if scanned.broken else ""
         raise UsageError(f"no DICOM files in the inputs ({len(skipped)} other file(s) "
                          f"skipped{broken})")
     if not instances:
+        if report:
+            _write_report(report, [], earlier)
         console.out("0 sent: every file was already stored")
         return
-    progress = (_Progress({i.path: i.size for i in instances})
-                if sys.stderr.isatty() and not settings.quiet else None)
 
     def retrying(message: str, attempt: int, delay: float) -> None:
         console.err(f"dcmtool: {message}; retry {attempt} of {retries} in {delay:g} s")
 
     from dcmtool.scu.store import Modifier
 
-    modify = Modifier(assignments or [], new_uids) if (assignments or new_uids) else None
+    modify = Modifier(assignments or [], new_uids, known_uids) \
+        if (assignments or new_uids) else None
     transfer_syntax, encode = None, None
     if syntax is not None:
         from dcmtool.dicom.transcode import EncodeOptions, target_syntax
@@ -136,19 +149,20 @@ def store(
         transfer_syntax = target_syntax(syntax).uid
         encode = EncodeOptions(keep_uid=keep_uid)
     stop = threading.Event()
-    with _first_interrupt_stops(stop):
-        summary = send(target, instances, jobs=jobs, retries=retries, on_file=progress,
+    sizes = {i.path: i.size for i in instances}
+    with _first_interrupt_stops(stop), progress.files(
+            "store", total=len(instances), size_of=lambda o: sizes.get(o.path, 0),
+            total_bytes=sum(sizes.values()), quiet=settings.quiet) as on_file:
+        summary = send(target, instances, jobs=jobs, retries=retries, on_file=on_file,
                        on_retry=retrying, modify=modify, target=transfer_syntax,
                        encode_options=encode, stop=stop)
-    if progress:
-        progress.clear()
     summary.skipped = skipped
     # A broken file (truncated, garbled) was never sent: it fails alone, the rest go.
     summary.outcomes += [FileOutcome(path, None, None, f"not sent, not a whole data set: "
                                      f"{problem}") for path, problem in scanned.broken]
-    if report:
-        _write_report(report, summary.outcomes)
-    _print_summary(summary, json_output, strict)
+    if report:  # with the rows it resumed from: the report stays whole across runs
+        _write_report(report, summary.outcomes, earlier)
+    _print_summary(summary, json_output, strict, report)
     if summary.interrupted:
         again = f"; rerun with --resume {report}" if report else ""
         console.err(f"dcmtool: interrupted: {summary.not_sent_interrupted} file(s) not "
@@ -161,36 +175,13 @@ def store(
     check(summary)
 
 
-class _Progress:
-    """files, bytes, rate and ETA on one line of a terminal's stderr."""
-
-    def __init__(self, sizes: dict[Path, int]) -> None:
-        import time
-
-        self.sizes = sizes
-        self.total_bytes = sum(sizes.values())
-        self.bytes = 0
-        self.started = time.monotonic()
-
-    def __call__(self, outcome: FileOutcome, done: int, total: int) -> None:
-        import time
-
-        self.bytes += self.sizes.get(outcome.path, 0)
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.bytes / elapsed
-        left = (self.total_bytes - self.bytes) / rate if rate else 0.0
-        sys.stderr.write(f"\r\x1b[Kstore: {done}/{total} files, {self.bytes / 1e6:.1f}/"
-                         f"{self.total_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, "
-                         f"ETA {left:.0f} s")
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
+#: How many files a warning names before it counts the rest.
+_NAMED = 5
 
 
-def _stored_in_report(path: Path) -> set[str]:
-    """Absolute paths a previous --report (JSON or CSV) lists as stored."""
+def _stored_in_report(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The rows of a previous --report (JSON or CSV) that say stored, by absolute path, and
+    the original -> new UIDs it records (--new-uids), so that a resumed batch keeps them."""
     from dcmtool.errors import UsageError
 
     try:
@@ -199,8 +190,12 @@ def _stored_in_report(path: Path) -> set[str]:
             rows: list[dict[str, Any]] = list(csv.DictReader(text.splitlines()))
         else:
             rows = json.loads(text)
-        return {str(Path(r["path"]).resolve()) for r in rows
-                if r.get("stored") in (True, "True", "true")}
+        stored = {str(Path(r["path"]).resolve()): r for r in rows
+                  if r.get("stored") in (True, "True", "true")}
+        renamed = {str(r[f"original_{column}"]): str(r[column]) for r in rows
+                   for column in _UID_COLUMNS.values()
+                   if r.get(f"original_{column}") and r.get(column)}
+        return stored, renamed
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--resume {path}: not a store report ({exc})") from None
 
@@ -226,43 +221,83 @@ def _first_interrupt_stops(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+#: Report columns of the UIDs --new-uids replaces (each beside "original_" + the column).
+_UID_COLUMNS = {"SOPInstanceUID": "sop_instance_uid", "SeriesInstanceUID": "series_instance_uid",
+                "StudyInstanceUID": "study_instance_uid"}
+
+
 def _rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
-    return [{"path": str(o.path.resolve()), "sop_instance_uid": o.sop_instance_uid,
-             "status": None if o.status is None else f"0x{o.status:04X}",
-             "stored": o.stored, "transfer_syntax": o.sent_as, "message": o.message}
-            for o in outcomes]
+    renaming = any(o.renamed for o in outcomes)
+    rows = []
+    for o in outcomes:
+        row: dict[str, Any] = {
+            "path": str(o.path.resolve()), "sop_instance_uid": o.sop_instance_uid,
+            "status": None if o.status is None else f"0x{o.status:04X}", "stored": o.stored,
+            "transfer_syntax": o.sent_as, "message": o.message}
+        if renaming:  # the UIDs sent, beside the originals: what the peer now has
+            sent = {keyword: (original, new) for keyword, original, new in o.renamed}
+            for keyword, column in _UID_COLUMNS.items():
+                original, new = sent.get(keyword, (None, None))
+                if keyword != "SOPInstanceUID":
+                    row[column] = new
+                row[f"original_{column}"] = original
+        rows.append(row)
+    return rows
 
 
-def _write_report(path: Path, outcomes: list[FileOutcome]) -> None:
-    rows = _rows(outcomes)
+def _write_report(path: Path, outcomes: list[FileOutcome],
+                  earlier: Sequence[dict[str, Any]] = ()) -> None:
+    """The report: ``earlier`` rows (files a --resume skipped, as the resumed report had
+    them) and one row per outcome of this run."""
+    rows = [*(_as_report_row(r) for r in earlier), *_rows(outcomes)]
     if path.suffix.lower() == ".csv":
+        fields = list(dict.fromkeys(key for row in rows for key in row)) or ["path"]
         with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["path"])
+            writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
     else:
         path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 
-def _print_summary(summary: StoreSummary, as_json: bool, strict: bool) -> None:
+def _as_report_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back from a CSV report, with JSON's types again."""
+    typed = {k: (None if v == "" else v) for k, v in row.items()}
+    typed["stored"] = row.get("stored") in (True, "True", "true")
+    return typed
+
+
+def _print_summary(summary: StoreSummary, as_json: bool, strict: bool,
+                   report: Path | None = None) -> None:
     from dcmtool.scu.store import INTERRUPTED
 
     megabytes = summary.bytes_sent / 1e6
     rate = megabytes / summary.seconds if summary.seconds else 0.0
+    not_sent = summary.not_sent
+    sent = len(summary.outcomes) - not_sent
+    if summary.abandoned_by is not None and summary.error is None:
+        # An abort in the middle of a batch: said once, with what to do about it.
+        abandoned = sum(1 for o in summary.outcomes if o.abandoned)
+        again = f"rerun with --resume {report}" if report else \
+            "rerun with --report FILE to be able to --resume FILE next time"
+        console.err(f"dcmtool: error: {summary.abandoned_by.message}; {abandoned} file(s) "
+                    f"not sent; {again}")
     if as_json:
         console.out(json.dumps({
-            "sent": len(summary.outcomes), "stored": summary.stored,
-            "warnings": summary.warnings, "failed": summary.failed,
+            "sent": sent, "stored": summary.stored,
+            "warnings": summary.warnings, "failed": summary.failed - not_sent,
+            "not_sent": not_sent,
             "skipped": len(summary.skipped), "megabytes": round(megabytes, 3),
             "seconds": round(summary.seconds, 3), "files": _rows(summary.outcomes),
         }, indent=2))
         return
     for outcome in summary.outcomes:
         # Not every file again when the connection failed or the user stopped: said once.
-        if not outcome.stored and summary.error is None and \
+        if not outcome.stored and summary.error is None and not outcome.abandoned and \
                 outcome.message != INTERRUPTED:
             console.err(f"dcmtool: failed: {outcome.path}: {outcome.message}")
-    console.out(f"{len(summary.outcomes)} sent, {summary.stored} stored "
-                f"({summary.warnings} with warnings), {summary.failed} failed, "
-                f"{len(summary.skipped)} skipped; {megabytes:.2f} MB in "
+    console.out(f"{sent} sent, {summary.stored} stored ({summary.warnings} with warnings), "
+                f"{summary.failed - not_sent} failed, "
+                + (f"{not_sent} not sent, " if not_sent else "")
+                + f"{len(summary.skipped)} skipped; {megabytes:.2f} MB in "
                 f"{summary.seconds:.2f} s ({rate:.1f} MB/s)")

@@ -18,6 +18,7 @@ from dcmtool.net.patches import (
     connect_errors,
     context_copy,
     decode_errors,
+    dimse_timeouts,
     event_loops,
     incoming,
     message_limits,
@@ -38,7 +39,7 @@ from dcmtool.net.patches._replace import PatchError, check_version
 FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accept,
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
          storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard,
-         decode_errors, message_limits)
+         decode_errors, message_limits, dimse_timeouts)
 
 _applied = False
 _lock = threading.Lock()

@@ -30,6 +30,8 @@ MAX_PDU_BYTES = 4 << 20
 
 LOG = logging.getLogger("dcmtool.net")
 
+_RELEASING = {"Sta7", "Sta8", "Sta9", "Sta10", "Sta11", "Sta12"}
+
 
 def _limits(transport: Any) -> tuple[float | None, int]:
     """(seconds a whole PDU may take, its largest length) on this association now."""
@@ -69,7 +71,8 @@ def apply() -> None:
             with memoryview(buffer) as view, view[received:] as free:
                 try:
                     count = self.socket.recv_into(free)
-                except OSError:  # reset: as closed, without a traceback from pynetdicom
+                except OSError as exc:  # reset: as closed, without a traceback from pynetdicom
+                    _log_reset(self, exc)
                     count = 0
             if not count:  # connection closed: return what arrived, as pynetdicom does
                 del buffer[received:]
@@ -79,6 +82,25 @@ def apply() -> None:
 
     replace(transport.AssociationSocket, "recv", recv, fix="socket reads",
             params=("self", "nr_bytes"))
+
+
+def _log_reset(transport: Any, exc: OSError) -> None:
+    """A reset is a closed connection. After a release it is how some peers close (a
+    socket closed with the A-RELEASE-RP unread sends a reset): nothing went wrong, so a debug
+    line, never pynetdicom's error and traceback."""
+    assoc = transport.assoc
+    state = getattr(getattr(assoc.dul, "state_machine", None), "current_state", None)
+    # Sta7-12: a release was requested (PS3.8 9.2); Sta13: our A-RELEASE-RP (or A-ABORT) is
+    # out and the connection is expected to close.
+    if assoc.is_released or (state == "Sta13" and not assoc.is_aborted
+                             and not getattr(assoc, "_sent_abort", False)):
+        when = " after the release"
+    elif state in _RELEASING:
+        when = " during the release"
+    else:
+        when = ""
+    LOG.debug("%s closed the connection with a reset%s (%s)", _peer(transport), when,
+              exc.strerror or exc)
 
 
 def _readable(sock: Any, poller: Any, deadline: float) -> bool:
