@@ -66,7 +66,11 @@ def find_tools(python: str | None, dcmtool: str | None) -> tuple[str, list[str]]
 def base_environment(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in SCRUBBED_ENV and not k.startswith("DCMTOOL_")}
-    env["DCMTOOL_CONFIG"] = str(tmp / "no-config.toml")  # the user's config must not matter
+    # The user's config must not matter: an empty one (a named file that is missing is an
+    # error, as it should be).
+    empty = tmp / "empty-config.toml"
+    empty.write_text("", encoding="utf-8")
+    env["DCMTOOL_CONFIG"] = str(empty)
     env.setdefault("LC_ALL", "C.UTF-8")
     return env
 

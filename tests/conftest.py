@@ -22,3 +22,15 @@ def isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     path.write_text("# empty: every test starts without nodes\n", encoding="utf-8")
     monkeypatch.setenv("DCMTOOL_CONFIG", str(path))
     yield path
+
+
+@pytest.fixture(autouse=True)
+def pydicom_validation() -> Iterator[None]:
+    """pydicom's value validation is process-wide; an in-process 'dcmtool serve' sets it to
+    ignore (as a server process does): every test starts from pydicom's defaults again."""
+    import pydicom.config
+
+    settings = pydicom.config.settings
+    saved = (settings.reading_validation_mode, settings.writing_validation_mode)
+    yield
+    settings.reading_validation_mode, settings.writing_validation_mode = saved

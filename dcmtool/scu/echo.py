@@ -106,10 +106,7 @@ def echo(
                     if dimse is None or rtt < dimse * 900:
                         # No answer long before the DIMSE timeout: the peer aborted or closed.
                         raise session.lost(f"C-ECHO {sequence}")
-                    raise DimseTimeout(
-                        f"{peer.label} did not answer C-ECHO {sequence} within "
-                        f"{peer.timeouts.dimse} s", hint="raise the DIMSE timeout for slow peers",
-                        setting="dimse_timeout")
+                    raise DimseTimeout.waiting(peer.label, f"C-ECHO {sequence}", dimse)
         failed = [a for a in result.attempts if not a.ok]
         if failed:
             result.error = DimseFailure(

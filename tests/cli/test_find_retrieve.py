@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from support.archive import ServedArchive
+from support.archive import ServedArchive, write_site_config
 from support.datasets import write_instance
 from support.peers import free_port, run_cli
 
@@ -24,12 +24,7 @@ def setup(serve_archive: Callable[..., ServedArchive], tmp_path: Path
     """An archive with two studies, a config whose [local] AE it can move to."""
     local_port = free_port()
     served = serve_archive(destinations=(("DCMTOOL", "127.0.0.1", local_port),))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\nbind = "127.0.0.1"\n\n'
-        f'[nodes.ARCHIVE]\nhost = "{served.host}"\nport = {served.port}\n'
-        f'ae_title = "{served.ae_title}"\n', encoding="utf-8")
-    env = {"DCMTOOL_CONFIG": str(config)}
+    env = write_site_config(tmp_path / "config.toml", served, local_port)
     studies: dict[str, Any] = {}
     folder = tmp_path / "load"
     for index, (patient, name, accession) in enumerate(

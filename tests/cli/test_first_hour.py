@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from support.archive import ServedArchive
+from support.archive import ServedArchive, write_site_config
 from support.datasets import write_instance
 from support.peers import free_port, run_cli
 
@@ -23,12 +23,7 @@ def setup(serve_archive: Callable[..., ServedArchive], tmp_path: Path) -> Setup:
     """An archive with one CT study of three instances; a config naming it and ourselves."""
     local_port = free_port()
     served = serve_archive(destinations=(("DCMTOOL", "127.0.0.1", local_port),))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\nbind = "127.0.0.1"\n\n'
-        f'[nodes.ARCHIVE]\nhost = "{served.host}"\nport = {served.port}\n'
-        f'ae_title = "{served.ae_title}"\n', encoding="utf-8")
-    env = {"DCMTOOL_CONFIG": str(config)}
+    env = write_site_config(tmp_path / "config.toml", served, local_port)
     study = {"study": generate_uid(), "series": generate_uid(), "sops": []}
     for number in range(1, 4):
         path = tmp_path / "load" / f"{number}.dcm"

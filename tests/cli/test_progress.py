@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
-from support.archive import ServedArchive
+from support.archive import ServedArchive, write_site_config
 from support.datasets import write_instance
 from support.peers import free_port, run_cli
 from support.terminal import Screen, run_on_terminal
@@ -31,17 +31,13 @@ def archive(serve_archive: Callable[..., ServedArchive], tmp_path: Path
     of 40 small files of one study (not stored yet)."""
     local_port = free_port()
     served = serve_archive(destinations=(("DCMTOOL", "127.0.0.1", local_port),))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\nbind = "127.0.0.1"\n\n'
-        f'[nodes.ARCHIVE]\nhost = "{served.host}"\nport = {served.port}\n'
-        f'ae_title = "{served.ae_title}"\n', encoding="utf-8")
+    env = write_site_config(tmp_path / "config.toml", served, local_port)
     folder = tmp_path / "files"
     series = generate_uid()
     for number in range(40):
         write_instance(folder / f"{number}.dcm", StudyInstanceUID=STUDY,
                        SeriesInstanceUID=series, InstanceNumber=number + 1)
-    return served, {"DCMTOOL_CONFIG": str(config)}, folder
+    return served, env, folder
 
 
 def replay(drawn_stderr: str, columns: int) -> Screen:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from support.archive import ServedArchive
+from support.archive import ServedArchive, write_site_config
 from support.datasets import write_instance
 from support.peers import free_port, run_cli
 from support.terminal import Screen, run_on_terminal
@@ -52,12 +52,7 @@ def studies(serve_archive: Callable[..., ServedArchive], tmp_path: Path
     item.ScheduledProcedureStepSequence = [step]
     item.save_as(root / "worklist" / "1.wl", implicit_vr=False, little_endian=True)
     served = serve_archive(root=root, destinations=(("DCMTOOL", "127.0.0.1", local_port),))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\nbind = "127.0.0.1"\n\n'
-        f'[nodes.ARCHIVE]\nhost = "{served.host}"\nport = {served.port}\n'
-        f'ae_title = "{served.ae_title}"\n', encoding="utf-8")
-    env = {"DCMTOOL_CONFIG": str(config)}
+    env = write_site_config(tmp_path / "config.toml", served, local_port)
     uids = [long_uid(tail) for tail in (1, 2, 3)]
     for index, uid in enumerate(uids):
         write_instance(tmp_path / "load" / f"{index}.dcm", StudyInstanceUID=uid,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from support.archive import ServedArchive
+from support.archive import ServedArchive, write_site_config
 from support.datasets import write_instance
 from support.peers import free_port, run_cli
 
@@ -38,18 +38,15 @@ def run_example(name: str, *args: str | Path, config: Path,
 
 
 @pytest.fixture
-def site(serve_archive: Callable[..., ServedArchive], tmp_path: Path
+def site(serve_archive: Callable[..., ServedArchive], tmp_path: Path, closed_port: int
          ) -> tuple[ServedArchive, Path]:
     """dcmtool serve as ARCHIVE, able to move to us; a node DOWN that refuses connections."""
     local_port = free_port()
     served = serve_archive(destinations=(("DCMTOOL", "127.0.0.1", local_port),))
     config = tmp_path / "config.toml"
-    config.write_text(
-        f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\nbind = "127.0.0.1"\n\n'
-        f'[nodes.ARCHIVE]\nhost = "127.0.0.1"\nport = {served.port}\n'
-        f'ae_title = "{served.ae_title}"\n\n'
-        f'[nodes.DOWN]\nhost = "127.0.0.1"\nport = {free_port()}\nae_title = "DOWN"\n'
-        'connect_timeout = 2\n', encoding="utf-8")
+    write_site_config(config, served, local_port,
+                      f'\n[nodes.DOWN]\nhost = "127.0.0.1"\nport = {closed_port}\n'
+                      'ae_title = "DOWN"\nconnect_timeout = 2\n')
     return served, config
 
 

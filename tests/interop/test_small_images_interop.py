@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from support.datasets import SECONDARY_CAPTURE, make_dataset, pydicom_test_file, write_instance
+from support.datasets import SECONDARY_CAPTURE, pydicom_test_file, write_instance
+from support.images import KINDS, SIZES, noise_image
 from support.peers import require_program, run_cli
 
 DCMDJPLS = "/usr/bin/dcmdjpls"
@@ -29,15 +30,6 @@ UIDS = {"jpeg-ls": "1.2.840.10008.1.2.4.80", "j2k-lossless": "1.2.840.10008.1.2.
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 DECODERS = {"jpeg-ls": (DCMDJPLS, GDCMCONV), "j2k-lossless": (GDCMCONV,)}
 
-#: name -> (bits allocated, bits stored, pixel representation, samples per pixel)
-KINDS = {
-    "mono-8bit": (8, 8, 0, 1),
-    "mono-16bit": (16, 16, 0, 1),
-    "mono-12bit-signed": (16, 12, 1, 1),
-    "rgb-8bit": (8, 8, 0, 3),
-    "rgb-16bit": (16, 16, 0, 3),
-}
-SIZES = [(1, 1), (3, 3), (5, 7), (31, 31)]
 SYNTHETIC = [f"{kind}-{rows}x{columns}" for kind in KINDS for rows, columns in SIZES]
 #: 3x3 RGB; 45x10 and 50x10 greyscale (JPEG-LS near-lossless sources, decoded first).
 PYDICOM_FILES = ["SC_rgb_small_odd.dcm", "JPEGLSNearLossless_08.dcm",
@@ -56,24 +48,11 @@ def run_tool(*argv: str | Path) -> None:
 
 
 def synthetic(name: str) -> tuple[Dataset, np.ndarray]:
-    """Full-range noise, the least compressible input: ``mono-8bit-3x3`` and so on."""
+    """``mono-8bit-3x3`` and so on, as Secondary Capture."""
     kind, size = name.rsplit("-", 1)
     rows, columns = (int(n) for n in size.split("x"))
-    allocated, stored, signed, samples = KINDS[kind]
-    rng = np.random.default_rng(sum(map(ord, name)))
-    low, high = (-(2 ** (stored - 1)), 2 ** (stored - 1)) if signed else (0, 2 ** stored)
-    shape = (rows, columns) if samples == 1 else (rows, columns, 3)
-    pixels = rng.integers(low, high, size=shape, dtype=np.int64).astype(
-        f"{'i' if signed else 'u'}{allocated // 8}")
-    attributes = {"BitsAllocated": allocated, "BitsStored": stored, "HighBit": stored - 1,
-                  "PixelRepresentation": signed}
-    if samples == 3:
-        attributes.update(SamplesPerPixel=3, PhotometricInterpretation="RGB",
-                          PlanarConfiguration=0)
-    ds = make_dataset(sop_class=SECONDARY_CAPTURE, rows=rows, columns=columns, Modality="OT",
-                      ConversionType="WSD", **attributes)
-    ds.PixelData = pixels.tobytes()
-    return ds, pixels
+    return noise_image(kind, rows, columns, seed=sum(map(ord, name)),
+                       sop_class=SECONDARY_CAPTURE, Modality="OT", ConversionType="WSD")
 
 
 @pytest.fixture(scope="module")

@@ -529,7 +529,9 @@ def test_the_peers_error_comment_is_reported(serve_archive: Callable[..., Served
                                              tmp_path: Path) -> None:
     """store reads each C-STORE response from the socket itself: the comment that explains a
     refusal (here serve's duplicate check, 0x0111) still reaches the report."""
-    served = serve_archive()
+    from dcmtool.archive.storage import StorePolicy
+
+    served = serve_archive(policy=StorePolicy(duplicates="reject", min_free_bytes=0))
     path = tmp_path / "one.dcm"
     write_instance(path)
     assert run_cli("store", served.address, str(path)).exit_code == 0

@@ -130,3 +130,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def write_site_config(path: Path, served: ServedArchive, local_port: int,
+                      extra: str = "") -> dict[str, str]:
+    """A config file where ``served`` is the node ARCHIVE and our [local] AE (DCMTOOL on
+    ``local_port``) is where it can move to; returns the environment that selects it."""
+    path.write_text(
+        f'[local]\nae_title = "DCMTOOL"\nport = {local_port}\nbind = "127.0.0.1"\n\n'
+        f'[nodes.ARCHIVE]\nhost = "{served.host}"\nport = {served.port}\n'
+        f'ae_title = "{served.ae_title}"\n' + extra, encoding="utf-8")
+    return {"DCMTOOL_CONFIG": str(path)}

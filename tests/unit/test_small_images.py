@@ -18,7 +18,8 @@ import pydicom
 import pytest
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
-from support.datasets import SECONDARY_CAPTURE, make_dataset, pydicom_test_file, write_instance
+from support.datasets import pydicom_test_file, write_instance
+from support.images import KINDS, SIZES, noise_image
 from support.peers import run_cli
 
 from dcmtool.dicom.transcode import (
@@ -33,40 +34,9 @@ from dcmtool.dicom.transcode import (
 
 TARGETS = {"jpeg-ls": JPEG_LS, "j2k-lossless": J2K_LOSSLESS}
 
-#: name -> (bits allocated, bits stored, pixel representation, samples per pixel)
-KINDS = {
-    "mono-8bit": (8, 8, 0, 1),
-    "mono-16bit": (16, 16, 0, 1),
-    "mono-12bit-signed": (16, 12, 1, 1),
-    "rgb-8bit": (8, 8, 0, 3),
-    "rgb-16bit": (16, 16, 0, 3),
-}
-#: 31x31 is the largest size openjpeg's default six resolution levels refused.
-SIZES = [(1, 1), (3, 3), (5, 7), (31, 31)]
-
-
 def small_image(kind: str, rows: int, columns: int, frames: int = 1
                 ) -> tuple[pydicom.Dataset, np.ndarray]:
-    """A data set of full-range noise (the least compressible input) and its pixels."""
-    allocated, stored, signed, samples = KINDS[kind]
-    rng = np.random.default_rng(rows * 1000 + columns * 10 + samples)
-    low, high = (-(2 ** (stored - 1)), 2 ** (stored - 1)) if signed else (0, 2 ** stored)
-    shape: tuple[int, ...] = (rows, columns) if samples == 1 else (rows, columns, 3)
-    if frames > 1:
-        shape = (frames, *shape)
-    dtype = f"{'i' if signed else 'u'}{allocated // 8}"
-    pixels = rng.integers(low, high, size=shape, dtype=np.int64).astype(dtype)
-    attributes = {"BitsAllocated": allocated, "BitsStored": stored, "HighBit": stored - 1,
-                  "PixelRepresentation": signed}
-    if samples == 3:
-        attributes.update(SamplesPerPixel=3, PhotometricInterpretation="RGB",
-                          PlanarConfiguration=0)
-    ds = make_dataset(sop_class=SECONDARY_CAPTURE if samples == 3 else
-                      "1.2.840.10008.5.1.4.1.1.2", rows=rows, columns=columns, **attributes)
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.PixelData = pixels.tobytes()
-    return ds, pixels
+    return noise_image(kind, rows, columns, frames=frames)
 
 
 def round_trip(ds: pydicom.Dataset) -> pydicom.Dataset:
