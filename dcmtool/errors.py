@@ -5,6 +5,7 @@ The library raises these; the CLI turns them into one line on stderr and ``exit_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -19,6 +20,7 @@ class ExitCode(IntEnum):
     ASSOCIATION_ABORTED = 5
     DIMSE_FAILURE = 6
     PARTIAL = 7
+    NOT_REPORTED = 8
     INTERRUPTED = 130
 
 
@@ -31,6 +33,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.ASSOCIATION_ABORTED: "association aborted, or no presentation context accepted",
     ExitCode.DIMSE_FAILURE: "the peer answered with a DIMSE failure status",
     ExitCode.PARTIAL: "partial success: some items failed, the others completed",
+    ExitCode.NOT_REPORTED: "no report in time: the peer accepted the request, the outcome "
+                           "is unknown",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGINT)",
 }
 
@@ -71,10 +75,6 @@ class PeerNotFound(DcmtoolError):
     """A peer name that is neither a configured node nor ``AET@HOST:PORT``."""
 
     exit_code = ExitCode.USAGE
-
-
-class NotImplementedYet(DcmtoolError):
-    """A subcommand that exists in the CLI but is not built yet."""
 
 
 class ConnectionFailed(DcmtoolError):
@@ -145,3 +145,28 @@ class PartialFailure(DcmtoolError):
     """Some items of a batch failed; the others completed."""
 
     exit_code = ExitCode.PARTIAL
+
+
+class CommitmentTimeout(DcmtoolError):
+    """The peer accepted a storage commitment request (N-ACTION) and sent no report
+    (N-EVENT-REPORT) within the wait: the outcome is unknown, not failed. Its own exit code,
+    so that a script can tell "ask again later" from "the archive refused"."""
+
+    exit_code = ExitCode.NOT_REPORTED
+
+    def __init__(self, message: str, *, pending: Sequence[str] = (), hint: str | None = None,
+                 setting: str | None = None) -> None:
+        super().__init__(message, hint=hint, setting=setting)
+        #: The Transaction UIDs still waiting for their report.
+        self.pending = tuple(pending)
+
+
+class MediaError(DcmtoolError):
+    """A file set that cannot be written as asked: inconsistent inputs, an OUT that is not
+    empty, a DICOMDIR that cannot be read. Nothing was written when it is raised before the
+    copy starts; ``problems`` lists one line per file or record at fault."""
+
+    def __init__(self, message: str, *, problems: Sequence[str] = (), hint: str | None = None,
+                 setting: str | None = None) -> None:
+        super().__init__(message, hint=hint, setting=setting)
+        self.problems = list(problems)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+#: 2: the ``mpps`` table (performed procedure steps; an older index gains it when opened).
+SCHEMA_VERSION = 2
 
 PATIENT_KEYS = (
     "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientBirthTime",
@@ -91,6 +92,16 @@ CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID);
 CREATE INDEX IF NOT EXISTS patients_name ON patients(PatientName);
 CREATE INDEX IF NOT EXISTS studies_date ON studies(StudyDate);
 CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber);
+CREATE TABLE IF NOT EXISTS mpps (
+    uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    patient_id TEXT,
+    modality TEXT,
+    start TEXT,
+    "end" TEXT,
+    path TEXT NOT NULL,
+    mtime_ns INTEGER NOT NULL
+);
 """
 
 
@@ -158,6 +169,8 @@ class Index:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND "
+                             "CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION), SCHEMA_VERSION))
         except sqlite3.DatabaseError as exc:
             raise IndexFailure(f"cannot open the index {path}: {exc}") from exc
 
@@ -259,6 +272,18 @@ class Index:
             "DELETE FROM patients WHERE id NOT IN (SELECT patient FROM studies);"
         )
 
+    def put_step(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace a performed procedure step's row (``archive.mpps``)."""
+        with self._lock:
+            try:
+                self._insert("mpps", row, replace=True)
+            except sqlite3.Error as exc:
+                raise IndexFailure(f"index write failed: {exc}") from exc
+
+    def remove_steps(self, uids: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM mpps WHERE uid = ?", [(u,) for u in uids])
+
     # -- reads ----------------------------------------------------------------------------
 
     def instance_path(self, sop_instance_uid: str) -> str | None:
@@ -266,6 +291,20 @@ class Index:
             row = self._db.execute("SELECT path FROM instances WHERE SOPInstanceUID = ?",
                                    (sop_instance_uid,)).fetchone()
         return None if row is None else str(row[0])
+
+    def stored(self, sop_instance_uids: list[str]) -> dict[str, tuple[str | None, str, int]]:
+        """SOP Instance UID -> (SOP Class UID, path, size) of those stored, in batches."""
+        found: dict[str, tuple[str | None, str, int]] = {}
+        for start in range(0, len(sop_instance_uids), 500):
+            batch = sop_instance_uids[start:start + 500]
+            marks = ", ".join("?" for _ in batch)
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT SOPInstanceUID, SOPClassUID, path, size FROM instances "
+                    f"WHERE SOPInstanceUID IN ({marks})", batch).fetchall()
+            for uid, sop_class, path, size in rows:
+                found[str(uid)] = (sop_class, str(path), int(size))
+        return found
 
     def paths(self) -> set[str]:
         with self._lock:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -37,6 +36,7 @@ from dcmtool.dicom import status
 from dcmtool.dicom.files import FILE_MODE
 from dcmtool.dicom.part10 import data_set_bounds
 from dcmtool.dicom.structure import DEFLATED, StructureError, check_data_set
+from dcmtool.dicom.uids import uid_problem
 
 LOG = logging.getLogger("dcmtool.archive")
 
@@ -44,9 +44,10 @@ DuplicatePolicy = Literal["reject", "ignore", "overwrite"]
 INCOMING = ".incoming"
 INDEX_FILE = "index.sqlite"
 AUDIT_FILE = "audit.jsonl"
+MPPS_FOLDER = "mpps"  # one file per performed procedure step (archive.mpps)
 #: Names in ROOT that are not instances.
 RESERVED = {INCOMING, INDEX_FILE, f"{INDEX_FILE}-wal", f"{INDEX_FILE}-shm", AUDIT_FILE, "worklist",
-            LOCK_FILE}
+            LOCK_FILE, MPPS_FOLDER}
 
 # C-STORE statuses (PS3.4 B.2.3, and seed 004's table)
 SUCCESS = status.SUCCESS
@@ -55,20 +56,6 @@ OUT_OF_RANGE = 0x0116
 OUT_OF_RESOURCES = status.OUT_OF_RESOURCES
 DOES_NOT_MATCH = status.IDENTIFIER_DOES_NOT_MATCH
 CANNOT_UNDERSTAND = status.CANNOT_UNDERSTAND
-
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-
-
-def uid_problem(value: object) -> str | None:
-    """Why ``value`` is not a valid UID (PS3.5 9.1), or ``None`` if it is one."""
-    text = "" if value is None else str(value)
-    if not text:
-        return "is empty"
-    if len(text) > 64:
-        return f"is {len(text)} characters long (the limit is 64)"
-    if not _UID.match(text):
-        return "is not a valid UID"
-    return None
 
 
 @dataclass(frozen=True)

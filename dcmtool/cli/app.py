@@ -12,15 +12,17 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from dcmtool.cli import console
+from dcmtool.cli.commands import commit as commit_cmd
 from dcmtool.cli.commands import config as config_cmd
 from dcmtool.cli.commands import convert as convert_cmd
+from dcmtool.cli.commands import dicomdir as dicomdir_cmd
 from dcmtool.cli.commands import dump as dump_cmd
 from dcmtool.cli.commands import echo as echo_cmd
 from dcmtool.cli.commands import find as find_cmd
 from dcmtool.cli.commands import get as get_cmd
 from dcmtool.cli.commands import move as move_cmd
+from dcmtool.cli.commands import mpps as mpps_cmd
 from dcmtool.cli.commands import mwl as mwl_cmd
-from dcmtool.cli.commands import pending
 from dcmtool.cli.commands import serve as serve_cmd
 from dcmtool.cli.commands import store as store_cmd
 from dcmtool.cli.groups import LoggingOptions, logging_options
@@ -169,10 +171,13 @@ def apply_logging(flags: LoggingOptions) -> None:
 SUMMARIES = {
     "echo": "Verify peers (C-ECHO); --probe: what they accept.",
     "store": "Send DICOM files to a peer (C-STORE).",
+    "commit": "Ask a peer to commit to keeping instances (storage commitment).",
     "find": "Query a peer (C-FIND) and print the matches.",
     "mwl": "Query a modality worklist.",
     "move": "Retrieve with C-MOVE, to us or to a third party.",
     "get": "Retrieve with C-GET into a folder.",
+    "mpps": "Report a procedure step: in progress, completed, discontinued.",
+    "dicomdir": "Write, list and check media file sets (DICOMDIR).",
     "serve": "Run the archive: store, index, answer queries.",
     "convert": "Transcode DICOM files to another transfer syntax.",
     "dump": "Print a DICOM file's header, like dcmdump.",
@@ -181,16 +186,13 @@ SUMMARIES = {
 
 # In the order 'dcmtool --help' lists them; each module has the command function of its name
 # and its EPILOG.
-for _module in (echo_cmd, store_cmd, find_cmd, mwl_cmd, move_cmd, get_cmd):
+for _module in (echo_cmd, store_cmd, commit_cmd, find_cmd, mwl_cmd, move_cmd, get_cmd):
     _name = _module.__name__.rsplit(".", 1)[1]
     app.command(_name, epilog=_module.EPILOG, short_help=SUMMARIES[_name])(
         guarded(getattr(_module, _name)))
-for _name, _summary in pending.COMMANDS.items():
-    app.command(
-        _name,
-        help=f"{_summary}; not implemented yet.",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(guarded(pending.make(_name)))
+app.add_typer(mpps_cmd.app, name="mpps", callback=mpps_cmd.mpps_root, short_help=SUMMARIES["mpps"])
+app.add_typer(dicomdir_cmd.app, name="dicomdir", callback=dicomdir_cmd.dicomdir_root,
+              short_help=SUMMARIES["dicomdir"])
 for _module in (serve_cmd, convert_cmd, dump_cmd):
     _name = _module.__name__.rsplit(".", 1)[1]
     app.command(_name, epilog=_module.EPILOG, short_help=SUMMARIES[_name])(

@@ -69,3 +69,10 @@ def retrieve_keys(incomplete: str) -> list[str]:
     """What ``--from-key`` takes."""
     return [key for key in ("StudyInstanceUID", "AccessionNumber", "PatientID",
                             "SeriesInstanceUID", "SOPInstanceUID") if key.startswith(incomplete)]
+
+
+def media_profiles(incomplete: str) -> list[str]:
+    """The application profiles ``dicomdir`` writes (PS3.11)."""
+    names = ("STD-GEN-CD", "STD-GEN-DVD-JPEG", "STD-GEN-USB-JPEG", "STD-GEN-DVD-J2K",
+             "STD-GEN-USB-J2K", "general")
+    return [name for name in names if name.lower().startswith(incomplete.lower())]

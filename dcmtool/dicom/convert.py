@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ def write_dataset(ds: Any, path: Path) -> int:
     """
     from pydicom import dcmwrite
 
-    from dcmtool.dicom.files import publish
+    from dcmtool.dicom.files import write_atomically
     from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
     meta = ds.file_meta
@@ -61,24 +60,9 @@ def write_dataset(ds: Any, path: Path) -> int:
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = implementation_version_name()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".dcmtool-", suffix=".tmp", dir=path.parent)
-    try:
-        publish(fd, replacing=path)
-        with os.fdopen(fd, "wb") as fh:
-            # dcmwrite, not save_as: save_as refuses to change the byte order.
-            dcmwrite(fh, ds, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-            size = fh.tell()
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    return size
+    # dcmwrite, not save_as: save_as refuses to change the byte order.
+    return write_atomically(path, lambda fh: dcmwrite(fh, ds, enforce_file_format=True),
+                            durable=True)
 
 
 # -- batches ------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ from typing import Any
 
 from pynetdicom import AE
 
+from dcmtool.dicom.commitment import STORAGE_COMMITMENT_PUSH
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+from dcmtool.dicom.mpps import MPPS_SOP_CLASS
 from dcmtool.dicom.sopclasses import (
     MODALITY_WORKLIST_FIND,
     QR_MODELS,
@@ -57,8 +59,8 @@ def make_acceptor(settings_: AcceptorSettings, *, incoming: Path,
                   retrieve: RetrieveHandler | None = None,
                   receive: ReceiveHandler | None = None) -> AE:
     """An AE accepting Verification, every Storage class (both roles: a C-GET requester asks
-    us to be the SCU of its storage contexts), the Q/R models and the worklist; received data
-    sets stream into ``incoming``."""
+    us to be the SCU of its storage contexts), the Q/R models, the worklist, Storage
+    Commitment Push Model and MPPS; received data sets stream into ``incoming``."""
     patches.apply()
     settings.sync_pdu_logging()
     settings.acceptor_settings(accept_unknown_classes=settings_.accept_unknown_classes)
@@ -78,7 +80,7 @@ def make_acceptor(settings_: AcceptorSettings, *, incoming: Path,
     for sop in storage_sop_classes():
         ae.add_supported_context(sop.uid, list(settings_.transfer_syntaxes), scu_role=True,
                                  scp_role=True)
-    for model in (*QR_MODELS, MODALITY_WORKLIST_FIND):
+    for model in (*QR_MODELS, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT_PUSH, MPPS_SOP_CLASS):
         ae.add_supported_context(model, _UNCOMPRESSED)
     configure_ae(ae, incoming=incoming, retrieve=retrieve, receive=receive,
                  max_message_bytes=settings_.max_message_bytes,

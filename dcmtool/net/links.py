@@ -91,6 +91,9 @@ class Link:
     #: The DIMSE timeout (s) that ran out while we waited for the peer: after it dcmtool
     #: aborts the association itself (``patches.dimse_timeouts``, ``wire.OwnedReader``).
     dimse_timeout_fired: float | None = None
+    #: Message ID of a request -> what to run once our response to it is queued to the DUL
+    #: (``patches.response_hooks``): an N-EVENT-REPORT that must follow an N-ACTION-RSP.
+    after_response: dict[int, Callable[[], None]] = field(default_factory=dict)
 
 
 _LINKS: weakref.WeakKeyDictionary[Any, Link] = weakref.WeakKeyDictionary()

@@ -43,8 +43,10 @@ from dcmtool.net.suboperations import (
     perform,
     sub_batches,
 )
+from dcmtool.scp.commitment import CommitmentSCP
 from dcmtool.scp.destinations import MoveDestinations
 from dcmtool.scp.hooks import CommandHooks
+from dcmtool.scp.mpps import MppsSCP
 from dcmtool.scp.options import ServeOptions
 from dcmtool.scp.report import Session, plural
 
@@ -98,6 +100,9 @@ class Handlers:
         self._per_assoc: dict[int, Session] = {}
         self._worklist_folder: Any = None
         self.destinations = MoveDestinations(options.destinations, options.config_path)
+        self.commitment = CommitmentSCP(archive, options.ae_title, self.destinations,
+                                        self._who, self._session)
+        self.mpps = MppsSCP(archive, self._who, self._session)
 
     def bindings(self) -> list[Any]:
         """(pynetdicom event, handler) pairs for the server."""
@@ -105,6 +110,9 @@ class Handlers:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_N_ACTION, self.commitment.on_action),
+            (evt.EVT_N_CREATE, self.mpps.on_create),
+            (evt.EVT_N_SET, self.mpps.on_set),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_closed),

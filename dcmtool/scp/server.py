@@ -90,6 +90,7 @@ class RunningServer:
                 LOG.warning("aborting an association still open after %.0f s", grace)
                 assoc.abort()
                 assoc.join(5)
+        self.handlers.commitment.close(max(0.0, deadline - time.monotonic()))
         self._hooks.close()
         self.archive.close()
 

@@ -12,27 +12,27 @@ raises for one bad file.
 
 from __future__ import annotations
 
-import glob
+import csv
+import json
 import os
 import struct
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from dcmtool.config import Peer
 from dcmtool.dicom import status
+from dcmtool.dicom.modify import Modifier
 from dcmtool.dicom.syntaxes import conversion_target, describe
 from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
 from dcmtool.errors import (
     AssociationAborted,
     ConnectionFailed,
     DcmtoolError,
-    UsageError,
 )
 from dcmtool.net import settings, stack, wire
 from dcmtool.net.association import open_association
@@ -112,27 +112,6 @@ Progress = Callable[[FileOutcome, int, int], None]
 INTERRUPTED = "not sent: interrupted"
 
 
-def find_files(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterator[Path]:
-    """Files named by ``inputs``: files, folders (recursive), glob patterns, ``-`` (stdin)."""
-    for item in inputs:
-        if item == "-":
-            source = stdin or sys.stdin
-            for line in source:
-                if line.strip():
-                    yield from find_files([line.strip()])
-            continue
-        path = Path(item)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        elif path.is_file():
-            yield path
-        elif glob.has_magic(item):
-            for match in sorted(glob.glob(item, recursive=True)):
-                yield from find_files([match])
-        else:
-            raise UsageError(f"{item}: no such file or folder")
-
-
 @dataclass
 class Scan:
     """The inputs, read: what can be sent, what is not DICOM, what is broken (and why)."""
@@ -150,6 +129,7 @@ def scan(paths: Iterable[Path]) -> Scan:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from dcmtool.dicom.files import referenced_files
     from dcmtool.dicom.part10 import dataset_offset, meta_disagreement
     from dcmtool.dicom.structure import file_problem
 
@@ -181,7 +161,7 @@ def scan(paths: Iterable[Path]) -> Scan:
                          specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
             meta = ds.file_meta
             if meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
-                queue[:0] = dicomdir_files(path)  # send what it references, not itself
+                queue[:0] = referenced_files(path)  # send what it references, not itself
                 continue
             problem = file_problem(path, dataset_offset(path), str(meta.TransferSyntaxUID))
             if problem is not None:
@@ -226,18 +206,21 @@ def _quick_header(path: Path) -> tuple[Any, bytes, int]:
     return header, head, size
 
 
-def dicomdir_files(path: Path) -> list[Path]:
-    """The files a DICOMDIR references (Referenced File ID, relative to its folder)."""
-    from pydicom import dcmread
-
-    ds = dcmread(path)
-    files = []
-    for record in ds.get("DirectoryRecordSequence", []):
-        file_id = record.get("ReferencedFileID")
-        if file_id:
-            parts = [file_id] if isinstance(file_id, str) else list(file_id)
-            files.append(path.parent.joinpath(*parts))
-    return files
+def read_report(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``store --report`` file (JSON or CSV); ``ValueError`` saying why when it
+    is not one. Each row has ``path`` and ``stored`` (a bool, also when read from CSV)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".csv":
+            rows: list[dict[str, Any]] = list(csv.DictReader(text.splitlines()))
+        else:
+            rows = json.loads(text)
+        for row in rows:
+            row["path"] = str(row["path"])
+            row["stored"] = row.get("stored") in (True, "True", "true")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a store report ({exc})") from None
+    return rows
 
 
 def plan(instances: Sequence[Instance], target: str | None = None
@@ -504,55 +487,6 @@ def _transcoded(instance: Instance, ds: Any, on_wire: str,
             raise DcmtoolError(f"the peer refused {describe(instance.transfer_syntax)} and "
                                f"the file cannot be converted: {exc.message}") from None
         raise
-
-
-class Modifier:
-    """``--set Keyword=Value`` and ``--new-uids``: applied to each data set before sending.
-
-    New UIDs are consistent across the batch: every file of a study gets the same new Study
-    Instance UID, and so on (like storescu's +II/+IS/+IR together).
-    """
-
-    UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
-    def __init__(self, assignments: Sequence[str], new_uids: bool,
-                 known: dict[str, str] | None = None) -> None:
-        """``known``: original -> new UIDs of an earlier run (``--resume``), kept, so that
-        the files sent now join the studies and series sent then."""
-        from pydicom.datadict import dictionary_VR, tag_for_keyword
-
-        self.values: list[tuple[str, str]] = []
-        for item in assignments:
-            keyword, sep, value = item.partition("=")
-            keyword = keyword.strip()
-            tag = tag_for_keyword(keyword)
-            if not sep or tag is None:
-                raise UsageError(f"{item!r}: expected Keyword=Value with a DICOM keyword",
-                                 setting="set")
-            if dictionary_VR(tag) == "SQ":
-                raise UsageError(f"{keyword}: sequences cannot be set this way", setting="set")
-            self.values.append((keyword, value))
-        self.new_uids = new_uids
-        self._uids: dict[str, str] = dict(known or {})
-        self._lock = threading.Lock()
-
-    def _new(self, old: str) -> str:
-        from pydicom.uid import generate_uid
-
-        with self._lock:
-            if old not in self._uids:
-                self._uids[old] = generate_uid()
-            return self._uids[old]
-
-    def __call__(self, ds: Any) -> None:
-        for keyword, value in self.values:
-            setattr(ds, keyword, value)
-        if self.new_uids:
-            for keyword in self.UID_KEYWORDS:
-                if keyword in ds:
-                    setattr(ds, keyword, self._new(str(ds.data_element(keyword).value)))
-            if hasattr(ds, "file_meta"):
-                ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
 def check(summary: StoreSummary) -> None:

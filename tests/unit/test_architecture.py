@@ -48,7 +48,7 @@ def test_the_package_top_holds_only_its_face() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "_version.py", "config.py", "errors.py"]
     layers = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
-    assert layers == ["archive", "cli", "dicom", "net", "scp", "scu"]
+    assert layers == ["archive", "cli", "dicom", "media", "net", "scp", "scu"]
 
 
 def test_no_library_module_is_over_600_lines() -> None:

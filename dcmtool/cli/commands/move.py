@@ -77,30 +77,42 @@ def move(
         from dataclasses import replace
 
         local = replace(local, port=port)
+    if target.retrieve == "get" and dest is None and out is None:
+        from dcmtool.errors import UsageError
+
+        raise UsageError("this node retrieves with C-GET: give --out DIR")
+    summary = retrieve(target, identifiers, model, out=out, dest=dest, local=local,
+                       layout=layout, as_archive=as_archive)
+    finish(summary, target, json_output, destination=dest, local=local)
+
+
+def retrieve(target: Peer, identifiers: list[Any], model: str, *, out: Path | None,
+             dest: str | None, local: Any, layout: str | None = None,
+             as_archive: bool = False) -> RetrieveSummary:
+    """C-MOVE (to ``dest``, or to ourselves into ``out``) or, for a node whose retrieve method
+    is get, C-GET into ``out``; one progress bar on a terminal. Shared by move, get and
+    dicomdir create --peer."""
+    from dcmtool.cli.state import settings
+
     if target.retrieve == "get" and dest is None:
         from dcmtool.scu.retrieve import GET_MODELS, get
 
-        if out is None:
-            from dcmtool.errors import UsageError
-
-            raise UsageError("this node retrieves with C-GET: give --out DIR")
+        assert out is not None
         with progress.retrievals("get", requests=len(identifiers),
                                  quiet=settings.quiet) as on_progress:
-            summary = get(target, identifiers, model=GET_MODELS[model], out_dir=out,
-                          open_receiver=receiver_opener(out, local, layout, as_archive),
-                          on_progress=on_progress)
-    else:
-        from dcmtool.scu.retrieve import MOVE_MODELS
-        from dcmtool.scu.retrieve import move as run
+            return get(target, identifiers, model=GET_MODELS[model], out_dir=out,
+                       open_receiver=receiver_opener(out, local, layout, as_archive),
+                       on_progress=on_progress)
+    from dcmtool.scu.retrieve import MOVE_MODELS
+    from dcmtool.scu.retrieve import move as run
 
-        with progress.retrievals("move", requests=len(identifiers),
-                                 quiet=settings.quiet) as on_progress:
-            summary = run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
-                          out_dir=out, local=local,
-                          open_receiver=(receiver_opener(out, local, layout, as_archive)
-                                         if out else None),
-                          on_progress=on_progress)
-    finish(summary, target, json_output, destination=dest, local=local)
+    with progress.retrievals("move", requests=len(identifiers),
+                             quiet=settings.quiet) as on_progress:
+        return run(target, identifiers, model=MOVE_MODELS[model], destination=dest,
+                   out_dir=out, local=local,
+                   open_receiver=(receiver_opener(out, local, layout, as_archive)
+                                  if out else None),
+                   on_progress=on_progress)
 
 
 def selection(peer: Peer, model: str, selected: SelectionOptions) -> list[Any]:

@@ -46,6 +46,14 @@ a file that no longer loads keeps the nodes read before, with a warning.
 Modality worklist: C-FIND (MWL) is answered from ROOT/worklist/, DCMTK-style .wl files or
 DICOM JSON files, re-read when they change.
 
+Storage commitment (Push Model SCP): an instance is committed when it is indexed, its file is
+whole and its SOP class is the one asked for (else failure reason 0x0112 or 0x0119). The
+report goes on the requester's association while it stays open, else on a new one to the
+node of the calling AE title (serve as SCP); a calling AE with no node is refused (0x0110).
+
+MPPS: N-CREATE and N-SET keep each step in ROOT/mpps/ and the index; a step COMPLETED or
+DISCONTINUED takes no more updates (0x0110).
+
 Logging: one line per association on stderr (-v adds one per instance and per request, -q
 shows errors only); every event also goes to ROOT/audit.jsonl.
 

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dcmtool.cli import completion, console, options, progress
+from dcmtool.cli.commands.commit import Port, Wait
 from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
 
 if TYPE_CHECKING:
+    from dcmtool.scu.commit import CommitResult
     from dcmtool.scu.store import FileOutcome, StoreSummary
 
 EPILOG = """Examples:
@@ -30,10 +32,12 @@ EPILOG = """Examples:
   dcmtool store TESTPACS ./sample --new-uids --set PatientID=TEST01   # a fresh copy each run
   dcmtool store PACS /media/cdrom/DICOMDIR    # what the DICOMDIR references
   dcmtool store PACS ./export --ts jpeg-lossless   # transcode everything on the way
+  dcmtool store PACS ./export --commit --report sent.csv   # then storage commitment
 
 Files are sent as their bytes when the peer accepts their transfer syntax; a compressed file
 the peer refuses is decompressed on the fly. Exit code 0 only when every file was stored
-(warning statuses count as stored unless --strict), 7 when some failed.
+(warning statuses count as stored unless --strict), 7 when some failed. With --commit,
+exit 0 only when every file was stored and committed (8: a report did not come in time).
 """
 
 
@@ -72,6 +76,11 @@ def store(
     keep_uid: Annotated[bool, typer.Option(
         "--keep-uid", help="With a lossy --ts: keep SOP Instance UIDs (default: new ones).",
     )] = False,
+    commit: Annotated[bool, typer.Option(
+        "--commit", help="Then ask the peer to commit to keeping what it stored (storage "
+        "commitment; see 'dcmtool commit').")] = False,
+    wait: Wait = 60.0,
+    port: Port = None,
     json_output: options.JsonOutput = False,
     *,
     network: NetworkOptions,
@@ -89,7 +98,8 @@ def store(
         from dcmtool.net.stack import load_network_only
 
         load_network_only()
-    from dcmtool.scu.store import FileOutcome, check, find_files, scan
+    from dcmtool.dicom.files import find_files
+    from dcmtool.scu.store import FileOutcome, check, scan
     from dcmtool.scu.store import store as send
 
     apply_logging(logging)
@@ -138,7 +148,7 @@ def store(
     def retrying(message: str, attempt: int, delay: float) -> None:
         console.err(f"dcmtool: {message}; retry {attempt} of {retries} in {delay:g} s")
 
-    from dcmtool.scu.store import Modifier
+    from dcmtool.dicom.modify import Modifier
 
     modify = Modifier(assignments or [], new_uids, known_uids) \
         if (assignments or new_uids) else None
@@ -160,9 +170,14 @@ def store(
     # A broken file (truncated, garbled) was never sent: it fails alone, the rest go.
     summary.outcomes += [FileOutcome(path, None, None, f"not sent, not a whole data set: "
                                      f"{problem}") for path, problem in scanned.broken]
+    commitment = None
+    if commit and summary.stored and not summary.interrupted:
+        from dcmtool.cli.commands.commit import after_store
+
+        commitment = after_store(target, instances, summary.outcomes, wait=wait, port=port)
     if report:  # with the rows it resumed from: the report stays whole across runs
-        _write_report(report, summary.outcomes, earlier)
-    _print_summary(summary, json_output, strict, report)
+        _write_report(report, summary.outcomes, earlier, commitment)
+    _print_summary(summary, json_output, strict, report, commitment)
     if summary.interrupted:
         again = f"; rerun with --resume {report}" if report else ""
         console.err(f"dcmtool: interrupted: {summary.not_sent_interrupted} file(s) not "
@@ -172,6 +187,10 @@ def store(
         from dcmtool.errors import PartialFailure
 
         raise PartialFailure(f"{summary.warnings} file(s) stored with a warning (--strict)")
+    if commitment is not None:
+        from dcmtool.scu.commit import check_after_store
+
+        check_after_store(commitment, not_stored=summary.failed)
     check(summary)
 
 
@@ -183,21 +202,17 @@ def _stored_in_report(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, 
     """The rows of a previous --report (JSON or CSV) that say stored, by absolute path, and
     the original -> new UIDs it records (--new-uids), so that a resumed batch keeps them."""
     from dcmtool.errors import UsageError
+    from dcmtool.scu.store import read_report
 
     try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".csv":
-            rows: list[dict[str, Any]] = list(csv.DictReader(text.splitlines()))
-        else:
-            rows = json.loads(text)
-        stored = {str(Path(r["path"]).resolve()): r for r in rows
-                  if r.get("stored") in (True, "True", "true")}
-        renamed = {str(r[f"original_{column}"]): str(r[column]) for r in rows
-                   for column in _UID_COLUMNS.values()
-                   if r.get(f"original_{column}") and r.get(column)}
-        return stored, renamed
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"--resume {path}: not a store report ({exc})") from None
+        rows = read_report(path)
+    except ValueError as exc:
+        raise UsageError(f"--resume {exc}") from None
+    stored = {str(Path(r["path"]).resolve()): r for r in rows if r["stored"]}
+    renamed = {str(r[f"original_{column}"]): str(r[column]) for r in rows
+               for column in _UID_COLUMNS.values()
+               if r.get(f"original_{column}") and r.get(column)}
+    return stored, renamed
 
 
 @contextlib.contextmanager
@@ -226,7 +241,8 @@ _UID_COLUMNS = {"SOPInstanceUID": "sop_instance_uid", "SeriesInstanceUID": "seri
                 "StudyInstanceUID": "study_instance_uid"}
 
 
-def _rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
+def _rows(outcomes: list[FileOutcome], commitment: CommitResult | None = None
+          ) -> list[dict[str, Any]]:
     renaming = any(o.renamed for o in outcomes)
     rows = []
     for o in outcomes:
@@ -242,14 +258,19 @@ def _rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
                     row[column] = new
                 row[f"original_{column}"] = original
         rows.append(row)
+    if commitment is not None:
+        from dcmtool.cli.render_commit import annotate
+
+        annotate(rows, commitment)
     return rows
 
 
 def _write_report(path: Path, outcomes: list[FileOutcome],
-                  earlier: Sequence[dict[str, Any]] = ()) -> None:
+                  earlier: Sequence[dict[str, Any]] = (),
+                  commitment: CommitResult | None = None) -> None:
     """The report: ``earlier`` rows (files a --resume skipped, as the resumed report had
-    them) and one row per outcome of this run."""
-    rows = [*(_as_report_row(r) for r in earlier), *_rows(outcomes)]
+    them) and one row per outcome of this run (with --commit: whether it was committed)."""
+    rows = [*(_as_report_row(r) for r in earlier), *_rows(outcomes, commitment)]
     if path.suffix.lower() == ".csv":
         fields = list(dict.fromkeys(key for row in rows for key in row)) or ["path"]
         with path.open("w", newline="", encoding="utf-8") as fh:
@@ -268,7 +289,8 @@ def _as_report_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_summary(summary: StoreSummary, as_json: bool, strict: bool,
-                   report: Path | None = None) -> None:
+                   report: Path | None = None, commitment: CommitResult | None = None
+                   ) -> None:
     from dcmtool.scu.store import INTERRUPTED
 
     megabytes = summary.bytes_sent / 1e6
@@ -283,12 +305,16 @@ def _print_summary(summary: StoreSummary, as_json: bool, strict: bool,
         console.err(f"dcmtool: error: {summary.abandoned_by.message}; {abandoned} file(s) "
                     f"not sent; {again}")
     if as_json:
+        from dcmtool.cli.render_commit import store_json
+
         console.out(json.dumps({
             "sent": sent, "stored": summary.stored,
             "warnings": summary.warnings, "failed": summary.failed - not_sent,
             "not_sent": not_sent,
             "skipped": len(summary.skipped), "megabytes": round(megabytes, 3),
-            "seconds": round(summary.seconds, 3), "files": _rows(summary.outcomes),
+            "seconds": round(summary.seconds, 3),
+            **(store_json(commitment) if commitment is not None else {}),
+            "files": _rows(summary.outcomes, commitment),
         }, indent=2))
         return
     for outcome in summary.outcomes:
@@ -301,3 +327,7 @@ def _print_summary(summary: StoreSummary, as_json: bool, strict: bool,
                 + (f"{not_sent} not sent, " if not_sent else "")
                 + f"{len(summary.skipped)} skipped; {megabytes:.2f} MB in "
                 f"{summary.seconds:.2f} s ({rate:.1f} MB/s)")
+    if commitment is not None:
+        from dcmtool.cli.render_commit import print_after_store
+
+        print_after_store(commitment)

@@ -22,9 +22,12 @@ from dcmtool.net.patches import (
     event_loops,
     incoming,
     message_limits,
+    message_order,
     nodelay,
     owned_reading,
     reactor_race,
+    report_thread,
+    response_hooks,
     retrieve_scp,
     send_lock,
     server_poll,
@@ -39,7 +42,8 @@ from dcmtool.net.patches._replace import PatchError, check_version
 FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accept,
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
          storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard,
-         decode_errors, message_limits, dimse_timeouts)
+         decode_errors, message_limits, dimse_timeouts, response_hooks,
+         report_thread, message_order)
 
 _applied = False
 _lock = threading.Lock()
