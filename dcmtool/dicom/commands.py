@@ -100,6 +100,20 @@ def error_comment(message: str) -> str:
     return text[:cut if cut > 0 else ERROR_COMMENT_LIMIT - 3].rstrip(" ,;:") + "..."
 
 
+def status_dataset(code: int, comment: str | None = None, error_id: int | None = None) -> Any:
+    """What an SCP handler returns: the status, with an Error Comment fitted to 64 characters
+    (and an Error ID, for the N-services' 0x0110 processing failures)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = error_comment(comment)
+    if error_id is not None:
+        ds.ErrorID = error_id
+    return ds
+
+
 def store_response_command(sop_class: str, sop_instance: str, message_id: int, status: int,
                            comment: str = "") -> bytes:
     """C-STORE-RSP command set, no data set (PS3.7 9.3.1.2)."""

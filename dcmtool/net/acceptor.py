@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,23 @@ def drain(assoc: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while pending.qsize() and assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.0005)
+
+
+def shut_down(server: Any, grace: float, *, on_abort: Callable[[], None] | None = None) -> None:
+    """Stop a listening server: no new associations; the ones open get up to ``grace`` s to
+    finish (a connection that never associated is closed at once); then they are aborted."""
+    server.shutdown()
+    deadline = time.monotonic() + grace
+    for assoc in list(server.active_associations):
+        if not assoc.is_established:
+            close_unassociated(assoc)
+            continue
+        assoc.join(max(0.0, deadline - time.monotonic()))
+        if assoc.is_alive():
+            if on_abort is not None:
+                on_abort()
+            assoc.abort()
+            assoc.join(5)
 
 
 def close_connection(assoc: Any) -> None:

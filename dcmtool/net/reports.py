@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,16 +126,7 @@ class ReportListener:
         was answered) gets up to ``grace`` s before it is aborted."""
         if not self._stopped.acquire(blocking=False):
             return
-        self._server.shutdown()
-        deadline = time.monotonic() + grace
-        for assoc in list(self._server.active_associations):
-            if not assoc.is_established:
-                acceptor.close_unassociated(assoc)
-                continue
-            assoc.join(max(0.0, deadline - time.monotonic()))
-            if assoc.is_alive():
-                assoc.abort()
-                assoc.join(2)
+        acceptor.shut_down(self._server, grace)
 
 
 def listen_for_reports(sop_classes: Sequence[str], on_report: OnReport, *, ae_title: str,

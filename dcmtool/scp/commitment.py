@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dcmtool.archive.storage import Archive
-from dcmtool.dicom.commands import error_comment
+from dcmtool.dicom.commands import status_dataset
 from dcmtool.dicom.commitment import (
     ALL_COMMITTED,
     REQUEST_COMMITMENT,
@@ -58,14 +58,6 @@ RESPONSE_WAIT = 30.0
 Who = Callable[[Any], dict[str, Any]]
 
 
-def _status(code: int, comment: str | None = None) -> Any:
-    from pydicom.dataset import Dataset
-
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = error_comment(comment)
-    return ds
 
 
 @dataclass
@@ -129,7 +121,7 @@ class CommitmentSCP:
             return self._action(event), None
         except Exception as exc:  # a bug costs this request, never the association
             LOG.exception("N-ACTION handler failed")
-            return _status(PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"), None
+            return status_dataset(PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"), None
 
     def _refuse(self, who: dict[str, Any], code: int, comment: str,
                 transaction_uid: str | None = None) -> Any:
@@ -137,7 +129,7 @@ class CommitmentSCP:
                     who["calling_aet"] or "?", describe(code), comment)
         self.archive.audit.write("commitment-refused", transaction_uid=transaction_uid,
                                  status=f"0x{code:04X}", reason=comment, **who)
-        return _status(code, comment)
+        return status_dataset(code, comment)
 
     def _action(self, event: Any) -> Any:
         who = self._who(event.assoc)
@@ -191,7 +183,7 @@ class CommitmentSCP:
         with self._lock:
             self._workers.add(worker)
         worker.start()
-        return _status(0x0000)
+        return status_dataset(0x0000)
 
     # -- checking and reporting, on the job's thread ----------------------------------------
 

@@ -28,7 +28,7 @@ from dcmtool.archive.storage import (
     Archive,
     StoreOutcome,
 )
-from dcmtool.dicom.commands import error_comment
+from dcmtool.dicom.commands import status_dataset
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND
 from dcmtool.dicom.status import CANCEL as CANCELLED
@@ -78,14 +78,6 @@ class ServerStats:
                 setattr(self, name, getattr(self, name) + delta)
 
 
-def _status(code: int, comment: str | None = None) -> Any:
-    from pydicom.dataset import Dataset
-
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = error_comment(comment)
-    return ds
 
 
 class Handlers:
@@ -191,7 +183,7 @@ class Handlers:
             yield from self._find(event)
         except Exception as exc:
             LOG.exception("C-FIND handler failed")
-            yield _status(0xC000, f"internal error: {type(exc).__name__}"), None
+            yield status_dataset(0xC000, f"internal error: {type(exc).__name__}"), None
 
     def _find(self, event: Any) -> Any:
         from dcmtool.archive.query import MODEL_OF, Match, QueryError, QueryOptions, matches
@@ -203,7 +195,7 @@ class Handlers:
         try:
             identifier = event.identifier
         except Exception:
-            yield _status(0xA900, "identifier cannot be decoded"), None
+            yield status_dataset(0xA900, "identifier cannot be decoded"), None
             return
         if model_uid == MODALITY_WORKLIST_FIND:
             source: Any = self._worklist().find(
@@ -249,7 +241,7 @@ class Handlers:
         except QueryError as exc:
             if writer:
                 writer.flush()
-            yield _status(exc.status, exc.comment), None
+            yield status_dataset(exc.status, exc.comment), None
             return
         except OSError:
             LOG.warning("C-FIND from %s: the connection broke", who["calling_aet"])
@@ -278,9 +270,9 @@ class Handlers:
             rows = instances_for(self.archive.index, identifier,
                                  MODEL_OF[str(request.AffectedSOPClassUID)])
         except QueryError as exc:
-            return [], _status(exc.status, exc.comment)
+            return [], status_dataset(exc.status, exc.comment)
         except Exception as exc:
-            return [], _status(0xA900, f"identifier cannot be processed: "
+            return [], status_dataset(0xA900, f"identifier cannot be processed: "
                                f"{type(exc).__name__}")
         return [StoredFile(self.archive.root / path, sop_class, sop_instance, syntax)
                 for path, sop_class, sop_instance, syntax in rows], None
@@ -382,7 +374,7 @@ class Handlers:
             return self._store(event)
         except Exception as exc:  # a bug must cost one instance, never the association
             LOG.exception("C-STORE handler failed")
-            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+            return status_dataset(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
     def store_file(self, assoc: Any, received: Path | StoreOutcome | Refusal, sop_class: str,
                    sop_instance: str, transfer_syntax: str) -> Any:
@@ -394,7 +386,7 @@ class Handlers:
                                  transfer_syntax)
         except Exception as exc:
             LOG.exception("C-STORE handler failed")
-            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+            return status_dataset(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
     def _store(self, event: Any) -> Any:
         request = event.request
@@ -434,13 +426,13 @@ class Handlers:
                                      path=None if outcome.path is None else
                                      outcome.path.relative_to(self.archive.root).as_posix())
             self.hooks.stored(outcome, who["calling_aet"], who["called_aet"])
-            return _status(0x0000)
+            return status_dataset(0x0000)
         session.refused(outcome.status, outcome.message)
         self.stats.add(refused=1)
         DETAIL.warning("%s from %s refused (0x%04X): %s", sop_instance, who["calling_aet"],
                        outcome.status, outcome.message)
         self.archive.audit.write("instance-refused", **audit, reason=outcome.message)
-        return _status(outcome.status, outcome.message)
+        return status_dataset(outcome.status, outcome.message)
 
     def _received_file(self, event: Any, sop_class: str, sop_instance: str,
                        transfer_syntax: str, who: dict[str, Any]) -> Path | StoreOutcome | Refusal:

@@ -16,7 +16,7 @@ from typing import Any
 from dcmtool.archive.mpps import ProcedureSteps
 from dcmtool.archive.storage import Archive
 from dcmtool.dicom import mpps
-from dcmtool.dicom.commands import error_comment
+from dcmtool.dicom.commands import status_dataset
 from dcmtool.dicom.status import describe
 from dcmtool.scp.report import plural
 
@@ -26,16 +26,6 @@ LOG = logging.getLogger("dcmtool.serve")
 Who = Callable[[Any], dict[str, Any]]
 
 
-def _status(code: int, comment: str | None = None, error_id: int | None = None) -> Any:
-    from pydicom.dataset import Dataset
-
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = error_comment(comment)
-    if error_id is not None:
-        ds.ErrorID = error_id
-    return ds
 
 
 def _text(ds: Any, keyword: str) -> str:
@@ -71,7 +61,8 @@ class MppsSCP:
             return self._create(event)
         except Exception as exc:  # a bug costs this request, never the association
             LOG.exception("N-CREATE handler failed")
-            return _status(mpps.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"), None
+            return status_dataset(mpps.PROCESSING_FAILURE,
+                                  f"internal error: {type(exc).__name__}"), None
 
     def _create(self, event: Any) -> tuple[Any, Any]:
         from pydicom.uid import generate_uid
@@ -125,7 +116,7 @@ class MppsSCP:
 
             reply = Dataset()
             reply.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the response
-        return _status(0x0000), reply
+        return status_dataset(0x0000), reply
 
     # -- N-SET ------------------------------------------------------------------------------
 
@@ -134,7 +125,8 @@ class MppsSCP:
             return self._set(event)
         except Exception as exc:
             LOG.exception("N-SET handler failed")
-            return _status(mpps.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"), None
+            return status_dataset(mpps.PROCESSING_FAILURE,
+                                  f"internal error: {type(exc).__name__}"), None
 
     def _set(self, event: Any) -> tuple[Any, Any]:
         who = self._who(event.assoc)
@@ -189,7 +181,7 @@ class MppsSCP:
                                  series=len(series), instances=instances,
                                  changed=sorted(e.keyword or str(e.tag) for e in change),
                                  **who)
-        return _status(0x0000), None
+        return status_dataset(0x0000), None
 
     def _refuse(self, what: str, uid: str, who: dict[str, Any], code: int, comment: str,
                 error_id: int | None = None) -> Any:
@@ -197,4 +189,4 @@ class MppsSCP:
                     who["calling_aet"] or "?", describe(code), comment)
         self.archive.audit.write(f"mpps-{what}-refused", sop_instance_uid=uid,
                                  status=f"0x{code:04X}", reason=comment, **who)
-        return _status(code, comment, error_id)
+        return status_dataset(code, comment, error_id)

@@ -79,17 +79,9 @@ class RunningServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self._server.shutdown()
         deadline = time.monotonic() + grace
-        for assoc in list(self._server.active_associations):
-            if not assoc.is_established:
-                acceptor.close_unassociated(assoc)
-                continue
-            assoc.join(max(0.0, deadline - time.monotonic()))
-            if assoc.is_alive():
-                LOG.warning("aborting an association still open after %.0f s", grace)
-                assoc.abort()
-                assoc.join(5)
+        acceptor.shut_down(self._server, grace, on_abort=lambda: LOG.warning(
+            "aborting an association still open after %.0f s", grace))
         self.handlers.commitment.close(max(0.0, deadline - time.monotonic()))
         self._hooks.close()
         self.archive.close()
