@@ -3,11 +3,9 @@ codes."""
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -26,10 +24,9 @@ from dcmtool.cli.commands import mwl as mwl_cmd
 from dcmtool.cli.commands import serve as serve_cmd
 from dcmtool.cli.commands import store as store_cmd
 from dcmtool.cli.groups import LoggingOptions, logging_options
+from dcmtool.cli.guard import guarded
 from dcmtool.cli.state import Settings, settings
-from dcmtool.errors import EXIT_CODE_MEANINGS, DcmtoolError, ExitCode
-
-F = TypeVar("F", bound=Callable[..., Any])
+from dcmtool.errors import EXIT_CODE_MEANINGS, ExitCode
 
 
 def exit_code_table() -> str:
@@ -54,49 +51,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help text names [local] and [nodes.NAME]: not markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def guarded(function: F) -> F:
-    """Run a command, turning library errors and Ctrl-C into one line and an exit code."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except DcmtoolError as exc:
-            if settings.traceback:
-                raise
-            from dcmtool.cli.flags import message_and_hint
-
-            console.error(*message_and_hint(exc))
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            if settings.traceback:
-                raise
-            console.err("dcmtool: interrupted")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except BrokenPipeError:
-            # stdout closed early (`| head`): stop quietly, as other Unix tools do.
-            import os
-
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(int(ExitCode.ERROR)) from None
-        except OSError as exc:
-            if settings.traceback:
-                raise
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            console.error(f"{exc.strerror or exc}{where}")
-            raise typer.Exit(int(ExitCode.ERROR)) from None
-        except Exception as exc:
-            if settings.traceback:
-                raise
-            console.error(f"internal error: {type(exc).__name__}: {exc}",
-                          "run again with --traceback and report it")
-            raise typer.Exit(int(ExitCode.ERROR)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:

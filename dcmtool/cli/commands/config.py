@@ -34,7 +34,7 @@ def _path() -> Path:
 
 
 def _guard(function: Callable[[], None]) -> Callable[[], None]:
-    from dcmtool.cli.app import guarded
+    from dcmtool.cli.guard import guarded
 
     return guarded(function)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -20,12 +19,12 @@ from dcmtool.cli.groups import (
     network_options,
     selection_options,
 )
+from dcmtool.cli.guard import guarded
 
 if TYPE_CHECKING:
     from dcmtool.media.directory import Node
     from dcmtool.media.export import ExportOptions, ExportSummary
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 EPILOG = """Examples:
 
@@ -52,16 +51,6 @@ def dicomdir_root() -> None:
     """File sets for media (CD, DVD, USB) with a DICOMDIR: create, add, ls, verify."""
 
 
-def _guarded(function: F) -> F:
-    """The CLI's one error handler (imported late: the app imports this module)."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from dcmtool.cli.app import guarded
-
-        return guarded(function)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 Profile = Annotated[str, typer.Option(
@@ -351,7 +340,7 @@ def verify(
 
 
 app.command("create", short_help="Write a file set from files or from a peer.")(
-    _guarded(create))
-app.command("add", short_help="Add files to a file set.")(_guarded(add))
-app.command("ls", short_help="List a file set: patients, studies, series.")(_guarded(ls))
-app.command("verify", short_help="Check a file set against its files.")(_guarded(verify))
+    guarded(create))
+app.command("add", short_help="Add files to a file set.")(guarded(add))
+app.command("ls", short_help="List a file set: patients, studies, series.")(guarded(ls))
+app.command("verify", short_help="Check a file set against its files.")(guarded(verify))

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from dcmtool.cli import completion, console, options
 from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, network_options
+from dcmtool.cli.guard import guarded
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
     from dcmtool.scu.mpps import StepResult
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 EPILOG = """Examples:
 
@@ -53,17 +51,6 @@ def mpps_root(
     ctx.obj = peer
 
 
-def _guarded(function: F) -> F:
-    """``app.guarded`` (errors to messages and exit codes), looked up when called: app.py
-    imports this module."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from dcmtool.cli.app import guarded
-
-        return guarded(function)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _target(ctx: typer.Context, network: NetworkOptions, logging: LoggingOptions) -> Peer:
@@ -79,7 +66,7 @@ StepUid = Annotated[str, typer.Argument(metavar="STEP_UID", help="The step's SOP
 
 
 @app.command("create")
-@_guarded
+@guarded
 @network_options
 @logging_options
 def create_command(
@@ -122,7 +109,7 @@ def create_command(
 
 
 @app.command("set")
-@_guarded
+@guarded
 @network_options
 @logging_options
 def set_command(
@@ -146,7 +133,7 @@ def set_command(
 
 
 @app.command("complete")
-@_guarded
+@guarded
 @network_options
 @logging_options
 def complete_command(
@@ -195,7 +182,7 @@ def complete_command(
 
 
 @app.command("discontinue")
-@_guarded
+@guarded
 @network_options
 @logging_options
 def discontinue_command(
