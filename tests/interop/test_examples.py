@@ -131,3 +131,17 @@ def test_nightly_send_resumes_what_the_last_run_could_not_store(
     assert len(done) == 1 and not (state / "report.json").exists()
     rows = json.loads(done[0].read_text())
     assert len(rows) == 4 and all(r["stored"] for r in rows)
+
+
+def test_export_a_study_to_media(site: tuple[ServedArchive, Path], tmp_path: Path) -> None:
+    served, config = site
+    study = generate_uid()
+    for number in range(3):
+        write_instance(tmp_path / "load" / f"{number}.dcm", StudyInstanceUID=study,
+                       InstanceNumber=number + 1)
+    _load(served, tmp_path / "load", config)
+    out = tmp_path / "usb"
+    result = run_example("export-study.sh", "ARCHIVE", study, out, config=config)
+    assert result.returncode == 0, result.stderr
+    assert "consistent" in result.stdout and study in result.stdout
+    assert len(list((out / "DICOM").rglob("IMG*"))) == 3
