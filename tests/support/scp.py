@@ -28,6 +28,10 @@ HandlerList = Sequence[tuple[Any, Callable[..., Any]]]
 ContextSpec = str | tuple[str, Sequence[str]] | PresentationContext
 
 
+#: Outcomes that end an association (what ``wait_closed`` waits for after the close).
+_ENDED = ("rejected", "released", "aborted")
+
+
 @dataclass(frozen=True)
 class RequestedContext:
     context_id: int
@@ -204,9 +208,16 @@ class PynetdicomSCP:
             return list(self._order)
 
     def wait_closed(self, count: int = 1, timeout: float = 5.0) -> list[AssociationRecord]:
-        """Wait until at least ``count`` associations were seen and all of them are closed."""
-        return self.wait_for(lambda ev: len(ev) >= count and all(r.closed for r in ev),
-                             timeout)
+        """Wait until at least ``count`` associations were seen and all of them are closed.
+
+        pynetdicom may report the closed connection before the release or abort that ended
+        the association (different threads): once closed, the outcome gets a moment more."""
+        events = self.wait_for(lambda ev: len(ev) >= count and all(r.closed for r in ev),
+                               timeout)
+        try:
+            return self.wait_for(lambda ev: all(r.outcome in _ENDED for r in ev), 1.0)
+        except AssertionError:  # closed without a release or an abort: that is the outcome
+            return events
 
     def shutdown(self) -> None:
         self.server.shutdown()
@@ -281,7 +292,8 @@ class PynetdicomSCP:
 
     def _on_close(self, event: Any) -> None:
         with self._lock:
-            record = self._records.pop(id(event.assoc), None)
+            # Kept (not popped): the release or abort may still be reported after this.
+            record = self._records.get(id(event.assoc))
             if record is not None:
                 record.closed = True
             self._lock.notify_all()
