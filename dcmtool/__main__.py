@@ -1,3 +1,3 @@
-from dcmtool.cli.app import main
+from dcmtool.cli.entry import main
 
 main()

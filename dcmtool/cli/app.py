@@ -8,21 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from dcmtool.cli import console
-from dcmtool.cli.commands import commit as commit_cmd
-from dcmtool.cli.commands import config as config_cmd
-from dcmtool.cli.commands import convert as convert_cmd
-from dcmtool.cli.commands import dicomdir as dicomdir_cmd
-from dcmtool.cli.commands import dump as dump_cmd
-from dcmtool.cli.commands import echo as echo_cmd
-from dcmtool.cli.commands import find as find_cmd
-from dcmtool.cli.commands import get as get_cmd
-from dcmtool.cli.commands import move as move_cmd
-from dcmtool.cli.commands import mpps as mpps_cmd
-from dcmtool.cli.commands import mwl as mwl_cmd
-from dcmtool.cli.commands import serve as serve_cmd
-from dcmtool.cli.commands import store as store_cmd
 from dcmtool.cli.groups import LoggingOptions, logging_options
 from dcmtool.cli.guard import guarded
 from dcmtool.cli.state import Settings, settings
@@ -41,6 +29,83 @@ A PEER is a node name from the config file, AET@HOST:PORT, or HOST PORT with --c
 # "\b" keeps click from re-wrapping the paragraph that follows it.
 EPILOG = "Exit codes:\n\n\b\n" + exit_code_table()
 
+#: The sub-apps (several commands under one name) and the callback of each.
+GROUP_CALLBACKS = {"mpps": "mpps_root", "dicomdir": "dicomdir_root", "config": "config_root"}
+
+
+def load_command(name: str) -> Any:
+    """Build the click command of subcommand ``name`` from its module: only the command run
+    (or asked for help) is imported and has its options built."""
+    import importlib
+
+    import typer.main
+
+    module = importlib.import_module(f"dcmtool.cli.commands.{name}")
+    holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False,
+                         add_completion=False)
+    if name in GROUP_CALLBACKS:
+        callback = getattr(module, GROUP_CALLBACKS[name])
+        holder.add_typer(module.app, name=name, short_help=SUMMARIES[name],
+                         callback=guarded(callback) if name == "config" else callback)
+    else:
+        holder.command(name, epilog=module.EPILOG, short_help=SUMMARIES[name])(
+            guarded(getattr(module, name)))
+    return typer.main.get_group(holder).commands[name]
+
+
+class _LazyCommands(dict[str, Any]):
+    """The root's commands: every name is listed (for --help, "did you mean" and completion),
+    a command is built the first time it is looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def keys(self) -> Any:
+        return SUMMARIES.keys()
+
+    def __contains__(self, name: object) -> bool:
+        return name in SUMMARIES
+
+    def __iter__(self) -> Any:
+        return iter(SUMMARIES)
+
+    def __len__(self) -> int:
+        return len(SUMMARIES)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._load(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._load(name) if name in SUMMARIES else default
+
+    def items(self) -> Any:
+        return [(name, self._load(name)) for name in SUMMARIES]
+
+    def values(self) -> Any:
+        return [self._load(name) for name in SUMMARIES]
+
+    def _load(self, name: str) -> Any:
+        if not super().__contains__(name):
+            super().__setitem__(name, load_command(name))
+        return super().__getitem__(name)
+
+
+class LazyGroup(TyperGroup):
+    """The root command: lists the subcommands from ``SUMMARIES`` and imports one only when
+    it runs, so ``dcmtool --help`` and ``dcmtool echo`` do not pay for the others."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _LazyCommands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(SUMMARIES)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(list(SUMMARIES.items()))
+
+
 app = typer.Typer(
     name="dcmtool",
     help=HELP,
@@ -48,6 +113,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
     rich_markup_mode=None,  # help text names [local] and [nodes.NAME]: not markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -137,23 +203,6 @@ SUMMARIES = {
     "dump": "Print a DICOM file's header, like dcmdump.",
     "config": "Show and edit the config file and its nodes.",
 }
-
-# In the order 'dcmtool --help' lists them; each module has the command function of its name
-# and its EPILOG.
-for _module in (echo_cmd, store_cmd, commit_cmd, find_cmd, mwl_cmd, move_cmd, get_cmd):
-    _name = _module.__name__.rsplit(".", 1)[1]
-    app.command(_name, epilog=_module.EPILOG, short_help=SUMMARIES[_name])(
-        guarded(getattr(_module, _name)))
-app.add_typer(mpps_cmd.app, name="mpps", callback=mpps_cmd.mpps_root, short_help=SUMMARIES["mpps"])
-app.add_typer(dicomdir_cmd.app, name="dicomdir", callback=dicomdir_cmd.dicomdir_root,
-              short_help=SUMMARIES["dicomdir"])
-for _module in (serve_cmd, convert_cmd, dump_cmd):
-    _name = _module.__name__.rsplit(".", 1)[1]
-    app.command(_name, epilog=_module.EPILOG, short_help=SUMMARIES[_name])(
-        guarded(getattr(_module, _name)))
-app.add_typer(config_cmd.app, name="config", callback=guarded(config_cmd.config_root),
-              short_help=SUMMARIES["config"])
-
 
 def main() -> None:
     """Console-script entry point: click's own usage errors are said the way dcmtool says

@@ -162,6 +162,8 @@ def test_headers(generated: dict[str, str]) -> None:
         assert content.endswith("\n") and not content.endswith("\n\n"), path
         if path.startswith("man/"):
             assert content.startswith(f'.\\" {gen.HEADER}\n'), path
+        elif path.endswith("/help.txt"):  # printed as it is by `dcmtool --help`
+            assert content.startswith("Usage: dcmtool [OPTIONS] COMMAND"), path
         else:
             assert f"# {gen.HEADER}\n" in content, path
     assert generated["completions/dcmtool.zsh"].startswith("#compdef dcmtool\n")

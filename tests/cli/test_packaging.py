@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ def report():
     sys.__stderr__.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
 atexit.register(report)
 sys.argv = ["dcmtool", *json.loads(sys.argv[1])]
-from dcmtool.cli.app import main
+from dcmtool.cli.entry import main
 main()
 """
 
@@ -37,6 +38,31 @@ def test_help_imports_no_dicom_stack() -> None:
     assert proc.returncode == 0
     for name in (*HEAVY, "pynetdicom", "pydicom", "rich"):
         assert name not in roots, f"dcmtool --help imported {name}"
+
+
+def test_help_on_a_wide_terminal_is_the_generated_text_without_the_cli(tmp_path: Path) -> None:
+    """``dcmtool --help`` prints the generated text without importing typer, and it is what
+    the CLI itself prints, at 80 columns and wider; narrower, the CLI wraps it."""
+    from dcmtool.cli import entry
+
+    rendered = {}
+    for columns in ("80", "200", "60"):
+        env = {**os.environ, "COLUMNS": columns}
+        fast = subprocess.run([sys.executable, "-c", PROBE, json.dumps(["--help"])],
+                              capture_output=True, text=True, timeout=60, env=env)
+        full = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.argv[0] = 'dcmtool'\n"
+             "from dcmtool.cli.app import main; main()", "--help"],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert fast.returncode == full.returncode == 0, fast.stderr + full.stderr
+        assert fast.stdout == full.stdout, columns
+        modules = json.loads(next(x for x in fast.stderr.splitlines()
+                                  if x.startswith("MODULES "))[8:])
+        loaded_typer = any(m.split(".")[0] in ("typer", "click") for m in modules)
+        assert loaded_typer == (columns == "60"), columns
+        rendered[columns] = fast.stdout
+    assert rendered["80"] == rendered["200"] == entry._generated_help()
+    assert rendered["60"] != rendered["80"]
 
 
 def test_echo_imports_the_network_stack_but_no_pixel_code() -> None:

@@ -9,7 +9,7 @@ from docgen.compose import generate
 #: The repository: tools/docgen/output.py is two directories below it.
 ROOT = Path(__file__).resolve().parents[2]
 #: The directories the generator owns: every file in them is generated (others are stale).
-OUTPUT_DIRS = ("completions", "man")
+OUTPUT_DIRS = ("completions", "man", "dcmtool/cli/generated")
 
 
 def existing_files(root: Path = ROOT) -> list[str]:

@@ -146,6 +146,18 @@ def command_tree(app: Any = None) -> Command:
     return _command(command, (PROG,), _make_context(command, PROG, None), None)
 
 
+def root_help(app: Any = None) -> str:
+    """What ``dcmtool --help`` prints on a terminal of 80 columns or more (click's help is
+    never wider than 80)."""
+    import typer.main
+
+    if app is None:
+        from dcmtool.cli.app import app
+
+    command = typer.main.get_command(app)
+    return str(command.get_help(_make_context(command, PROG, None))) + "\n"
+
+
 def completion_script(shell: str) -> str:
     """Typer's completion script for ``shell``, as ``dcmtool --show-completion`` prints it."""
     from typer._completion_shared import get_completion_script
