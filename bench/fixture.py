@@ -41,6 +41,10 @@ SERVER_START_TIMEOUT = 15.0
 NODELAY = {"TCP_NODELAY": "1"}
 # The AE titles the cases give dcmtool serve and DCMTK storescp.
 SERVE_AET, STORESCP_AET = "DCMTOOL", "STORESCP"
+# make_data.py's arguments for the 200-image CT study (512x512x16 bit, ~513 KB each, 2 series)
+# of store-tls and the retrieve-*-serve / retrieve-*-dcmqrscp cases (Fixture.shared_data key).
+CT_200_COUNT = 200
+CT_200 = ("ct", "--count", str(CT_200_COUNT), "--series", "2")
 
 
 class CaseSkipped(Exception):
@@ -351,9 +355,10 @@ class FreshDir:
 # Helpers for cases
 
 
-def dicom_echo(tools: Tools, aet: str, port: int) -> None:
-    """One C-ECHO with DCMTK echoscu: the server is up on the DICOM level, and warm."""
-    argv = [tools.dcmtk("echoscu"), "-aec", aet, "-to", "10", LOCALHOST, str(port)]
+def dicom_echo(tools: Tools, aet: str, port: int, options: tuple[str, ...] = ()) -> None:
+    """One C-ECHO with DCMTK echoscu: the server is up on the DICOM level, and warm.
+    ``options``: more of echoscu's options (e.g. its TLS ones)."""
+    argv = [tools.dcmtk("echoscu"), *options, "-aec", aet, "-to", "10", LOCALHOST, str(port)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30,
                               env={**tools.base_env, **NODELAY})

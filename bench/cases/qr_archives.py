@@ -371,29 +371,40 @@ def start_qr_orthanc(tools: Tools, fx: Fixture, qr: QrArchives,
     return QrServer("Orthanc, full index", ORTHANC_AET, server.dicom_port, shown, NODELAY)
 
 
-def start_qr_dcmqrscp(tools: Tools, fx: Fixture, qr: QrArchives,
-                      peers: dict[str, int]) -> tuple[QrServer, QrServer]:
-    """One dcmqrscp serving both storage areas: the subset (AE DCMQRSCP) and the CT study
-    (AE DCMQRCT). ``peers``: its HostTable (AE title -> port), the C-MOVE destinations."""
+def start_dcmqrscp(tools: Tools, fx: Fixture, areas: dict[str, Path],
+                   peers: dict[str, int]) -> tuple[int, list[str]]:
+    """DCMTK dcmqrscp with a config file of its own: each storage area (AE title -> folder,
+    made with dcmqridx) read-write, at most 500 studies and 1024 MB, any peer; ``peers`` (AE
+    title -> port on 127.0.0.1) its HostTable, the C-MOVE destinations. Returns its port (0
+    when listing) and its command line. ``--fork`` (its default, spelled out): a process per
+    association; never --single-process, in which DCMTK 3.6.7 crashes after one association."""
     dcmqrscp = tools.dcmtk("dcmqrscp")
-    areas = qr.parts.get("dcmqrscp", qr.base / "dcmqrscp")
     config_path = fx.tempdir(prefix="dcmqrscp-") / "dcmqrscp.cfg"
 
     def argv(port: int) -> list[str]:
         hosts = "\n".join(f"peer{i} = ({aet}, {LOCALHOST}, {peer_port})"
                           for i, (aet, peer_port) in enumerate(peers.items()))
+        storage = "\n".join(f"{aet} {area} RW (500, 1024mb) ANY" for aet, area in areas.items())
         config_path.write_text(
             f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\n"
             f"HostTable BEGIN\n{hosts}\nHostTable END\n\n"
             "VendorTable BEGIN\nVendorTable END\n\n"
-            "AETable BEGIN\n"
-            f"{DCMQRSCP_AET} {areas / 'query'} RW (500, 1024mb) ANY\n"
-            f"{DCMQRSCP_CT_AET} {areas / 'ct'} RW (500, 1024mb) ANY\n"
-            "AETable END\n")
-        return [dcmqrscp, "-c", str(config_path), str(port)]
+            f"AETable BEGIN\n{storage}\nAETable END\n")
+        return [dcmqrscp, "--fork", "-c", str(config_path), str(port)]
 
-    port = 0 if fx.listing else fx.server(argv, env=NODELAY, name="dcmqrscp")
-    shown = argv(port) if fx.listing else [dcmqrscp, "-c", str(config_path), str(port)]
+    if fx.listing:
+        return 0, argv(0)
+    port = fx.server(argv, env=NODELAY, name="dcmqrscp")
+    return port, [dcmqrscp, "--fork", "-c", str(config_path), str(port)]
+
+
+def start_qr_dcmqrscp(tools: Tools, fx: Fixture, qr: QrArchives,
+                      peers: dict[str, int]) -> tuple[QrServer, QrServer]:
+    """One dcmqrscp serving both storage areas: the subset (AE DCMQRSCP) and the CT study
+    (AE DCMQRCT). ``peers``: its HostTable (AE title -> port), the C-MOVE destinations."""
+    areas = qr.parts.get("dcmqrscp", qr.base / "dcmqrscp")
+    port, shown = start_dcmqrscp(
+        tools, fx, {DCMQRSCP_AET: areas / "query", DCMQRSCP_CT_AET: areas / "ct"}, peers)
     return (QrServer("DCMTK dcmqrscp, 500 studies", DCMQRSCP_AET, port, shown, NODELAY),
             QrServer("DCMTK dcmqrscp", DCMQRSCP_CT_AET, port, shown, NODELAY))
 
@@ -447,7 +458,12 @@ class ReceiveDir(FreshDir):
 
 
 def retrieve_keys(qr: QrArchives) -> list[str]:
-    return ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={qr.ct_study}"]
+    return study_keys(qr.ct_study)
+
+
+def study_keys(study: str) -> list[str]:
+    """DCMTK getscu's/movescu's identifier for a whole study."""
+    return ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}"]
 
 
 def keep_retrieved(fx: Fixture, qr: QrArchives, rows: int) -> bool:

@@ -1,8 +1,13 @@
-"""store: dcmtool's C-STORE client beside DCMTK storescu and pynetdicom's storescu app.
+"""store: dcmtool's C-STORE client beside DCMTK storescu and pynetdicom's storescu app, in
+the clear and over TLS (``store-tls``).
 
 All send the same folder to one DCMTK storescp, started afresh on empty storage for every run
 (with --fork, so that the associations of `dcmtool store --jobs N` are served in parallel).
 Only the client is timed; after each run the bench counts the files storescp wrote.
+
+Targets (issue #17; rates, so dcmtool/this is dcmtool's speed over the peer's): CT >= 1.1x
+storescu, small set >= 0.8x storescu with one association and >= 1.3x with ``--jobs 2``, TLS
+>= 1.0x ``storescu +tls``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
+from support.processes import ManagedProcess
+
+from bench.certificates import Certificates, make_certificates, require_dcmtk_tls
 from bench.fixture import (
+    CT_200,
     LOCALHOST,
     NODELAY,
     STORESCP_AET,
@@ -19,11 +28,15 @@ from bench.fixture import (
     ServerProcess,
     Tools,
     count_files,
+    dicom_echo,
 )
 from bench.harness import ITEMS_PER_S, MB_PER_S, Program, Target, Unit, case
 
 
-def store_receiver(tools: Tools, fx: Fixture, data: DataSet, rows: int) -> ServerProcess:
+def store_receiver(tools: Tools, fx: Fixture, data: DataSet, rows: int,
+                   tls: Certificates | None = None) -> ServerProcess:
+    """The fresh-per-run storescp of the store cases; with ``tls``, `storescp +tls`, which
+    requires a client certificate (and answers its readiness C-ECHO over TLS)."""
     storescp = tools.dcmtk("storescp")
     tools.dcmtk("echoscu")  # the server's readiness check
     out = fx.tempdir(prefix="storescp-") / "out"
@@ -34,11 +47,23 @@ def store_receiver(tools: Tools, fx: Fixture, data: DataSet, rows: int) -> Serve
         fx.note(f"not enough free disk to keep every run's copy of the data "
                 f"({fx.rounds * rows * data.nbytes / 2**30:.1f} GiB): storescp's output is "
                 f"deleted between runs, which slows its file creation for every client")
-    return fx.fresh_server(
-        "storescp",
-        lambda port: [storescp, "--fork", "-aet", STORESCP_AET, "-od", str(out), str(port)],
-        storage=[out], env=NODELAY, aet=STORESCP_AET, count=lambda: count_files(out),
+    if tls is None:
+        return fx.fresh_server(
+            "storescp",
+            lambda port: [storescp, "--fork", "-aet", STORESCP_AET, "-od", str(out), str(port)],
+            storage=[out], env=NODELAY, aet=STORESCP_AET, count=lambda: count_files(out),
+            keep_used=keep)
+
+    def echo_over_tls(proc: ManagedProcess) -> None:
+        dicom_echo(tools, STORESCP_AET, server.port, tuple(tls.dcmtk_client()))
+
+    server = fx.fresh_server(
+        "storescp-tls",
+        lambda port: [storescp, "--fork", *tls.dcmtk_server(), "-aet", STORESCP_AET, "-od",
+                      str(out), str(port)],
+        storage=[out], env=NODELAY, count=lambda: count_files(out), ready=echo_over_tls,
         keep_used=keep)
+    return server
 
 
 def store_rows(tools: Tools, fx: Fixture, unit: Unit, data: DataSet,
@@ -87,7 +112,7 @@ def store_ct_case(tools: Tools, fx: Fixture) -> list[Program]:
     fx.require_free(2**30, "500 CT images and one stored copy")
     data = fx.data("ct", "--count", "500", "--series", "5")
     dcmtool, storescu, pynetdicom = store_rows(tools, fx, MB_PER_S, data)
-    storescu.target = Target.ratio(">=", 1.0)
+    storescu.target = Target.ratio(">=", 1.1)  # issue #17 (the store issue: 1.0x)
     pynetdicom.target = Target.ratio(">=", 4.0)
     return [dcmtool, storescu, pynetdicom]
 
@@ -105,8 +130,38 @@ def store_small_case(tools: Tools, fx: Fixture) -> list[Program]:
     dcmtool, storescu, pynetdicom = store_rows(
         tools, fx, ITEMS_PER_S, data,
         pynetdicom_subset=(fx.subset(data, 200), " (200 of 2,000)"))
+    # Issue #17: one association >= 0.8x storescu (one association too), --jobs 2 >= 1.3x
+    # (the store issue asked for 0.5x and 1.0x).
     jobs = replace(dcmtool, label="dcmtool store --jobs 2", argv=[*dcmtool.argv, "--jobs", "2"],
-                   role="variant", target=Target.versus(">=", 1.0, storescu.label))
-    storescu.target = Target.ratio(">=", 0.5)
+                   role="variant", target=Target.versus(">=", 1.3, storescu.label))
+    storescu.target = Target.ratio(">=", 0.8)
     pynetdicom.target = Target.ratio(">=", 4.0)
     return [dcmtool, jobs, storescu, pynetdicom]
+
+
+@case("store-tls", MB_PER_S, "200 CT images (512x512x16 bit, ~513 KB) over TLS to DCMTK "
+      "storescp +tls (client certificate required) by dcmtool store / DCMTK storescu +tls",
+      runs=5, warmups=1)
+def store_tls_case(tools: Tools, fx: Fixture) -> list[Program]:
+    storescu = tools.dcmtk("storescu")
+    require_dcmtk_tls(tools, "storescp", "storescu", "echoscu")
+    certificates = make_certificates(fx)
+    fx.require_free(2**29, "200 CT images and their stored copies")
+    data = fx.shared_data(CT_200)
+    server = store_receiver(tools, fx, data, rows=2, tls=certificates)
+    shown = [f"{k}={v}" for k, v in server.env.items()] + server.argv_for_port(server.port)
+
+    def row(label: str, argv: list[str], role: str = "peer",
+            env: dict[str, str] | None = None) -> Program:
+        return Program(label, argv, role=role, env=env or {}, work=data.nbytes,
+                       items=data.files, before_each=server.start,
+                       after_each=functools.partial(server.finish, data.files), server=shown)
+
+    dcmtool = row("dcmtool store (TLS)",
+                  [*tools.dcmtool, "store", *certificates.dcmtool_client(),
+                   f"{STORESCP_AET}@{LOCALHOST}:{server.port}", str(data.dir)], role="dcmtool")
+    dcmtk = row("DCMTK storescu +tls",
+                [storescu, *certificates.dcmtk_client(), "-aec", STORESCP_AET, LOCALHOST,
+                 str(server.port), "+sd", str(data.dir)], env=NODELAY)
+    dcmtk.target = Target.ratio(">=", 1.0)  # issue #17
+    return [dcmtool, dcmtk]
