@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from dcmtool.cli import console
 
 if TYPE_CHECKING:
-    from dcmtool.net.association import Negotiation
+    from dcmtool.net.outcomes import Negotiation
     from dcmtool.scu.echo import EchoResult, ProbeResult
 
 

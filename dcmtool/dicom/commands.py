@@ -12,11 +12,15 @@ import struct
 from typing import Any
 
 from dcmtool.dicom.elements import encode, padded
+from dcmtool.dicom.sopclasses import VERIFICATION
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
 C_FIND_RSP, C_MOVE_RSP = 0x8020, 0x8021
 C_CANCEL_RQ = 0x0FFF
+C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
+#: Command Data Set Type (0000,0800): no data set follows the command.
+NO_DATA_SET = 0x0101
 NO_DATA_SET, DATA_SET = 0x0101, 0x0000
 
 
@@ -48,6 +52,14 @@ def store_request(sop_class: str, sop_instance: str, message_id: int, priority: 
         fields.append((0x1030, aet.encode("ascii").ljust(16)[:16]))
         fields.append((0x1031, struct.pack("<H", message)))
     return command(fields)
+
+
+def echo_request(message_id: int) -> bytes:
+    """C-ECHO-RQ command set (PS3.7 9.3.5.1)."""
+    return command([(0x0002, uid_value(VERIFICATION)),
+                    (0x0100, C_ECHO_RQ.to_bytes(2, "little")),
+                    (0x0110, message_id.to_bytes(2, "little")),
+                    (0x0800, NO_DATA_SET.to_bytes(2, "little"))])
 
 
 def find_response_command(sop_class: str, message_id: int, status: int = 0xFF00) -> bytes:

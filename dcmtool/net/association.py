@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pynetdicom import AE, evt
@@ -18,60 +16,17 @@ from pynetdicom.presentation import PresentationContext
 
 from dcmtool.config import Peer
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
-from dcmtool.errors import (
-    AssociationAborted,
-    AssociationRejected,
-    AssociationTimeout,
-    ConnectionFailed,
-    DcmtoolError,
-    DimseTimeout,
-    NoAcceptableContext,
-)
-from dcmtool.net import patches, settings
+from dcmtool.errors import AssociationAborted, AssociationRejected, DcmtoolError, DimseTimeout
+from dcmtool.net import outcomes, patches, settings
 from dcmtool.net.contexts import ContextRequest, build_contexts, role_selection
 from dcmtool.net.links import link
+from dcmtool.net.outcomes import ContextResult, Negotiation
 from dcmtool.net.patches.connect_errors import CONNECT_ERRORS
 
 LOG = logging.getLogger("dcmtool.net.association")
 
-_CONTEXT_RESULTS = {
-    0: "accepted",
-    1: "user rejection",
-    2: "no reason given",
-    3: "abstract syntax not supported",
-    4: "transfer syntaxes not supported",
-}
-
-
-@dataclass(frozen=True)
-class ContextResult:
-    context_id: int
-    abstract_syntax: str
-    transfer_syntaxes: tuple[str, ...]  # accepted: the one chosen; rejected: those proposed
-    result: int
-
-    @property
-    def accepted(self) -> bool:
-        return self.result == 0
-
-    @property
-    def reason(self) -> str:
-        return _CONTEXT_RESULTS.get(self.result, f"result {self.result}")
-
-
-@dataclass(frozen=True)
-class Negotiation:
-    """What the peer told us while associating, for ``-v`` output and ``--probe``."""
-
-    associate_ms: float
-    peer_implementation_class_uid: str | None
-    peer_implementation_version_name: str | None
-    peer_max_pdu: int | None
-    contexts: tuple[ContextResult, ...] = field(default_factory=tuple)
-
-    @property
-    def accepted(self) -> tuple[ContextResult, ...]:
-        return tuple(cx for cx in self.contexts if cx.accepted)
+__all__ = ["Association", "ContextResult", "Negotiation", "make_ae", "open_association",
+           "tls_client_context"]
 
 
 def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
@@ -98,65 +53,9 @@ def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
     return context, (peer.host if context.check_hostname else None)
 
 
-def _no_context_hint(proposed: Sequence[Any]) -> dict[str, str]:
-    """What to try when nothing was accepted: the storage probe shows storage classes only,
-    so it is suggested for storage; a query/retrieve class refused means the peer does not
-    offer that service (a storage-only SCP, or another information model)."""
-    from dcmtool.dicom.sopclasses import MODALITY_WORKLIST_FIND, QR_MODELS, sop_class_name
-
-    classes = list(dict.fromkeys(str(cx.abstract_syntax) for cx in proposed))
-    query = [uid for uid in classes if uid in (*QR_MODELS, MODALITY_WORKLIST_FIND)]
-    if not query:
-        return {"hint": "the peer does not support this SOP class or transfer syntax; "
-                "a storage probe shows what it accepts", "setting": "probe"}
-    names = ", ".join(sop_class_name(uid) for uid in query)
-    return {"hint": f"the peer does not offer {names}: it may be a storage-only SCP, or "
-            "offer another information model (-P Patient Root, -S Study Root); its "
-            "conformance statement lists what it offers"}
-
-
-def _connection_error_message(peer: Peer, exc: OSError | None) -> ConnectionFailed:
-    where = f"{peer.host}:{peer.port}"
-    if isinstance(exc, ssl.SSLError):
-        return ConnectionFailed(f"TLS handshake with {where} failed: {exc.reason or exc}",
-                                hint="check the certificates and that the peer speaks TLS")
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return ConnectionFailed(f"connection to {where} timed out",
-                                hint="check the host, the port and any firewall in between")
-    code = getattr(exc, "errno", None)
-    if code == errno.ECONNREFUSED:
-        return ConnectionFailed(f"connection to {where} refused",
-                                hint="is the DICOM service running and listening on that port?")
-    if exc is not None and code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return ConnectionFailed(f"host {peer.host} unreachable ({exc.strerror})",
-                                hint="check the address and the network route")
-    if isinstance(exc, socket.gaierror):
-        return ConnectionFailed(f"cannot resolve host {peer.host!r}: {exc.strerror}")
-    detail = "unknown error" if exc is None else (exc.strerror or str(exc))
-    return ConnectionFailed(f"cannot connect to {where}: {detail}")
-
-
 def _rejection(peer: Peer, primitive: Any) -> AssociationRejected:
-    result, source, reason = primitive.result, primitive.result_source, primitive.diagnostic
-    reason_text = str(primitive.reason_str).lower()
-    kind = "permanently" if result == 1 else "transiently"
-    hints = {
-        (1, 3): f"the peer does not know calling AE title {peer.calling_ae_title!r}: "
-        "register it on the peer or use a calling AE title it knows",
-        (1, 7): f"the peer is not called {peer.called_ae_title!r}: check the called AE title",
-        (3, 1): "the peer is busy or at its association limit: try again later",
-        (3, 2): "the peer is at its association limit: try again later",
-    }
-    settings = {(1, 3): "calling_ae_title", (1, 7): "called_ae_title"}
-    return AssociationRejected(
-        f"association rejected {kind} by {peer.label}: {reason_text} "
-        f"(source: {str(primitive.source_str).lower()})",
-        result=result,
-        source=source,
-        reason=reason,
-        hint=hints.get((source, reason)),
-        setting=settings.get((source, reason)),
-    )
+    return outcomes.rejection(peer, primitive.result, primitive.result_source,
+                              primitive.diagnostic)
 
 
 def _context_results(
@@ -215,10 +114,7 @@ class Association:
         waited = link(self.assoc).dimse_timeout_fired
         if waited is not None:
             return DimseTimeout.waiting(self.peer.label, during, waited)
-        return AssociationAborted(
-            f"{self.peer.label} aborted the association during {during}",
-            hint="the peer's log says why; it may have refused the data or hit a limit",
-        )
+        return outcomes.aborted_during(self.peer, during)
 
 
 @contextmanager
@@ -293,8 +189,7 @@ def open_association(
         try:
             primitive = rejections[0].to_primitive()
         except ValueError as exc:  # a rejection with values PS3.8 does not define
-            raise AssociationAborted(f"{peer.label} answered with a malformed "
-                                     f"A-ASSOCIATE-RJ ({exc})") from None
+            raise outcomes.malformed_rejection(peer, str(exc)) from None
         raise _rejection(peer, primitive)
 
     acceptor = assoc.acceptor
@@ -315,34 +210,20 @@ def open_association(
             if not require_accepted:
                 yield Association(peer, assoc, negotiation)
                 return
-            reasons = sorted({cx.reason for cx in negotiation.contexts})
-            raise NoAcceptableContext(
-                f"{peer.label} accepted none of the {len(proposed)} proposed presentation "
-                f"contexts ({', '.join(reasons)})", **_no_context_hint(proposed))
+            raise outcomes.no_acceptable_context(peer, negotiation.contexts)
         error = CONNECT_ERRORS.pop(assoc, None)
         if error is not None or not connected:
-            raise _connection_error_message(peer, error)
+            raise outcomes.connection_failed(peer, error)
         if not received:
             acse = peer.timeouts.acse
             if acse and elapsed_ms >= acse * 1000 * 0.95:  # 0/None: no timeout
-                raise AssociationTimeout(
-                    f"{peer.label} ({peer.host}:{peer.port}) did not answer the association "
-                    f"request within {acse:g} s",
-                    hint="is it a DICOM port? raise the ACSE timeout for slow peers",
-                    setting="acse_timeout",
-                )
-            raise AssociationAborted(
-                f"{peer.label} closed the connection without answering the association request",
-                hint="is it a DICOM port, and does it expect TLS (or not)?",
-            )
+                raise outcomes.association_timeout(peer, acse)
+            raise outcomes.closed_before_answer(peer)
         if "A_ABORT_RQ" in received:
-            raise AssociationAborted(
-                f"{peer.label} aborted the association request",
-                hint="the peer's log says why; some peers abort instead of rejecting unknown AEs",
-            )
+            raise outcomes.aborted_request(peer)
         if "A_RELEASE_RQ" in received or "A_RELEASE_RP" in received:
-            raise AssociationAborted(f"{peer.label} released the connection while associating")
-        raise AssociationAborted(f"{peer.label} closed the connection while associating")
+            raise outcomes.released_while_associating(peer)
+        raise outcomes.closed_while_associating(peer)
 
     LOG.debug("associated with %s in %.1f ms", peer.address, elapsed_ms)
     session = Association(peer, assoc, negotiation)

@@ -1,23 +1,29 @@
-"""C-ECHO: verify a peer, time it, and probe which storage contexts it accepts."""
+"""C-ECHO: verify a peer, time it, and probe which storage contexts it accepts.
+
+A plain C-ECHO goes through the plain-TCP client (``net.lean``), which imports neither
+pynetdicom nor pydicom: for ``dcmtool echo`` they would cost more than the whole exchange.
+TLS, pynetdicom's PDU log (``-d``) and ``probe`` take pynetdicom's client, imported then.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from dcmtool.config import Peer
-from dcmtool.dicom.sopclasses import VERIFICATION, storage_sop_classes
-from dcmtool.dicom.syntaxes import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-    TRANSFER_SYNTAXES,
-)
+from dcmtool.dicom.sopclasses import VERIFICATION
+from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from dcmtool.errors import DcmtoolError, DimseFailure, DimseTimeout
-from dcmtool.net.association import Negotiation, open_association
 from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest
+from dcmtool.net.lean import client as lean_client
+from dcmtool.net.outcomes import Negotiation
+
+if TYPE_CHECKING:
+    from dcmtool.net.association import Association
 
 _ECHO_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
@@ -69,6 +75,51 @@ class EchoResult:
         return self.error is None and self.sent > 0 and self.ok == self.sent
 
 
+class _EchoSession(Protocol):
+    """An established association that sends C-ECHOs, whichever client opened it."""
+
+    negotiation: Negotiation
+
+    def send_c_echo(self, message_id: int) -> int | None:
+        """The response's Status; ``None`` when none came."""
+
+    def lost(self, during: str) -> DcmtoolError:
+        """Why no response came to the request ``during``."""
+
+
+def uses_pynetdicom(peer: Peer) -> bool:
+    """Whether ``echo`` talks to ``peer`` through pynetdicom: with TLS, or when its PDU log
+    is read (``-d``); otherwise the plain-TCP client does, without importing it."""
+    return not lean_client.usable(peer)
+
+
+@contextmanager
+def _verification(peer: Peer, lean: bool) -> Iterator[_EchoSession]:
+    contexts = [ContextRequest(VERIFICATION, _ECHO_SYNTAXES)]
+    if lean and lean_client.usable(peer):
+        with lean_client.open_association(peer, contexts) as session:
+            yield session
+        return
+    from dcmtool.net.association import open_association
+
+    with open_association(peer, contexts) as association:
+        yield _PynetdicomEcho(association)
+
+
+class _PynetdicomEcho:
+    def __init__(self, association: Association) -> None:
+        self.association = association
+        self.negotiation = association.negotiation
+
+    def send_c_echo(self, message_id: int) -> int | None:
+        status_ds = self.association.assoc.send_c_echo(msg_id=message_id)
+        status: int | None = getattr(status_ds, "Status", None)
+        return status
+
+    def lost(self, during: str) -> DcmtoolError:
+        return self.association.lost(during)
+
+
 def echo(
     peer: Peer,
     *,
@@ -77,16 +128,18 @@ def echo(
     on_attempt: Callable[[Peer, EchoAttempt], None] | None = None,
     on_associated: Callable[[Peer, Negotiation], None] | None = None,
     stop: threading.Event | None = None,
+    lean: bool = True,
 ) -> EchoResult:
     """Send ``count`` C-ECHO requests over one association, ``interval`` seconds apart.
 
     Never raises ``DcmtoolError``: failures land in ``EchoResult.error`` so that a summary can
-    still be shown, as ping does.
+    still be shown, as ping does. ``lean=False`` takes pynetdicom's client even where the
+    plain-TCP one would do (tests of pynetdicom's fixes use C-ECHO).
     """
     result = EchoResult(peer)
     stop = stop or threading.Event()
     try:
-        with open_association(peer, [ContextRequest(VERIFICATION, _ECHO_SYNTAXES)]) as session:
+        with _verification(peer, lean) as session:
             result.negotiation = session.negotiation
             if on_associated:
                 on_associated(peer, session.negotiation)
@@ -94,9 +147,8 @@ def echo(
                 if sequence > 1 and stop.wait(interval):
                     break
                 started = time.perf_counter()
-                status_ds = session.assoc.send_c_echo(msg_id=sequence)
+                status = session.send_c_echo(sequence)
                 rtt = (time.perf_counter() - started) * 1000
-                status = getattr(status_ds, "Status", None)
                 attempt = EchoAttempt(sequence, status, rtt if status is not None else None)
                 result.attempts.append(attempt)
                 if on_attempt:
@@ -127,6 +179,8 @@ def echo_many(
     on_attempt: Callable[[Peer, EchoAttempt], None] | None = None,
 ) -> list[EchoResult]:
     """Echo several peers concurrently; results in the order given."""
+    from concurrent.futures import ThreadPoolExecutor  # not for a single peer: start-up time
+
     if not peers:
         return []
     with ThreadPoolExecutor(max_workers=min(32, len(peers))) as pool:
@@ -165,6 +219,10 @@ def probe(
     Each pair is proposed as its own presentation context, so the peer's answer to each is
     visible; pairs are spread over as many associations of at most 128 contexts as needed.
     """
+    from dcmtool.dicom.sopclasses import storage_sop_classes
+    from dcmtool.dicom.syntaxes import TRANSFER_SYNTAXES
+    from dcmtool.net.association import open_association
+
     classes = list(sop_classes or [s.uid for s in storage_sop_classes()])
     syntax_uids = list(transfer_syntaxes or [ts.uid for ts in TRANSFER_SYNTAXES])
     pairs = [(c, t) for c in classes for t in syntax_uids]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -13,7 +12,7 @@ from dcmtool.cli.groups import LoggingOptions, NetworkOptions, logging_options, 
 
 if TYPE_CHECKING:
     from dcmtool.config import Peer
-    from dcmtool.net.association import Negotiation
+    from dcmtool.net.outcomes import Negotiation
     from dcmtool.scu.echo import EchoAttempt, EchoResult
 
 EPILOG = """Examples:
@@ -75,10 +74,14 @@ def echo(
     flags = overrides(network)
     resolved = [resolve_peer(spec, config, flags) for spec in specs]
 
-    # Only the network stack: no numpy, no pixel codecs (start-up time is part of the product).
-    from dcmtool.net.stack import load_network_only
+    from dcmtool.scu.echo import uses_pynetdicom
 
-    load_network_only()
+    if probe or any(uses_pynetdicom(peer) for peer in resolved):
+        # pynetdicom's client, with only the network stack: no numpy, no pixel codecs.
+        # (A plain echo needs neither: start-up time is part of the product.)
+        from dcmtool.net.stack import load_network_only
+
+        load_network_only()
     if probe:
         if len(resolved) != 1:
             raise UsageError("--probe takes exactly one PEER")
@@ -146,6 +149,8 @@ def _run_many(peers: list[Peer], count: int, interval: float, as_json: bool) -> 
 
     results = echo_many(peers, count=count, interval=interval)
     if as_json:
+        import json
+
         console.out(json.dumps([render_echo.result_json(r) for r in results], indent=2))
     else:
         rows = [
@@ -186,6 +191,8 @@ def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
 
     result = probe(peer, on_progress=progress)
     if as_json:
+        import json
+
         console.out(json.dumps(render_echo.probe_json(result), indent=2))
         return
     render_echo.print_probe(result)
