@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -56,6 +57,11 @@ class DcmtoolError(Exception):
         self.message = message
         self.hint = hint
         self.setting = setting
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (``store --jobs`` workers send theirs to the parent): pickle's default
+        # calls ``cls(*args)``, which cannot pass the keyword-only fields of the subclasses.
+        return _rebuilt, (type(self), self.message, dict(vars(self)))
 
     def __str__(self) -> str:
         return self.message
@@ -170,3 +176,11 @@ class MediaError(DcmtoolError):
                  setting: str | None = None) -> None:
         super().__init__(message, hint=hint, setting=setting)
         self.problems = list(problems)
+
+
+def _rebuilt(kind: type[DcmtoolError], message: str, attributes: dict[str, Any]) -> DcmtoolError:
+    """A pickled ``DcmtoolError`` again, with every attribute it had."""
+    error = kind.__new__(kind)
+    Exception.__init__(error, message)
+    vars(error).update(attributes)
+    return error

@@ -70,9 +70,11 @@ def ae_hooks(ae: Any) -> AeHooks | None:
 class Link:
     """One association's state outside pynetdicom."""
 
-    #: Every PDU is written under it, pynetdicom's and ours (fix "send lock").
+    #: Every PDU is written under it, pynetdicom's and ours (fix "send lock"); over TLS an
+    #: owned reader's reads too (``owned.OwnedReader``), and a close waits for it (fix "TLS close").
     send_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Held by the DUL thread while it reads a PDU, and while ownership changes hands.
+    #: Held by the DUL thread while it reads a PDU, and while ownership changes hands; over
+    #: TLS also by another thread writing while nobody owns the reading (``wire._exclusive``).
     read_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Another thread reads the socket: the DUL leaves it alone (fix 11).
     owned: bool = False
@@ -89,7 +91,7 @@ class Link:
     #: Wakes its DUL thread (fix 5).
     wake_dul: Callable[[], None] | None = None
     #: The DIMSE timeout (s) that ran out while we waited for the peer: after it dcmtool
-    #: aborts the association itself (``patches.dimse_timeouts``, ``wire.OwnedReader``).
+    #: aborts the association itself (``patches.dimse_timeouts``, ``owned.OwnedReader``).
     dimse_timeout_fired: float | None = None
     #: Message ID of a request -> what to run once our response to it is queued to the DUL
     #: (``patches.response_hooks``): an N-EVENT-REPORT that must follow an N-ACTION-RSP.

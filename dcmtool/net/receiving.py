@@ -5,7 +5,7 @@ the C-STOREs that follow the first one on an association to a retrieving client'
 Through pynetdicom every PDU of every instance goes through its DUL thread, state machine and
 DIMSE assembly, and every C-STORE response through its encoder and a queue: about 1.6 ms per
 instance here, more than the archive's own work. Here one thread owns the socket
-(``wire.OwnedReader``): it writes each data set's fragments to a file in the archive's
+(``owned.OwnedReader``): it writes each data set's fragments to a file in the archive's
 incoming folder as they arrive, has the archive store it, and answers with a struct-packed
 C-STORE response. Anything else the peer sends goes back to pynetdicom.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dcmtool.dicom import commands, status
-from dcmtool.net import wire
+from dcmtool.net import owned, wire
 
 C_STORE_RQ, C_GET_RSP = 0x0001, 0x8010
 
@@ -57,7 +57,7 @@ def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
     if encoded is None:
         raise ValueError("the identifier cannot be encoded")
     message_id = wire.next_message_id(assoc)
-    reader = wire.OwnedReader(assoc)
+    reader = owned.OwnedReader(assoc)
     reader.take()
     try:
         try:
@@ -107,7 +107,7 @@ def receive_more(assoc: Any, store: StoreFile, incoming: Path,
     if not wire.usable(assoc):
         answer_first()
         return
-    reader = wire.OwnedReader(assoc, timeout=assoc.network_timeout)
+    reader = owned.OwnedReader(assoc, timeout=assoc.network_timeout)
     reader.take()
     try:
         answer_first()
@@ -126,7 +126,7 @@ def receive_more(assoc: Any, store: StoreFile, incoming: Path,
 _STORE_ONLY = frozenset({C_STORE_RQ})
 
 
-def _response(reader: wire.OwnedReader, fields: dict[int, bytes],
+def _response(reader: owned.OwnedReader, fields: dict[int, bytes],
               syntax: Any) -> tuple[Any, Any] | None:
     """A C-GET-RSP as (status Dataset, identifier Dataset or None)."""
     from pydicom.dataset import Dataset
@@ -164,7 +164,7 @@ def _response(reader: wire.OwnedReader, fields: dict[int, bytes],
 class _Receiving:
     """C-STORE sub-operations arriving on the C-GET association."""
 
-    def __init__(self, assoc: Any, reader: wire.OwnedReader, store: StoreFile,
+    def __init__(self, assoc: Any, reader: owned.OwnedReader, store: StoreFile,
                  incoming: Path) -> None:
         from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 

@@ -28,7 +28,7 @@ from dcmtool.dicom.status import (
     SUCCESS,
     is_warning,
 )
-from dcmtool.net import wire
+from dcmtool.net import owned, wire
 from dcmtool.net.contexts import build_contexts, plan_storage
 
 LOG = logging.getLogger("dcmtool.serve")
@@ -103,8 +103,9 @@ def sub_batches(items: Sequence[StoredFile]) -> list[tuple[list[Any], list[Store
 class Responder:
     """Answers the requester of one C-MOVE or C-GET.
 
-    Pending responses are packed with struct and written straight to its socket; over TLS or
-    with PDU logging on they go through pynetdicom's DIMSE path instead.
+    Pending responses are packed with struct and written straight to its socket (over TLS
+    too: ``wire`` keeps the SSL object to one thread at a time); with PDU logging on they go
+    through pynetdicom's DIMSE path instead.
     """
 
     def __init__(self, service: Any, request: Any, context: Any, command_field: int) -> None:
@@ -185,13 +186,13 @@ def perform(sender: Any, items: Sequence[StoredFile], responder: Responder, *,
     """Send ``items`` on ``sender`` (the destination's association for a C-MOVE, the
     requester's own for a C-GET), one C-STORE at a time, answering the requester as it goes.
 
-    What the fast path cannot send (a conversion, TLS) goes through pynetdicom
+    What the fast path cannot send (a conversion, PDU logging) goes through pynetdicom
     (``_send_through_pynetdicom``). Returns the counts and whether the requester cancelled. A
     requester that leaves does not stop a C-MOVE (seed 004); a C-GET has nowhere left to send.
     """
     tally = tally or Tally(len(items))
     # Read the responses here (see OwnedReader): the peer sends nothing else meanwhile.
-    reader = wire.OwnedReader(sender) if wire.usable(sender) else None
+    reader = owned.OwnedReader(sender) if wire.usable(sender) else None
     if reader is not None:
         reader.take()
     try:
@@ -209,7 +210,7 @@ class _Cancelled(Exception):
 
 
 def _run(sender: Any, items: Sequence[StoredFile], responder: Responder, tally: Tally,
-         reader: wire.OwnedReader | None, originator: tuple[str, int] | None) -> None:
+         reader: owned.OwnedReader | None, originator: tuple[str, int] | None) -> None:
     same_association = sender is responder.assoc
     fast = wire.usable(sender)
     before = b""  # a C-GET's pending response, sent with the next C-STORE request
@@ -291,7 +292,7 @@ def _send_through_pynetdicom(sender: Any, item: StoredFile, message_id: int,
                              originator: tuple[str, int] | None
                              ) -> tuple[int | None, str | None]:
     """One file through pynetdicom's ``send_c_store``: as it is when the peer accepted its
-    syntax (over TLS, with PDU logging, a file without a File Meta group length), else
+    syntax (with PDU logging, a file without a File Meta group length), else
     converted; the status (``None`` when it could not be sent) and why it was not sent."""
     extra: dict[str, Any] = {} if originator is None else {
         "originator_aet": originator[0], "originator_id": originator[1]}

@@ -5,31 +5,35 @@ hands every PDU to its DUL thread through a queue; for small instances that cost
 the transfer. Here the command set is packed with struct, the data set is framed into P-DATA-TF
 PDUs straight from the file (never decoded), and the PDUs are written by the calling thread.
 The response still arrives through pynetdicom's reactor and DIMSE queue, so the association's
-state machine, timeouts and abort handling stay pynetdicom's.
+state machine, timeouts and abort handling stay pynetdicom's. Over TLS too: see ``_exclusive``.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
-import select
+import ssl
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcmtool.dicom import commands
-from dcmtool.dicom.commands import parse_command, text, us
 from dcmtool.dicom.part10 import dataset_offset
+from dcmtool.net.lean.pdus import p_data_tf
 from dcmtool.net.links import link
+
+if TYPE_CHECKING:
+    from dcmtool.net.owned import OwnedReader
 
 #: Data set bytes per PDU when the peer sets no limit (maximum length 0).
 UNLIMITED_CHUNK = 1 << 20
 #: Data sets up to this size are read whole and sent with one gathered write.
 STREAM_ABOVE = 32 << 20
+#: Bytes joined per TLS write (no gathered writes there): under malloc's mmap threshold.
+TLS_WRITE_BYTES = 1 << 16
 
 
 def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
@@ -46,9 +50,14 @@ def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> lis
 
 
 def _send_buffers(sock: Any, buffers: list[Any]) -> None:
-    """Write every buffer, in order: gathered writes where the socket has them (not TLS)."""
-    if not hasattr(sock, "sendmsg") or hasattr(sock, "cipher"):
-        sock.sendall(b"".join(buffers))
+    """Write every buffer, in order: gathered writes, or joined in ``TLS_WRITE_BYTES`` runs."""
+    if isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+        run: list[Any] = []
+        for index, buffer in enumerate(buffers):
+            run.append(buffer)
+            if sum(map(len, run)) >= TLS_WRITE_BYTES or index == len(buffers) - 1:
+                sock.sendall(b"".join(run) if len(run) > 1 else run[0])
+                run = []
         return
     views = [memoryview(b) for b in buffers]
     while views:
@@ -60,11 +69,8 @@ def _send_buffers(sock: Any, buffers: list[Any]) -> None:
             views[0] = views[0][sent:]
 
 
-def _pdu(context_id: int, control: int, data: bytes | memoryview) -> bytes:
-    """One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5)."""
-    pdv_length = len(data) + 2
-    return struct.pack(">BBIIBB", 0x04, 0x00, pdv_length + 4, pdv_length, context_id,
-                       control) + bytes(data)
+#: One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): the plain-TCP client's framing.
+_pdu = p_data_tf
 
 
 def _chunk(assoc: Any) -> int:
@@ -81,16 +87,22 @@ def _exclusive(assoc: Any, timeout: float = 10.0) -> Iterator[None]:
     pynetdicom queues PDUs for its DUL thread (a C-GET's pending responses are queued by the
     same thread that then sends the next sub-operation here): wait until the DUL has taken
     them all, then hold its write lock, so no PDU of ours lands inside one of its messages.
+    Over TLS its read lock too: no two threads may use an SSL object at once, so every SSL
+    call is made under these locks (``OwnedReader._recv_tls``, fixes ``send_lock``, ``tls_close``).
     """
     queued = assoc.dul.to_provider_queue
     deadline = time.monotonic() + timeout
     while queued.qsize() and assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.0002)
-    with link(assoc).send_lock:
-        yield
+    if isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket):
+        with link(assoc).read_lock, link(assoc).send_lock:
+            yield
+    else:
+        with link(assoc).send_lock:
+            yield
 
 
-def _socket(assoc: Any) -> Any:
+def socket_of(assoc: Any) -> Any:
     """The association's socket; ``ConnectionError`` once pynetdicom has closed it."""
     sock = getattr(assoc.dul.socket, "socket", None)
     if sock is None:
@@ -99,20 +111,11 @@ def _socket(assoc: Any) -> Any:
 
 
 def usable(assoc: Any) -> bool:
-    """Whether send_file may write to this association's socket itself: not over TLS, and
-    not with PDU debug logging, which only pynetdicom's path produces. (On a C-GET
-    association pynetdicom's DUL thread writes pending responses meanwhile: see
-    ``_exclusive``.)"""
-    return bool(assoc.is_established) and _plain(assoc) and \
+    """Whether send_file may write to this association's socket itself: not with PDU debug
+    logging, which only pynetdicom's path produces. (On a C-GET association pynetdicom's DUL
+    thread writes pending responses meanwhile: see ``_exclusive``.)"""
+    return bool(assoc.is_established) and \
         not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
-
-
-def _plain(assoc: Any) -> bool:
-    """Not TLS: an SSL connection must not be written by one thread while pynetdicom's DUL
-    thread reads it (OpenSSL objects are not safe for that)."""
-    import ssl
-
-    return not isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
 
 
 def accepted_syntaxes(assoc: Any) -> dict[str, dict[str, int]]:
@@ -133,7 +136,7 @@ def accepted_syntaxes(assoc: Any) -> dict[str, dict[str, int]]:
 def send_path(assoc: Any, path: Path, sop_class: str, syntax: str, sop_instance: str, *,
               offset: int | None = None, message_id: int | None = None,
               move_originator: tuple[str, int] | None = None) -> Any | None:
-    """C-STORE a file's bytes by the fast path; ``None`` when it cannot be used here (TLS,
+    """C-STORE a file's bytes by the fast path; ``None`` when it cannot be used here (PDU
     debug logging, no context in the file's syntax, no File Meta group length)."""
     if not usable(assoc):
         return None
@@ -156,13 +159,23 @@ def next_message_id(assoc: Any) -> int:
 def read_small(path: Path) -> bytes | None:
     """A whole file's bytes when it is small enough to send from memory, else ``None``.
 
-    ``read()`` without a size makes one buffer of the file's size; ``read(STREAM_ABOVE)``
-    would map and zero 32 MiB for every file (a third of the CPU a small sub-operation used).
+    One buffer of the file's size (``read(STREAM_ABOVE)`` would map and zero 32 MiB for every
+    file), read with os calls: a file object per file cost half of the read of a 9 KB file.
     """
-    with path.open("rb") as fh:
-        if os.fstat(fh.fileno()).st_size > STREAM_ABOVE:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size > STREAM_ABOVE:
             return None
-        return fh.read()
+        data = os.read(fd, size)
+        while len(data) < size:  # a short read (some file systems): the rest, to the end
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: str,
@@ -186,7 +199,7 @@ def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: st
                 *_framed(context_id, dataset, _chunk(assoc), last=True)]
     try:
         with _exclusive(assoc):
-            _send_buffers(_socket(assoc), buffers)
+            _send_buffers(socket_of(assoc), buffers)
     except OSError:  # the connection broke mid-message: nothing more can go on it
         assoc._reactor_checkpoint.set()
         assoc.abort()
@@ -261,7 +274,7 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
     chunk = _chunk(assoc)
     command = commands.store_request(sop_class, sop_instance, message_id,
                                       move_originator=move_originator)
-    sock = _socket(assoc)
+    sock = socket_of(assoc)
     with path.open("rb") as fh:
         fh.seek(offset)
         data = fh.read(STREAM_ABOVE)
@@ -289,7 +302,7 @@ def command_pdu(context_id: int, command_set: bytes) -> bytes:
 def send_command(assoc: Any, context_id: int, command_set: bytes, dataset: bytes) -> None:
     """Write a request with its data set (e.g. a C-GET's identifier) as whole PDUs."""
     with _exclusive(assoc):
-        _send_buffers(_socket(assoc), [_pdu(context_id, 0x03, command_set),
+        _send_buffers(socket_of(assoc), [_pdu(context_id, 0x03, command_set),
                                        *_framed(context_id, memoryview(dataset),
                                                 _chunk(assoc), last=True)])
 
@@ -297,219 +310,7 @@ def send_command(assoc: Any, context_id: int, command_set: bytes, dataset: bytes
 def write_exclusive(assoc: Any, data: bytes) -> None:
     """Write whole PDUs of ours between pynetdicom's (raises ``OSError``)."""
     with _exclusive(assoc):
-        _socket(assoc).sendall(data)
-
-
-class OwnedReader:
-    """Messages read from the socket by the thread that handles them, not pynetdicom's DUL.
-
-    For an association whose peer, meanwhile, only answers our C-STOREs (a C-MOVE's
-    sub-association; a C-GET requester, which may also cancel) or only sends C-STOREs (a
-    retrieving client's). Through pynetdicom each message wakes its DUL thread, goes through
-    its state machine, a pydicom decode of the command set and a queue to this thread: most of
-    the turnaround between two sub-operations. While this reader owns the socket the DUL
-    thread does not touch it (``patches.owned_reading``). Anything but a P-DATA-TF PDU
-    (an A-ABORT, a release request) is pushed back for pynetdicom to read, and ownership
-    returns to it; so is an unwanted message (``command_of``); other surprises abort.
-    """
-
-    def __init__(self, assoc: Any, timeout: float | bool | None = True) -> None:
-        """``timeout``: the longest wait for a PDU; ``True`` for the DIMSE timeout."""
-        self.assoc = assoc
-        self.dul = assoc.dul
-        self.link = link(assoc)
-        self.sock = _socket(assoc)
-        self.timeout = assoc.dimse_timeout if timeout is True else timeout
-        self._dimse = timeout is True
-        self.poller = select.poll()
-        self.poller.register(self.sock, select.POLLIN)
-        self.active = False
-        self._pdvs: collections.deque[tuple[int, int, memoryview]] = collections.deque()
-        self._raw: list[bytes] | None = None  # the PDUs read, while a command may go back
-
-    @classmethod
-    def attach(cls, assoc: Any) -> OwnedReader | None:
-        """Own ``assoc``'s responses for ``send_file`` until ``release()``; ``None`` where
-        the fast path is off (TLS, PDU logging)."""
-        if not usable(assoc):
-            return None
-        reader = cls(assoc)
-        reader.take()
-        link(assoc).reader = reader
-        return reader
-
-    def take(self) -> None:
-        with self.link.read_lock:  # not in the middle of one of the DUL's reads
-            self.link.owned = True
-        self.active = True
-        self._wake_dul()  # it drops the socket from the poll it is sleeping in
-
-    def release(self) -> None:
-        if self.link.reader is self:
-            self.link.reader = None  # the Link must not keep its association alive
-        if self.active:
-            self.link.owned = False
-            self.active = False
-            self._wake_dul()
-
-    def _wake_dul(self) -> None:
-        wake = self.link.wake_dul
-        if wake is not None:
-            wake()
-
-    def status(self, message_id: int) -> int | None:
-        """The Status of the C-STORE-RSP to ``message_id``; ``None`` when none came (the
-        connection closed, the DIMSE timeout, or something else arrived). A C-CANCEL that
-        arrives meanwhile (a C-GET requester's) is recorded where pynetdicom keeps them."""
-        response = self.response(message_id)
-        return None if response is None else response[0]
-
-    def response(self, message_id: int) -> tuple[int, str] | None:
-        """(Status, Error Comment) of the C-STORE-RSP to ``message_id``, as ``status``."""
-        while True:
-            message = self.command()
-            if message is None:
-                return None
-            _, fields = message
-            field, responding_to = us(fields, 0x0100), us(fields, 0x0120)
-            if field == 0x0FFF and responding_to is not None:  # C-CANCEL-RQ
-                self._cancel(responding_to)
-                continue
-            status = us(fields, 0x0900)
-            if field != 0x8001 or responding_to != message_id or \
-                    us(fields, 0x0800) != 0x0101 or status is None:
-                self.protocol_error("a message that does not answer our C-STORE")
-                return None
-            return status, text(fields, 0x0902)
-
-    def command(self) -> tuple[int, dict[int, bytes]] | None:
-        """(presentation context ID, element values) of the next command set; ``None`` when
-        none came (see ``status``)."""
-        command = bytearray()
-        while True:
-            pdv = self._next_pdv()
-            if pdv is None:
-                return None
-            context_id, control, data = pdv
-            if not control & 0x01:
-                self.protocol_error("a data set where a command was expected")
-                return None
-            command += data
-            if control & 0x02:
-                fields = parse_command(bytes(command))
-                if fields is None:
-                    self.protocol_error("a command set that does not parse")
-                    return None
-                return context_id, fields
-
-    def command_of(self, wanted: frozenset[int]) -> tuple[int, dict[int, bytes]] | None:
-        """The next command set if its Command Field is in ``wanted``; any other message goes
-        back to pynetdicom whole, with the reading (``None``, as when none came)."""
-        at_boundary = not self._pdvs  # the message starts a PDU: it can go back whole
-        self._raw = []
-        try:
-            message = self.command()
-        finally:
-            raw, self._raw = self._raw, None
-        if message is None or us(message[1], 0x0100) in wanted:
-            return message
-        if not at_boundary:
-            self.protocol_error("a message starting inside a PDU after a data set")
-            return None
-        self._pdvs.clear()
-        self.link.pushback = b"".join(raw)
-        self.release()
-        return None
-
-    def data_set(self, sink: Callable[[memoryview], object]) -> bool:
-        """Hand the fragments of the data set that follows a command to ``sink``; ``False``
-        when it did not arrive whole."""
-        while True:
-            pdv = self._next_pdv()
-            if pdv is None:
-                return False
-            _, control, data = pdv
-            if control & 0x01:
-                self.protocol_error("a command where a data set was expected")
-                return False
-            sink(data)
-            if control & 0x02:
-                return True
-
-    def _next_pdv(self) -> tuple[int, int, memoryview] | None:
-        """(context ID, message control header, data) of the next PDV, reading a PDU when
-        the last one is used up; each PDU must come within the DIMSE timeout."""
-        while not self._pdvs:
-            deadline = None if self.timeout is None else \
-                time.monotonic() + float(self.timeout)
-            head = self._read(6, deadline)
-            if head is None:
-                self._lost(deadline)
-                return None
-            pdu_type, length = struct.unpack(">BxI", head)
-            body = self._read(length, deadline)
-            if body is None:
-                self._lost(deadline)
-                return None
-            self.dul._idle_timer.restart()  # the network timeout counts from the last PDU
-            if pdu_type != 0x04:
-                self.link.pushback = b"".join([*(self._raw or ()), head, body])
-                self._pdvs.clear()
-                self.release()
-                return None
-            if self._raw is not None:
-                self._raw += (head, body)
-            view, offset = memoryview(body), 0
-            while offset + 6 <= length:
-                (item_length,) = struct.unpack(">I", view[offset:offset + 4])
-                if item_length < 2 or offset + 4 + item_length > length:
-                    self.protocol_error("a malformed P-DATA-TF PDU")
-                    return None
-                self._pdvs.append((view[offset + 4], view[offset + 5],
-                                   view[offset + 6:offset + 4 + item_length]))
-                offset += 4 + item_length
-        return self._pdvs.popleft()
-
-    def _cancel(self, message_id: int) -> None:
-        from pynetdicom.dimse_primitives import C_CANCEL
-
-        cancel = C_CANCEL()
-        cancel.MessageIDBeingRespondedTo = message_id
-        self.assoc.dimse.cancel_req[message_id] = cancel
-
-    def _read(self, count: int, deadline: float | None) -> bytes | None:
-        parts: list[bytes] = []
-        needed = count
-        while needed:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.poller.poll(None if wait is None else wait * 1000):
-                return None
-            try:
-                data = self.sock.recv(min(needed, 1 << 20))
-            except OSError:
-                return None
-            if not data:
-                return None
-            parts.append(data)
-            needed -= len(data)
-        return b"".join(parts)
-
-    def _lost(self, deadline: float | None) -> None:
-        """Closed, or the DIMSE timeout: pynetdicom takes over (it notices a closed
-        connection on its own); after a timeout the association is aborted, as pynetdicom's
-        send_c_store does."""
-        self.release()
-        if deadline is not None and time.monotonic() >= deadline and self.assoc.is_established:
-            if self._dimse:
-                self.link.dimse_timeout_fired = float(self.timeout)  # type: ignore[arg-type]
-            self.assoc.abort()
-
-    def protocol_error(self, what: str) -> None:
-        peer = self.assoc.requestor if self.assoc.is_acceptor else self.assoc.acceptor
-        logging.getLogger("dcmtool").warning("%s sent %s: aborting the association",
-                                              str(peer.ae_title).strip(), what)
-        self.release()
-        self.assoc.abort()
+        socket_of(assoc).sendall(data)
 
 
 class PendingWriter:
@@ -539,7 +340,7 @@ class PendingWriter:
         response before sending this one, so the socket is ours until the handler yields."""
         assoc = event.assoc
         if not assoc.is_established or assoc.dul.to_provider_queue.qsize() or \
-                not _plain(assoc) or logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+                logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
             return None
         return cls(assoc, int(event.context.context_id),
                    str(event.request.AffectedSOPClassUID), int(event.request.MessageID))

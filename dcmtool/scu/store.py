@@ -12,6 +12,7 @@ raises for one bad file.
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import os
@@ -22,21 +23,20 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcmtool.config import Peer
 from dcmtool.dicom import status
 from dcmtool.dicom.modify import Modifier
 from dcmtool.dicom.syntaxes import conversion_target, describe
 from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
-from dcmtool.errors import (
-    AssociationAborted,
-    ConnectionFailed,
-    DcmtoolError,
-)
-from dcmtool.net import settings, stack, wire
+from dcmtool.errors import AssociationAborted, ConnectionFailed, DcmtoolError
+from dcmtool.net import owned, settings, stack, wire
 from dcmtool.net.association import open_association
 from dcmtool.net.contexts import ContextRequest, plan_storage
+
+if TYPE_CHECKING:
+    from dcmtool.scu.jobs import Stop
 
 
 @dataclass(frozen=True)
@@ -135,15 +135,17 @@ def scan(paths: Iterable[Path]) -> Scan:
 
     result = Scan()
     instances, skipped = result.instances, result.not_dicom
-    seen: set[Path] = set()
-    queue = list(paths)
+    # A file named twice (a link, ./a and a) is sent once: known by device and inode, which
+    # the header's read gives for free (resolving paths took a quarter of a small file's scan).
+    seen: set[tuple[int, int]] = set()
+    queue = collections.deque(paths)
     while queue:
-        path = queue.pop(0)
-        resolved = path.resolve()
-        if resolved in seen:
-            continue
-        seen.add(resolved)
-        header, head, size = _quick_header(path)
+        path = queue.popleft()
+        header, head, size, identity = _quick_header(path)
+        if identity is not None:
+            if identity in seen:
+                continue
+            seen.add(identity)
         if header is not None:
             problem = file_problem(path, header.dataset_offset, header.transfer_syntax_uid,
                                    head=head, size=size)
@@ -161,7 +163,7 @@ def scan(paths: Iterable[Path]) -> Scan:
                          specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
             meta = ds.file_meta
             if meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
-                queue[:0] = referenced_files(path)  # send what it references, not itself
+                queue.extendleft(reversed(referenced_files(path)))  # what it references
                 continue
             problem = file_problem(path, dataset_offset(path), str(meta.TransferSyntaxUID))
             if problem is not None:
@@ -189,21 +191,29 @@ def scan(paths: Iterable[Path]) -> Scan:
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
-def _quick_header(path: Path) -> tuple[Any, bytes, int]:
+def _quick_header(path: Path) -> tuple[Any, bytes, int, tuple[int, int] | None]:
     """The struct-parsed header of an ordinary file (not a DICOMDIR) or None, the file's
-    first 64 KiB (all of a small file) and its size."""
+    first 64 KiB (all of a small file), its size and (device, inode) (None: unreadable)."""
     from dcmtool.dicom.part10 import header_of
 
     try:
-        with path.open("rb") as fh:
-            head = fh.read(65536)
-            size = os.fstat(fh.fileno()).st_size
+        # os calls: a file object, and a 64 KiB buffer for a 9 KB file, cost more than the read
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            info = os.fstat(fd)
+            head = os.read(fd, min(info.st_size, 65536))
+        finally:
+            os.close(fd)
+    except OSError:
+        return None, b"", 0, None
+    identity = (info.st_dev, info.st_ino)
+    try:
         header = header_of(head)
-    except (OSError, struct.error):
-        return None, b"", 0
+    except struct.error:
+        return None, b"", 0, identity
     if header is None or header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
-        return None, b"", 0
-    return header, head, size
+        return None, b"", 0, identity
+    return header, head, info.st_size, identity
 
 
 def read_report(path: Path) -> list[dict[str, Any]]:
@@ -268,9 +278,11 @@ def store(
     ``target`` (a transfer syntax UID) transcodes every file to it before sending, through
     the convert core with ``encode_options``; files already in it go as their bytes.
 
-    ``jobs`` associations run in parallel, each with whole studies. A connection failure or
-    an abort re-opens the association up to ``retries`` times (delay doubling from
-    ``retry_delay``) and goes on from the file that was not acknowledged.
+    ``jobs`` associations run in parallel, each with whole studies: in worker processes
+    where they can be forked (see ``jobs``), else in threads. Either way ``on_file`` and
+    ``on_retry`` are called in this process and thread, in the order things happen. A
+    connection failure or an abort re-opens the association up to ``retries`` times (delay
+    doubling from ``retry_delay``) and goes on from the file that was not acknowledged.
     """
     settings.send_files_undecoded()
     started = time.perf_counter()
@@ -294,8 +306,13 @@ def store(
     if len(groups) == 1:
         errors = [worker.run(groups[0])]
     else:
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            errors = list(pool.map(worker.run, groups))
+        from dcmtool.scu import jobs as pool  # not at the top: one association needs none
+
+        if pool.forking():
+            errors = pool.run_forked(groups, worker, stop)
+        else:
+            with ThreadPoolExecutor(max_workers=len(groups)) as threads:
+                errors = list(threads.map(worker.run, groups))
     if all(error is not None for error in errors):
         summary.error = errors[0]  # not one association opened: its own exit code
     summary.interrupted = summary.not_sent_interrupted > 0
@@ -306,6 +323,14 @@ def store(
     return summary
 
 
+@dataclass
+class _Pending:
+    """One batch's files not sent yet (oldest first) and the one sent but not answered."""
+
+    files: list[Instance]
+    in_flight: Instance | None = None
+
+
 class _Group:
     """Sends one group of files over one association at a time, retrying failures."""
 
@@ -314,8 +339,8 @@ class _Group:
                  on_retry: Callable[[str, int, float], None] | None,
                  modify: Callable[[Any], None] | None = None,
                  transcoding: _Transcoding | None = None,
-                 stop: threading.Event | None = None) -> None:
-        self.stop = stop or threading.Event()
+                 stop: Stop | None = None) -> None:
+        self.stop: Stop = stop or threading.Event()
         self.modify = modify
         self.transcoding = transcoding
         self.peer = peer
@@ -325,41 +350,28 @@ class _Group:
         self.on_retry = on_retry
         self.abandoned_by: DcmtoolError | None = None  # the first failure that left files
 
+    def reporting_to(self, record: Callable[[Instance, FileOutcome], None],
+                     on_retry: Callable[[str, int, float], None] | None, stop: Stop) -> _Group:
+        """A sender like this one that reports through these (a worker process's)."""
+        return _Group(self.peer, self.retries, self.retry_delay, record, on_retry,
+                      self.modify, self.transcoding, stop)
+
     def run(self, files: list[Instance]) -> DcmtoolError | None:
         """Returns the error when no association of this group could be opened."""
         opened = False
         first_error: DcmtoolError | None = None
         target = self.transcoding.target if self.transcoding else None
         for contexts, batch in plan(files, target):
-            pending = list(batch)
+            pending = _Pending(list(batch))
             failures = 0
-            in_flight: Instance | None = None  # sent, its answer not read yet
-            while pending:
+            while pending.files:
                 if self.stop.is_set():
-                    self._interrupted(pending)
-                    pending = []
+                    self._interrupted(pending.files)
                     break
                 try:
                     with open_association(self.peer, contexts, require_accepted=False) as s:
                         opened = True
-                        # Responses are read by this thread (see wire.OwnedReader).
-                        reader = wire.OwnedReader.attach(s.assoc)
-                        try:
-                            while pending:
-                                if self.stop.is_set():  # the file before finished
-                                    self._interrupted(pending)
-                                    pending = []
-                                    break
-                                in_flight = pending[0]
-                                outcome = _send_one(s, pending[0], self.modify,
-                                                    self.transcoding)
-                                if outcome.status is None and outcome.sent_as is not None:
-                                    raise s.lost(f"the C-STORE of {pending[0].path.name}")
-                                in_flight = None
-                                self.record(pending.pop(0), outcome)
-                        finally:
-                            if reader is not None:
-                                reader.release()  # pynetdicom reads the A-RELEASE-RP
+                        self._send(s, pending)
                 except (ConnectionFailed, AssociationAborted) as exc:
                     failures += 1
                     first_error = first_error or exc
@@ -369,29 +381,106 @@ class _Group:
                             self.on_retry(exc.message, failures, delay)
                         time.sleep(delay)  # back-off before the peer is tried again
                         continue
-                    self._give_up(pending, exc, in_flight)
-                    pending = []
+                    self.give_up(pending.files, exc, pending.in_flight)
                 except DcmtoolError as exc:  # rejected: retrying would not help
                     first_error = first_error or exc
-                    self._give_up(pending, exc)
-                    pending = []
+                    self.give_up(pending.files, exc)
         return None if opened else first_error
+
+    def _send(self, session: Any, pending: _Pending) -> None:
+        """Send the pending files in order over ``session``, recording each outcome; raises
+        the association's loss with the unanswered file left first in ``pending``.
+
+        While the peer stores one file, the next one is read (``_ready``): on small files
+        the peer's turn is most of the time, and this takes the read off the path between
+        one answer and the next request.
+        """
+        files = pending.files
+        # Responses are read by this thread (see owned.OwnedReader).
+        reader = owned.OwnedReader.attach(session.assoc)
+        try:
+            ahead = self._ready(session, reader, files[0])
+            while files:
+                if self.stop.is_set():  # the file before finished
+                    self._interrupted(files)
+                    return
+                instance = files[0]
+                following = files[1] if len(files) > 1 else None
+                pending.in_flight = instance
+                if ahead is not None and reader is not None and reader.active:
+                    outcome, ahead = self._send_ready(session, reader, instance, ahead,
+                                                      following)
+                else:
+                    outcome = _send_one(session, instance, self.modify, self.transcoding)
+                    ahead = self._ready(session, reader, following)
+                if outcome.status is None and outcome.sent_as is not None:
+                    raise session.lost(f"the C-STORE of {instance.path.name}")
+                pending.in_flight = None
+                del files[0]
+                self.record(instance, outcome)
+        finally:
+            if reader is not None:
+                reader.release()  # pynetdicom reads the A-RELEASE-RP
+
+    def _ready(self, session: Any, reader: owned.OwnedReader | None,
+               instance: Instance | None) -> tuple[int, bytes] | None:
+        """(context ID, the file's bytes) when ``instance`` goes as it is over the owned
+        reader's association (no ``--set``/``--new-uids``, its own syntax accepted, small
+        enough to hold); None: ``_send_one`` decides and reports."""
+        if instance is None or reader is None or not reader.active or \
+                self.modify is not None or instance.dataset_offset is None or \
+                (self.transcoding is not None and
+                 self.transcoding.target != instance.transfer_syntax):
+            return None
+        context_id = wire.accepted_syntaxes(session.assoc).get(
+            instance.sop_class_uid, {}).get(instance.transfer_syntax)
+        if context_id is None:
+            return None
+        try:
+            data = wire.read_small(instance.path)
+        except OSError:
+            return None
+        return None if data is None else (context_id, data)
+
+    def _send_ready(self, session: Any, reader: owned.OwnedReader, instance: Instance,
+                    ready: tuple[int, bytes], following: Instance | None
+                    ) -> tuple[FileOutcome, tuple[int, bytes] | None]:
+        """C-STORE a file read by ``_ready``; read ``following`` while the peer answers."""
+        assoc = session.assoc
+        context_id, data = ready
+        assert instance.dataset_offset is not None
+        message_id = wire.next_message_id(assoc)
+        try:
+            wire.send_request(assoc, context_id, memoryview(data)[instance.dataset_offset:],
+                              instance.sop_class_uid, instance.sop_instance_uid, message_id,
+                              pause_reactor=False)
+        except OSError:  # the connection broke: no answer will come
+            return _answered(instance, None, "", instance.transfer_syntax), None
+        ahead = self._ready(session, reader, following)
+        answer = reader.response(message_id)
+        code, comment = answer if answer is not None else (None, "")
+        return _answered(instance, code, comment, instance.transfer_syntax), ahead
 
     def _interrupted(self, pending: list[Instance]) -> None:
         for instance in pending:
             self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
                                               INTERRUPTED))
+        pending.clear()
 
-    def _give_up(self, pending: list[Instance], exc: DcmtoolError,
-                 in_flight: Instance | None = None) -> None:
-        if in_flight is not None and pending and pending[0] is in_flight:
+    def give_up(self, pending: list[Instance], exc: DcmtoolError,
+                in_flight: Instance | None = None) -> None:
+        """Record ``pending`` as failed because of ``exc``: the file in flight as unanswered,
+        the rest as not sent."""
+        remaining = list(pending)
+        pending.clear()
+        if in_flight is not None and remaining and remaining[0] is in_flight:
             # Sent, and the association ended before its answer: failed, not "not sent".
-            pending = pending[1:]
+            remaining = remaining[1:]
             self.record(in_flight, FileOutcome(in_flight.path, in_flight.sop_instance_uid,
                                                None, f"no answer: {exc.message}"))
-        if pending and self.abandoned_by is None:
+        if remaining and self.abandoned_by is None:
             self.abandoned_by = exc
-        for instance in pending:
+        for instance in remaining:
             self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
                                               f"not sent: {exc.message}", abandoned=True))
 
@@ -404,27 +493,35 @@ class _Transcoding:
     options: EncodeOptions
 
 
+def _answered(instance: Instance, code: int | None, comment: str, sent_as: str,
+              uid: str | None = None, renamed: tuple[tuple[str, str, str], ...] = ()
+              ) -> FileOutcome:
+    """The outcome of a file the peer was sent, from its response's Status and Error
+    Comment (``code`` None: no response came)."""
+    uid = uid or instance.sop_instance_uid
+    if code is None:
+        return FileOutcome(instance.path, uid, None,
+                           "no response: the association was aborted or timed out",
+                           sent_as, renamed=renamed)
+    text = "stored" if code == 0 else ("stored with warning" if status.is_warning(code)
+                                       else "refused")
+    return FileOutcome(instance.path, uid, code,
+                       f"{text} (0x{code:04X}){': ' + comment if comment else ''}",
+                       sent_as, renamed=renamed)
+
+
 def _send_one(session: Any, instance: Instance,
               modify: Callable[[Any], None] | None = None,
               transcoding: _Transcoding | None = None) -> FileOutcome:
     assoc = session.assoc
     accepted = wire.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
-    name = describe(instance.transfer_syntax)
 
     def outcome(response: Any, sent_as: str, uid: str | None = None,
                 renamed: tuple[tuple[str, str, str], ...] = ()) -> FileOutcome:
-        uid = uid or instance.sop_instance_uid
         code = getattr(response, "Status", None)
-        if code is None:
-            return FileOutcome(instance.path, uid, None,
-                               "no response: the association was aborted or timed out",
-                               sent_as, renamed=renamed)
-        comment = str(getattr(response, "ErrorComment", "") or "")
-        text = "stored" if code == 0 else ("stored with warning" if status.is_warning(code)
-                                           else "refused")
-        return FileOutcome(instance.path, uid, int(code),
-                           f"{text} (0x{int(code):04X}){': ' + comment if comment else ''}",
-                           sent_as, renamed=renamed)
+        return _answered(instance, None if code is None else int(code),
+                         str(getattr(response, "ErrorComment", "") or ""), sent_as, uid,
+                         renamed)
 
     if not accepted:
         wanted = f" as {describe(transcoding.target)}" if transcoding else ""
@@ -441,7 +538,7 @@ def _send_one(session: Any, instance: Instance,
                 offered = ", ".join(describe(t) for t in sorted(accepted))
                 return FileOutcome(instance.path, instance.sop_instance_uid, None,
                                    f"the peer accepts SOP class {instance.sop_class_uid} only "
-                                   f"as {offered}, not {name}")
+                                   f"as {offered}, not {describe(instance.transfer_syntax)}")
             on_wire = fallback
         if modify is None and on_wire == instance.transfer_syntax:
             return outcome(_send_bytes(assoc, instance), on_wire)  # the file's own bytes

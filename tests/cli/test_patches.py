@@ -1,7 +1,7 @@
 """The pynetdicom fixes that change what a peer or a user can observe, one test each where the
 suite has none elsewhere (the others: reactor race in test_reactor_race.py, owned reading and
 storage receive in test_find_retrieve.py, the retrieve SCP in test_serve_retrieve.py, command
-encoding in test_archive.py, connect errors and TLS accept in the interop tests)."""
+encoding in test_archive.py, connect errors, TLS accept and TLS close in the interop tests)."""
 
 from __future__ import annotations
 

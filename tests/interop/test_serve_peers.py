@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -57,6 +56,7 @@ from support.peers import (
     run_cli,
 )
 from support.processes import dcmtk_env
+from support.tls import Certificates, certificates_fixture  # noqa: F401 - a fixture
 
 import dcmtool
 
@@ -545,63 +545,6 @@ def test_kill_9_during_a_transfer_then_restart(serve_process: ServeProcessFactor
 # 6. TLS
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # a CA that signed none of the above
-
-
-def openssl(*args: str | Path, cwd: Path) -> None:
-    program = shutil.which("openssl")
-    if program is None:
-        reason = "the openssl CLI is not installed (apt-get install openssl): no certificates"
-        if in_ci():
-            pytest.fail(f"{reason} [CI=true: peers must not be skipped]", pytrace=False)
-        pytest.skip(reason)
-    done = subprocess.run([program, *(str(a) for a in args)], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
-    assert done.returncode == 0, explain(done)
-
-
-def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-            "-days", "2", "-subj", f"/CN=dcmtool test {name}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
-    return cert, key
-
-
-def make_leaf(folder: Path, name: str, ca: tuple[Path, Path], extensions: str
-              ) -> tuple[Path, Path]:
-    key, cert, csr = folder / f"{name}.key", folder / f"{name}.pem", folder / f"{name}.csr"
-    ext = folder / f"{name}.ext"
-    ext.write_text(extensions, encoding="ascii")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-            "-subj", f"/CN={name}", cwd=folder)
-    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-            "-out", cert, "-days", "2", "-extfile", ext, cwd=folder)
-    return cert, key
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    folder = tmp_path_factory.mktemp("tls")
-    ca = make_ca(folder, "ca")
-    other = make_ca(folder, "other-ca")
-    server = make_leaf(folder, "server", ca, (
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"))
-    client = make_leaf(folder, "client", ca, (
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n"))
-    return Certificates(ca[0], server[0], server[1], client[0], client[1], other[0])
-
-
 def assert_one_error_line(stderr: str) -> str:
     # The archive runs in this process: its own log line about the failed handshake lands in
     # the same stderr. It is the server's, not the client's, so it is checked apart.
@@ -672,8 +615,8 @@ def test_tls_serve_keeps_accepting_while_a_connection_is_silent(
 
 def test_tls_get_and_move(serve_archive: ServeFactory, certificates: Certificates,
                           tmp_path: Path) -> None:
-    """Over TLS, C-GET sub-operations and every C-GET/C-MOVE response take pynetdicom's path
-    (an SSL socket must not be written by two threads): everything still arrives intact."""
+    """Over TLS, get and move bring every instance intact (tests/interop/test_tls_speed_paths.py
+    shows that they take the socket-owning paths there)."""
     from pydicom.uid import generate_uid
 
     c = certificates

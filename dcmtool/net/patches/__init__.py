@@ -35,6 +35,7 @@ from dcmtool.net.patches import (
     state_machine_guard,
     storage_receive,
     tls_accept,
+    tls_close,
 )
 from dcmtool.net.patches._replace import PatchError, check_version
 
@@ -43,7 +44,7 @@ FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accep
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
          storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard,
          decode_errors, message_limits, dimse_timeouts, response_hooks,
-         report_thread, message_order)
+         report_thread, message_order, tls_close)
 
 _applied = False
 _lock = threading.Lock()

@@ -148,8 +148,13 @@ def apply() -> None:
                 if state.pushback:
                     return  # a PDU handed back by an owned reader
                 pending = getattr(sock, "pending", None)
-                if pending is not None and pending():
-                    return  # TLS: decrypted bytes already buffered
+                if pending is not None:
+                    # TLS: decrypted bytes already buffered. Asked under the read lock, so
+                    # never while another thread reads or writes the SSL object.
+                    with state.read_lock:
+                        buffered = not state.owned and pending()
+                    if buffered:
+                        return
                 waiting.append(sock)
             try:
                 _wait_readable(waiting, max(seconds, IDLE_WAIT))

@@ -1,8 +1,12 @@
 """Fix 11: the DUL leaves a socket alone while another thread owns its reading.
 
-While ``wire.OwnedReader`` reads an association's socket itself, pynetdicom's DUL thread
+While ``owned.OwnedReader`` reads an association's socket itself, pynetdicom's DUL thread
 neither polls nor reads it; a PDU that reader does not handle is pushed back
 (``Link.pushback``) and read by the DUL as if it had just arrived (``socket_reads``).
+
+Over TLS this also keeps the SSL object to one thread at a time: the DUL's ``ready`` check,
+which asks the SSL object for decrypted bytes, runs under the read lock and only while nobody
+owns the socket; the owner's reads and every write are made under the send lock.
 """
 
 from __future__ import annotations

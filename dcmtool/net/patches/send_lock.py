@@ -1,7 +1,8 @@
 """Fix: every PDU pynetdicom writes is written under the association's send lock.
 
 dcmtool's own socket code (``net.wire``) writes whole messages from another thread under the
-same lock (``links.Link.send_lock``), so PDUs never interleave mid-write.
+same lock (``links.Link.send_lock``), so PDUs never interleave mid-write. Over TLS a thread
+that owns an association's reading also reads under it: no pynetdicom write meanwhile.
 """
 
 from __future__ import annotations
