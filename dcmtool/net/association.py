@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,41 +15,18 @@ from pynetdicom.presentation import PresentationContext
 
 from dcmtool.config import Peer
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
-from dcmtool.errors import AssociationAborted, AssociationRejected, DcmtoolError, DimseTimeout
+from dcmtool.errors import AssociationAborted, AssociationRejected, DimseTimeout
 from dcmtool.net import outcomes, patches, settings
 from dcmtool.net.contexts import ContextRequest, build_contexts, role_selection
 from dcmtool.net.links import link
 from dcmtool.net.outcomes import ContextResult, Negotiation
 from dcmtool.net.patches.connect_errors import CONNECT_ERRORS
+from dcmtool.net.tls import tls_client_context
 
 LOG = logging.getLogger("dcmtool.net.association")
 
 __all__ = ["Association", "ContextResult", "Negotiation", "make_ae", "open_association",
            "tls_client_context"]
-
-
-def tls_client_context(peer: Peer) -> tuple[ssl.SSLContext, str | None] | None:
-    """Build the client TLS context from PEM files, or ``None`` when TLS is not configured."""
-    tls = peer.tls
-    if not tls.enabled:
-        return None
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
-        if tls.ca is None:
-            # No CA given: encrypt, but there is nothing to verify the peer against.
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            context.check_hostname = tls.check_hostname
-        if tls.cert:
-            context.load_cert_chain(tls.cert, tls.key)
-    except (OSError, ssl.SSLError) as exc:
-        raise DcmtoolError(
-            f"TLS setup failed: {exc}",
-            hint="check the PEM files of the certificate, its key and the CA",
-            setting="tls_files",
-        ) from None
-    return context, (peer.host if context.check_hostname else None)
 
 
 def _rejection(peer: Peer, primitive: Any) -> AssociationRejected:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import ssl
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,51 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from dcmtool.dicom import commands
 from dcmtool.dicom.part10 import dataset_offset
+from dcmtool.net import framing
 from dcmtool.net.lean.pdus import p_data_tf
 from dcmtool.net.links import link
 
 if TYPE_CHECKING:
     from dcmtool.net.owned import OwnedReader
 
-#: Data set bytes per PDU when the peer sets no limit (maximum length 0).
-UNLIMITED_CHUNK = 1 << 20
-#: Data sets up to this size are read whole and sent with one gathered write.
-STREAM_ABOVE = 32 << 20
-#: Bytes joined per TLS write (no gathered writes there): under malloc's mmap threshold.
-TLS_WRITE_BYTES = 1 << 16
-
-
-def _framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
-    """P-DATA-TF headers and data slices (no copies) for ``data``, ``chunk`` bytes a PDU."""
-    buffers: list[Any] = []
-    total = len(data)
-    for start in range(0, max(total, 1), chunk):
-        piece = data[start:start + chunk]
-        final = last and start + chunk >= total
-        buffers.append(struct.pack(">BBIIBB", 0x04, 0x00, len(piece) + 6, len(piece) + 2,
-                                   context_id, 0x02 if final else 0x00))
-        buffers.append(piece)
-    return buffers
-
-
-def _send_buffers(sock: Any, buffers: list[Any]) -> None:
-    """Write every buffer, in order: gathered writes, or joined in ``TLS_WRITE_BYTES`` runs."""
-    if isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
-        run: list[Any] = []
-        for index, buffer in enumerate(buffers):
-            run.append(buffer)
-            if sum(map(len, run)) >= TLS_WRITE_BYTES or index == len(buffers) - 1:
-                sock.sendall(b"".join(run) if len(run) > 1 else run[0])
-                run = []
-        return
-    views = [memoryview(b) for b in buffers]
-    while views:
-        sent = sock.sendmsg(views[:512])  # IOV_MAX is 1024 on Linux
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if sent:
-            views[0] = views[0][sent:]
+#: The framing is ``net.framing``'s, shared with the plain-TCP client.
+_framed, _send_buffers, read_small = framing.framed, framing.send_buffers, framing.read_small
 
 
 #: One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): the plain-TCP client's framing.
@@ -76,8 +38,7 @@ _pdu = p_data_tf
 def _chunk(assoc: Any) -> int:
     """Data bytes per PDU: what the *peer* said it receives (the other side's maximum)."""
     peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
-    limit = int(peer.maximum_length or 0)
-    return (limit - 6) if limit > 6 else UNLIMITED_CHUNK
+    return framing.chunk_for(peer.maximum_length)
 
 
 @contextlib.contextmanager
@@ -154,28 +115,6 @@ def next_message_id(assoc: Any) -> int:
     state = link(assoc)
     state.message_id = state.message_id % 65535 + 1
     return state.message_id
-
-
-def read_small(path: Path) -> bytes | None:
-    """A whole file's bytes when it is small enough to send from memory, else ``None``.
-
-    One buffer of the file's size (``read(STREAM_ABOVE)`` would map and zero 32 MiB for every
-    file), read with os calls: a file object per file cost half of the read of a 9 KB file.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        if size > STREAM_ABOVE:
-            return None
-        data = os.read(fd, size)
-        while len(data) < size:  # a short read (some file systems): the rest, to the end
-            more = os.read(fd, size - len(data))
-            if not more:
-                break
-            data += more
-        return data
-    finally:
-        os.close(fd)
 
 
 def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: str,
@@ -275,23 +214,17 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
     command = commands.store_request(sop_class, sop_instance, message_id,
                                       move_originator=move_originator)
     sock = socket_of(assoc)
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        data = fh.read(STREAM_ABOVE)
-        if pause_reactor:
-            assoc._reactor_checkpoint.clear()
-        try:
-            with _exclusive(assoc):
-                _send_buffers(sock, [_pdu(context_id, 0x03, command)])
-                while data:
-                    following = fh.read(STREAM_ABOVE)
-                    _send_buffers(sock, _framed(context_id, memoryview(data), chunk,
-                                                last=not following))
-                    data = following
-        except OSError:
-            assoc._reactor_checkpoint.set()
-            assoc.abort()
-            raise
+    if pause_reactor:
+        assoc._reactor_checkpoint.clear()
+    try:
+        with _exclusive(assoc):
+            _send_buffers(sock, [_pdu(context_id, 0x03, command)])
+            for data, last in framing.blocks(path, offset):
+                _send_buffers(sock, _framed(context_id, memoryview(data), chunk, last=last))
+    except OSError:
+        assoc._reactor_checkpoint.set()
+        assoc.abort()
+        raise
 
 
 def command_pdu(context_id: int, command_set: bytes) -> bytes:

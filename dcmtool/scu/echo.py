@@ -2,7 +2,7 @@
 
 A plain C-ECHO goes through the plain-TCP client (``net.lean``), which imports neither
 pynetdicom nor pydicom: for ``dcmtool echo`` they would cost more than the whole exchange.
-TLS, pynetdicom's PDU log (``-d``) and ``probe`` take pynetdicom's client, imported then.
+pynetdicom's PDU log (``-d``) and ``probe`` take pynetdicom's client, imported then.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class _EchoSession(Protocol):
 
 
 def uses_pynetdicom(peer: Peer) -> bool:
-    """Whether ``echo`` talks to ``peer`` through pynetdicom: with TLS, or when its PDU log
-    is read (``-d``); otherwise the plain-TCP client does, without importing it."""
+    """Whether ``echo`` talks to ``peer`` through pynetdicom: when its PDU log is read
+    (``-d``); otherwise dcmtool's own client does (plain TCP or TLS), without importing it."""
     return not lean_client.usable(peer)
 
 

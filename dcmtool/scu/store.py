@@ -3,24 +3,22 @@
 Each file's header is read first (stopping before pixel data); files are grouped by SOP class,
 and for each class the files' own transfer syntaxes are proposed plus explicit and implicit VR
 little endian as fallbacks (seed 004's STORAGE-SCU policy). A file whose syntax was accepted is
-sent as its bytes (pynetdicom's chunked send: never decoded); otherwise an uncompressed one is
-re-encoded and a compressed one decompressed, both through the convert core
-(dcmtool.dicom.transcode).
+sent as its bytes (over dcmtool's plain-TCP client where it can, see ``store_lean``; never
+decoded); otherwise an uncompressed one is re-encoded and a compressed one decompressed, both
+through the convert core (dcmtool.dicom.transcode), over pynetdicom's client.
 ``--ts`` sends everything in one chosen syntax instead. Every file gets an outcome; nothing
 raises for one bad file.
 """
 
 from __future__ import annotations
 
-import collections
 import csv
 import json
-import os
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,22 +30,15 @@ from dcmtool.dicom.syntaxes import conversion_target, describe
 from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
 from dcmtool.errors import AssociationAborted, ConnectionFailed, DcmtoolError
 from dcmtool.net import owned, settings, stack, wire
-from dcmtool.net.association import open_association
 from dcmtool.net.contexts import ContextRequest, plan_storage
+from dcmtool.net.lean import client as lean_client
+from dcmtool.scu.store_scan import MEDIA_STORAGE_DIRECTORY as MEDIA_STORAGE_DIRECTORY
+from dcmtool.scu.store_scan import Instance as Instance
+from dcmtool.scu.store_scan import Scan as Scan
+from dcmtool.scu.store_scan import scan as scan
 
 if TYPE_CHECKING:
     from dcmtool.scu.jobs import Stop
-
-
-@dataclass(frozen=True)
-class Instance:
-    path: Path
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax: str
-    study_instance_uid: str
-    size: int
-    dataset_offset: int | None = None  # where the data set starts, when the scan knows
 
 
 @dataclass(frozen=True)
@@ -110,110 +101,6 @@ Progress = Callable[[FileOutcome, int, int], None]
 
 #: The outcome of the files not sent because sending was stopped (Ctrl-C).
 INTERRUPTED = "not sent: interrupted"
-
-
-@dataclass
-class Scan:
-    """The inputs, read: what can be sent, what is not DICOM, what is broken (and why)."""
-
-    instances: list[Instance] = field(default_factory=list)
-    not_dicom: list[Path] = field(default_factory=list)
-    broken: list[tuple[Path, str]] = field(default_factory=list)
-    #: Files whose File Meta names other UIDs than their data set (the data set's are sent).
-    meta_disagrees: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def scan(paths: Iterable[Path]) -> Scan:
-    """Read each file's header and check that its data set is whole: a truncated file sent
-    anyway can make the peer abort the association, and every file after it fails."""
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    from dcmtool.dicom.files import referenced_files
-    from dcmtool.dicom.part10 import dataset_offset, meta_disagreement
-    from dcmtool.dicom.structure import file_problem
-
-    result = Scan()
-    instances, skipped = result.instances, result.not_dicom
-    # A file named twice (a link, ./a and a) is sent once: known by device and inode, which
-    # the header's read gives for free (resolving paths took a quarter of a small file's scan).
-    seen: set[tuple[int, int]] = set()
-    queue = collections.deque(paths)
-    while queue:
-        path = queue.popleft()
-        header, head, size, identity = _quick_header(path)
-        if identity is not None:
-            if identity in seen:
-                continue
-            seen.add(identity)
-        if header is not None:
-            problem = file_problem(path, header.dataset_offset, header.transfer_syntax_uid,
-                                   head=head, size=size)
-            if problem is not None:
-                result.broken.append((path, problem))
-                continue
-            instances.append(Instance(path, header.sop_class_uid, header.sop_instance_uid,
-                                      header.transfer_syntax_uid, header.study_instance_uid,
-                                      size, header.dataset_offset))
-            if header.meta_disagreement:
-                result.meta_disagrees.append((path, header.meta_disagreement))
-            continue
-        try:
-            ds = dcmread(path, stop_before_pixels=True,
-                         specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
-            meta = ds.file_meta
-            if meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
-                queue.extendleft(reversed(referenced_files(path)))  # what it references
-                continue
-            problem = file_problem(path, dataset_offset(path), str(meta.TransferSyntaxUID))
-            if problem is not None:
-                result.broken.append((path, problem))
-                continue
-            # The C-STORE names the data set's UIDs (as DCMTK's storescu does): the peer
-            # checks the command against the data set, not against the File Meta.
-            meta_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
-            meta_instance = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
-            sop_class = str(ds.get("SOPClassUID", "") or meta_class)
-            sop_instance = str(ds.get("SOPInstanceUID", "") or meta_instance)
-            if not (sop_class and sop_instance):
-                raise ValueError("no SOP Class or SOP Instance UID")
-            instances.append(Instance(path, sop_class, sop_instance,
-                                      str(meta.TransferSyntaxUID),
-                                      str(ds.get("StudyInstanceUID", "")), path.stat().st_size))
-            disagreement = meta_disagreement(meta_class, sop_class, meta_instance, sop_instance)
-            if disagreement:
-                result.meta_disagrees.append((path, disagreement))
-        except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, EOFError):
-            skipped.append(path)
-    return result
-
-
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-
-
-def _quick_header(path: Path) -> tuple[Any, bytes, int, tuple[int, int] | None]:
-    """The struct-parsed header of an ordinary file (not a DICOMDIR) or None, the file's
-    first 64 KiB (all of a small file), its size and (device, inode) (None: unreadable)."""
-    from dcmtool.dicom.part10 import header_of
-
-    try:
-        # os calls: a file object, and a 64 KiB buffer for a 9 KB file, cost more than the read
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            info = os.fstat(fd)
-            head = os.read(fd, min(info.st_size, 65536))
-        finally:
-            os.close(fd)
-    except OSError:
-        return None, b"", 0, None
-    identity = (info.st_dev, info.st_ino)
-    try:
-        header = header_of(head)
-    except struct.error:
-        return None, b"", 0, identity
-    if header is None or header.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
-        return None, b"", 0, identity
-    return header, head, info.st_size, identity
 
 
 def read_report(path: Path) -> list[dict[str, Any]]:
@@ -284,7 +171,8 @@ def store(
     connection failure or an abort re-opens the association up to ``retries`` times (delay
     doubling from ``retry_delay``) and goes on from the file that was not acknowledged.
     """
-    settings.send_files_undecoded()
+    from dcmtool.scu import store_lean
+
     started = time.perf_counter()
     lock = threading.Lock()
     summary = StoreSummary()
@@ -302,7 +190,8 @@ def store(
     groups = partition(instances, jobs)
     worker = _Group(peer, retries, retry_delay, record, on_retry, modify,
                     _Transcoding(target, encode_options or EncodeOptions()) if target else None,
-                    stop or threading.Event())
+                    stop or threading.Event(),
+                    store_lean.usable(peer, modifying=modify is not None, target=target))
     if len(groups) == 1:
         errors = [worker.run(groups[0])]
     else:
@@ -329,6 +218,8 @@ class _Pending:
 
     files: list[Instance]
     in_flight: Instance | None = None
+    #: Left by the plain-TCP client: files the peer takes only converted (``store_lean``).
+    convert: list[Instance] = field(default_factory=list)
 
 
 class _Group:
@@ -339,8 +230,9 @@ class _Group:
                  on_retry: Callable[[str, int, float], None] | None,
                  modify: Callable[[Any], None] | None = None,
                  transcoding: _Transcoding | None = None,
-                 stop: Stop | None = None) -> None:
+                 stop: Stop | None = None, lean: bool = False) -> None:
         self.stop: Stop = stop or threading.Event()
+        self.lean = lean  # over the plain-TCP client (store_lean.usable)
         self.modify = modify
         self.transcoding = transcoding
         self.peer = peer
@@ -354,10 +246,12 @@ class _Group:
                      on_retry: Callable[[str, int, float], None] | None, stop: Stop) -> _Group:
         """A sender like this one that reports through these (a worker process's)."""
         return _Group(self.peer, self.retries, self.retry_delay, record, on_retry,
-                      self.modify, self.transcoding, stop)
+                      self.modify, self.transcoding, stop, self.lean)
 
-    def run(self, files: list[Instance]) -> DcmtoolError | None:
-        """Returns the error when no association of this group could be opened."""
+    def run(self, files: list[Instance], lean: bool | None = None) -> DcmtoolError | None:
+        """Returns the error when no association of this group could be opened. Files the
+        plain-TCP client left to convert go after their batch, over pynetdicom's."""
+        lean = self.lean if lean is None else lean
         opened = False
         first_error: DcmtoolError | None = None
         target = self.transcoding.target if self.transcoding else None
@@ -369,9 +263,14 @@ class _Group:
                     self._interrupted(pending.files)
                     break
                 try:
-                    with open_association(self.peer, contexts, require_accepted=False) as s:
+                    with self._associate(contexts, lean) as s:
                         opened = True
-                        self._send(s, pending)
+                        if lean:
+                            from dcmtool.scu import store_lean
+
+                            store_lean.send(self, s, pending)
+                        else:
+                            self._send(s, pending)
                 except (ConnectionFailed, AssociationAborted) as exc:
                     failures += 1
                     first_error = first_error or exc
@@ -381,11 +280,25 @@ class _Group:
                             self.on_retry(exc.message, failures, delay)
                         time.sleep(delay)  # back-off before the peer is tried again
                         continue
-                    self.give_up(pending.files, exc, pending.in_flight)
+                    self.give_up(pending.files + _drain(pending.convert), exc, pending.in_flight)
+                    pending.files.clear()
                 except DcmtoolError as exc:  # rejected: retrying would not help
                     first_error = first_error or exc
-                    self.give_up(pending.files, exc)
+                    self.give_up(pending.files + _drain(pending.convert), exc)
+                    pending.files.clear()
+            if pending.convert:
+                error = self.run(pending.convert, lean=False)
+                first_error = first_error or error
         return None if opened else first_error
+
+    def _associate(self, contexts: list[ContextRequest], lean: bool
+                   ) -> AbstractContextManager[Any]:
+        if lean:
+            return lean_client.open_association(self.peer, contexts, require_accepted=False)
+        from dcmtool.net.association import open_association
+
+        settings.send_files_undecoded()
+        return open_association(self.peer, contexts, require_accepted=False)
 
     def _send(self, session: Any, pending: _Pending) -> None:
         """Send the pending files in order over ``session``, recording each outcome; raises
@@ -483,6 +396,12 @@ class _Group:
         for instance in remaining:
             self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
                                               f"not sent: {exc.message}", abandoned=True))
+
+
+def _drain(files: list[Instance]) -> list[Instance]:
+    drained = list(files)
+    files.clear()
+    return drained
 
 
 @dataclass(frozen=True)

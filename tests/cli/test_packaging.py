@@ -75,6 +75,21 @@ def test_echo_imports_no_dicom_stack() -> None:
         assert name not in roots, f"dcmtool echo imported {name}"
 
 
+def test_store_imports_no_dicom_stack(tmp_path: Path) -> None:
+    """Files that go as their bytes over plain TCP: the command's own client, and the scan
+    reads headers with struct."""
+    from support.datasets import write_instance
+
+    write_instance(tmp_path / "a.dcm")
+    with socket.socket() as closed:  # bound, never listening: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        roots, proc = loaded_modules("store", f"X@127.0.0.1:{port}", str(tmp_path))
+    assert proc.returncode == 3, proc.stderr
+    for name in (*HEAVY, "pynetdicom", "pydicom"):
+        assert name not in roots, f"dcmtool store imported {name}"
+
+
 def test_python_dash_m() -> None:
     proc = subprocess.run([sys.executable, "-m", "dcmtool", "--help"], capture_output=True,
                           text=True, timeout=60)

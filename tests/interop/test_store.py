@@ -509,11 +509,9 @@ def test_large_data_sets_stream_in_blocks(dcmtk_storescp: Callable[..., Any], tm
     """Above the in-memory limit a data set goes out block by block, still byte for byte."""
     import numpy as np
 
-    from dcmtool.net import wire
+    from dcmtool.net import framing
 
-
-
-    monkeypatch.setattr(wire, "STREAM_ABOVE", 50_000)  # 3 blocks for this file
+    monkeypatch.setattr(framing, "STREAM_ABOVE", 50_000)  # 3 blocks for this file
     scp = dcmtk_storescp("--max-pdu", "16384")
     path = tmp_path / "big.dcm"
     ds = write_instance(path, rows=256, columns=256)

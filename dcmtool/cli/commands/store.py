@@ -90,15 +90,8 @@ def store(
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.state import overrides, settings
     from dcmtool.config import resolve_peer, split_peer_arguments
-    from dcmtool.errors import UsageError
-
-    if syntax is None:
-        # Files go as their bytes: start without numpy and the pixel codecs (~150 ms); a file
-        # the peer refuses as it is loads them when it is converted (stack.enable_pixels).
-        from dcmtool.net.stack import load_network_only
-
-        load_network_only()
     from dcmtool.dicom.files import find_files
+    from dcmtool.errors import UsageError
     from dcmtool.scu.store import FileOutcome, check, scan
     from dcmtool.scu.store import store as send
 
@@ -113,6 +106,16 @@ def store(
         raise UsageError("give at least one INPUT (file, folder, glob or -)")
     flags = overrides(network)
     target = resolve_peer(spec, config, flags)
+    from dcmtool.scu.store_lean import usable
+
+    if syntax is None and not usable(target, modifying=bool(assignments or new_uids),
+                                     target=None):
+        # pynetdicom's client sends the files as their bytes: import it without numpy and
+        # the pixel codecs (~150 ms); a file the peer refuses as it is loads them when it is
+        # converted (stack.enable_pixels). The plain-TCP client imports neither.
+        from dcmtool.net.stack import load_network_only
+
+        load_network_only()
     scanned = scan(find_files(inputs, sys.stdin))
     instances, skipped = scanned.instances, scanned.not_dicom
     known_uids: dict[str, str] = {}

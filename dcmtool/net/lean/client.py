@@ -17,15 +17,25 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from dcmtool.config import Peer
-from dcmtool.dicom.commands import C_ECHO_RSP, NO_DATA_SET, echo_request, parse_command, us
+from dcmtool.dicom.commands import (
+    C_ECHO_RSP,
+    C_STORE_RSP,
+    NO_DATA_SET,
+    echo_request,
+    parse_command,
+    store_request,
+    text,
+    us,
+)
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from dcmtool.dicom.sopclasses import VERIFICATION
 from dcmtool.errors import AssociationAborted, DcmtoolError, DimseTimeout
-from dcmtool.net import outcomes
+from dcmtool.net import framing, outcomes
 from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest
 from dcmtool.net.lean import pdus
 from dcmtool.net.lean.pdus import PduError
@@ -35,10 +45,9 @@ LOG = logging.getLogger("dcmtool.net.lean")
 LOG.addHandler(logging.NullHandler())  # a library's log: silent unless the application shows it
 
 def usable(peer: Peer) -> bool:
-    """Whether this client can talk to ``peer``: plain TCP (no TLS), and nobody reads
-    pynetdicom's PDU and DIMSE dumps (``-d``), which only its own client writes."""
-    return not peer.tls.enabled and \
-        not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+    """Whether this client can talk to ``peer``: nobody reads pynetdicom's PDU and DIMSE
+    dumps (``-d``), which only its own client writes. (Plain TCP or TLS.)"""
+    return not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
 
 
 def _library_log(*lines: str) -> None:
@@ -89,7 +98,8 @@ def read_pdu(sock: socket.socket, deadline: float | None, max_data: int) -> tupl
 class LeanAssociation:
     """An established association; one thread uses it."""
 
-    def __init__(self, peer: Peer, sock: socket.socket, negotiation: Negotiation) -> None:
+    def __init__(self, peer: Peer, sock: socket.socket | None,
+                 negotiation: Negotiation) -> None:
         self.peer = peer
         self.negotiation = negotiation
         self._sock: socket.socket | None = sock
@@ -123,6 +133,36 @@ class LeanAssociation:
             return None
         return status
 
+    def accepted_syntaxes(self) -> dict[str, dict[str, int]]:
+        """SOP class -> {transfer syntax: context ID} of the accepted contexts."""
+        accepted: dict[str, dict[str, int]] = {}
+        for cx in self.negotiation.accepted:
+            accepted.setdefault(cx.abstract_syntax, {}).setdefault(cx.transfer_syntaxes[0],
+                                                                   cx.context_id)
+        return accepted
+
+    def send_c_store(self, context_id: int, sop_class: str, sop_instance: str,
+                     message_id: int, data_set: Iterable[tuple[bytes | memoryview, bool]]
+                     ) -> bool:
+        """Write a C-STORE-RQ with the data set's blocks (see ``_write``); ``False`` when it
+        could not go (then no response will come: ``lost`` says why)."""
+        return self._write(context_id, store_request(sop_class, sop_instance, message_id),
+                           data_set)
+
+    def c_store_response(self, context_id: int, message_id: int) -> tuple[int, str] | None:
+        """(Status, Error Comment) of the C-STORE-RSP to ``message_id``; ``None`` when none
+        came (the association is closed by then: ``lost`` says why)."""
+        fields = self._response(context_id)
+        if fields is None:
+            return None
+        status = us(fields, 0x0900)
+        if us(fields, 0x0100) != C_STORE_RSP or us(fields, 0x0120) != message_id or \
+                us(fields, 0x0800) != NO_DATA_SET or status is None:
+            self._fail("a message that is not the response to our C-STORE",
+                       pdus.INVALID_PARAMETER)
+            return None
+        return status, text(fields, 0x0902)
+
     def lost(self, during: str) -> AssociationAborted:
         """The error for a request that got no response (see ``send_c_echo``)."""
         if self._failure is not None:
@@ -133,20 +173,43 @@ class LeanAssociation:
 
     def _request(self, context_id: int, command_set: bytes) -> dict[int, bytes] | None:
         """Send a command-only message; the response's command elements, or ``None``."""
+        if not self._write(context_id, command_set, ()):
+            return None
+        return self._response(context_id)
+
+    def _write(self, context_id: int, command_set: bytes,
+               data_set: Iterable[tuple[bytes | memoryview, bool]]) -> bool:
+        """Write a message: the command, then the data set's blocks, (block, whether last)
+        (none: no data set). ``False`` when it could not go (the association is closed)."""
         timeouts = self.peer.timeouts
         sock = self._sock
         if sock is None:
-            return None
+            return False
         if timeouts.network is not None and \
                 time.monotonic() - self._last_activity > timeouts.network:
             self._network_timeout(timeouts.network)  # idle between requests (a long -i)
-            return None
+            return False
+        chunk = framing.chunk_for(self.negotiation.peer_max_pdu)
+        buffers: list[Any] = [self._framed(context_id, command_set)]
         try:
             sock.settimeout(timeouts.dimse)  # reads leave the socket with what was left
-            sock.sendall(self._framed(context_id, command_set))
+            for block, last in data_set:
+                buffers += framing.framed(context_id, memoryview(block), chunk, last=last)
+                framing.send_buffers(sock, buffers)
+                buffers = []
+            if buffers:
+                framing.send_buffers(sock, buffers)
         except OSError:
+            # Half a message may be out: nothing more can go on this association.
+            self.abort()
             self._close()
-            return None
+            return False
+        return True
+
+    def _response(self, context_id: int) -> dict[int, bytes] | None:
+        """The command elements of the response on ``context_id``, or ``None`` (see
+        ``lost``): within the DIMSE timeout, or the network timeout when shorter."""
+        timeouts = self.peer.timeouts
         dimse, network = timeouts.dimse, timeouts.network
         waits = [t for t in (dimse, network) if t is not None]
         deadline = _deadline(min(waits) if waits else None)
@@ -282,7 +345,19 @@ def _connect(peer: Peer) -> socket.socket:
                      f"TCP Initialisation Error: {exc}")
         raise outcomes.connection_failed(peer, exc) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    if not peer.tls.enabled:
+        return sock
+    from dcmtool.net.tls import tls_client_context
+
+    context, hostname = tls_client_context(peer) or (None, None)
+    assert context is not None
+    try:  # the handshake, within the connect timeout still set on the socket
+        return context.wrap_socket(sock, server_hostname=hostname)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        sock.close()
+        _library_log("Association request failed: unable to connect to remote",
+                     f"TLS Initialisation Error: {exc}")
+        raise outcomes.connection_failed(peer, exc) from None
 
 
 def _negotiation(started: float, accepted: pdus.Accepted,
@@ -302,8 +377,11 @@ def _negotiation(started: float, accepted: pdus.Accepted,
     )
 
 
-def associate(peer: Peer, contexts: Sequence[ContextRequest]) -> LeanAssociation:
-    """Associate with ``peer`` proposing ``contexts`` (IDs 1, 3, 5, ...).
+def associate(peer: Peer, contexts: Sequence[ContextRequest], *,
+              require_accepted: bool = True) -> LeanAssociation:
+    """Associate with ``peer`` proposing ``contexts`` (IDs 1, 3, 5, ...). With
+    ``require_accepted`` off, a peer that accepts none of them is aborted and the closed
+    association returned, for its negotiation (store reports each file refused).
 
     Raises
     ------
@@ -327,6 +405,8 @@ def associate(peer: Peer, contexts: Sequence[ContextRequest]) -> LeanAssociation
         if not negotiation.accepted:
             _library_log("No accepted presentation contexts")
             _send_quietly(sock, pdus.abort(pdus.ABORT_PROVIDER))
+            if not require_accepted:
+                return LeanAssociation(peer, None, negotiation)  # closed by ``finally``
             raise outcomes.no_acceptable_context(peer, negotiation.contexts)
         established = True
         return LeanAssociation(peer, sock, negotiation)
@@ -388,11 +468,11 @@ def _refusal(peer: Peer, sock: socket.socket, pdu_type: int, body: bytes) -> Dcm
 
 
 @contextmanager
-def open_association(peer: Peer, contexts: Sequence[ContextRequest]
-                     ) -> Iterator[LeanAssociation]:
+def open_association(peer: Peer, contexts: Sequence[ContextRequest], *,
+                     require_accepted: bool = True) -> Iterator[LeanAssociation]:
     """Associate with ``peer``; release on exit, abort when the block raises. Raises what
     ``associate`` raises."""
-    session = associate(peer, contexts)
+    session = associate(peer, contexts, require_accepted=require_accepted)
     try:
         yield session
     except BaseException:
