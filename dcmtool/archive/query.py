@@ -3,7 +3,8 @@
 An identifier becomes one SQL query at its Query/Retrieve level: each key with a value is a
 condition on the column named by its keyword (single value, wildcard, range, UID list), empty
 keys are return keys. Counts (Number of ... Related ...) and Modalities/SOP Classes in Study
-are computed, and returned only when asked for. Keys the index does not carry are returned
+are computed, and Available Transfer Syntax UID (IMAGE level) is the stored file's; they are
+returned only when asked for. Keys the index does not carry are returned
 empty (zero length), as PS3.4 C.2.2.1.2 allows.
 """
 
@@ -83,6 +84,8 @@ _COMPUTED = {
     "NumberOfSeriesRelatedInstances": (
         "SERIES", "(SELECT COUNT(*) FROM instances z "
                   "WHERE z.SeriesInstanceUID = se.SeriesInstanceUID)"),
+    # What a C-GET requester proposes a context for, to receive the file as it is stored.
+    "AvailableTransferSyntaxUID": ("IMAGE", "i.transfer_syntax"),
 }
 _NO_WILDCARD_VRS = {"UI", "DA", "TM", "DT", "SQ"}
 _RANGE_VRS = {"DA", "TM", "DT"}

@@ -16,7 +16,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -37,6 +37,7 @@ from dcmtool.dicom.files import FILE_MODE
 from dcmtool.dicom.part10 import data_set_bounds
 from dcmtool.dicom.structure import DEFLATED, StructureError, check_data_set
 from dcmtool.dicom.uids import uid_problem
+from dcmtool.errors import PartialFailure
 
 LOG = logging.getLogger("dcmtool.archive")
 
@@ -66,9 +67,8 @@ class StorePolicy:
     duplicates: DuplicatePolicy = "ignore"
     min_free_bytes: int = 100 * 1024 * 1024
     #: fsync each instance before it is acknowledged (serve: the sender may delete its copy
-    #: then). False: fsync everything at close() instead, for a retrieving client (dcmtool
-    #: move -o, get), whose peer is an archive that keeps its copies and which reports success
-    #: only after close().
+    #: then). False (get, move -o: the peer keeps its copies): each file is fsynced in the
+    #: background once in place; close() waits for those and fsyncs the folders.
     durable_each: bool = True
 
 
@@ -85,6 +85,27 @@ class StoreOutcome:
     @property
     def stored(self) -> bool:
         return self.status == SUCCESS and self.path is not None
+
+
+class NotDurable(PartialFailure):
+    """Received files whose fsync failed (EIO, ENOSPC): removed, and named."""
+
+    def __init__(self, failures: list[tuple[Path, OSError]]) -> None:
+        self.files = [path for path, _ in failures]
+        shown = "; ".join(f"{path} ({error.strerror or error})" for path, error in failures[:3])
+        more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
+        super().__init__(f"{len(failures)} received file(s) could not be written to disk "
+                         f"and were removed: {shown}{more}",
+                         hint="check the disk and the file system's log, then retrieve again")
+
+
+@dataclass(frozen=True)
+class _Syncing:
+    """A file stored without fsync (``durable_each=False``) and its fsync in the background."""
+
+    path: Path
+    sop_instance_uid: str
+    done: Future[None]
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,8 @@ class Archive:
 
         self._dictionary_vrs = {tag: dictionary_VR(tag) for tag in self._tags}
         self._checked_dirs: set[Path] = set()
-        self._unsynced: list[Path] = []  # stored without fsync (durable_each=False)
+        self._syncing: list[_Syncing] = []  # durable_each=False: fsyncs under way
+        self._new_folders: set[Path] = set()  # durable_each=False: parents of new folders
 
     def close(self) -> None:
         """Close the index and the audit log, after ``sync()``."""
@@ -165,16 +187,39 @@ class Archive:
                     self._folder_lock.release()
 
     def sync(self) -> None:
-        """fsync the files (and their folders) stored without it (``durable_each=False``).
+        """Wait for the fsyncs of the files stored without one before their answer
+        (``durable_each=False``), then fsync their folders once each.
 
-        Raises ``OSError`` when one cannot be made durable.
-        """
+        A file that cannot be made durable is removed with its index row; ``NotDurable``
+        names them once every other file is durable."""
         with self._lock:
-            files, self._unsynced = self._unsynced, []
-        if not files:
+            syncing, self._syncing = self._syncing, []
+            new_folders, self._new_folders = self._new_folders, set()
+        if not syncing and not new_folders:
             return
-        list(_SYNC.map(_fsync_if_present, files))
-        list(_SYNC.map(_fsync_directory, dict.fromkeys(f.parent for f in files)))
+        failed: dict[Path, tuple[_Syncing, OSError]] = {}
+        for item in syncing:
+            try:
+                item.done.result()
+            except OSError as exc:
+                failed[item.path] = (item, exc)
+        folders = list(dict.fromkeys([*(item.path.parent for item in syncing), *new_folders]))
+        for folder, done in [(f, _SYNC.submit(_fsync_directory, f)) for f in folders]:
+            try:
+                done.result()
+            except OSError as exc:  # a file whose folder (or a folder above) is not durable
+                failed.update((item.path, (item, exc)) for item in syncing
+                              if item.path.is_relative_to(folder) and item.path not in failed)
+        if failed:
+            for item, _ in failed.values():
+                self._discard(item)
+            raise NotDurable([(path, error) for path, (_, error) in failed.items()])
+
+    def _discard(self, item: _Syncing) -> None:
+        with contextlib.suppress(OSError):
+            item.path.unlink()
+        with contextlib.suppress(IndexFailure):
+            self.index.remove(item.sop_instance_uid)
 
     # -- storing ----------------------------------------------------------------------------
 
@@ -203,11 +248,12 @@ class Archive:
             return StoreOutcome(status, message, sop_instance_uid=sop_instance,
                                 sop_class_uid=sop_class, **extra)
 
-        free = shutil.disk_usage(self.root).free
-        if free < self.policy.min_free_bytes:
-            return refuse(OUT_OF_RESOURCES,
-                          f"only {free // 2**20} MiB free in {self.root} "
-                          f"(the minimum is {self.policy.min_free_bytes // 2**20} MiB)")
+        if self.policy.min_free_bytes:
+            free = shutil.disk_usage(self.root).free
+            if free < self.policy.min_free_bytes:
+                return refuse(OUT_OF_RESOURCES,
+                              f"only {free // 2**20} MiB free in {self.root} "
+                              f"(the minimum is {self.policy.min_free_bytes // 2**20} MiB)")
         problem = uid_problem(sop_instance)
         if problem:
             return refuse(OUT_OF_RANGE, f"Affected SOP Instance UID {sop_instance!r} {problem}")
@@ -262,7 +308,10 @@ class Archive:
             backup = self.incoming / f"old-{os.getpid()}-{threading.get_ident()}"
             kept = False
             try:
-                _ensure_directory(target.parent)
+                if self.policy.durable_each:
+                    _ensure_directory(target.parent)
+                else:
+                    self._new_folders.update(_ensure_directory(target.parent, sync=False))
                 if existing is not None and existing == relative and target.exists():
                     os.link(target, backup)
                     kept = True
@@ -281,8 +330,9 @@ class Archive:
                 self.index.add(record, replace=existing is not None)
                 if dir_synced is not None:
                     dir_synced.result()
-                else:
-                    self._unsynced.append(target)
+                else:  # durable by close(): the fsync runs while the next one arrives
+                    self._syncing.append(_Syncing(target, sop_instance,
+                                                  _BEHIND.submit(_fsync_if_present, target)))
             except Exception as exc:  # undo: nothing refused may stay in the archive
                 if kept:
                     os.replace(backup, target)
@@ -462,6 +512,8 @@ _IN_MEMORY = 4 * 1024 * 1024
 
 #: fsync calls run here, beside the CPU work of the association's thread.
 _SYNC = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dcmtool-fsync")
+#: durable_each=False: one fsync at a time behind the receiving (less in its way than four).
+_BEHIND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcmtool-fsync-behind")
 
 _TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
              "UI", "UR", "UT"}
@@ -532,13 +584,17 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _ensure_directory(path: Path) -> None:
-    """Create ``path`` and make each new directory entry durable."""
+def _ensure_directory(path: Path, *, sync: bool = True) -> list[Path]:
+    """Create ``path``; the folders whose entries changed (each new directory's parent),
+    fsynced now unless ``sync`` is false (then the caller does, before it reports)."""
     created = []
     probe = path
     while not probe.exists():
         created.append(probe)
         probe = probe.parent
     path.mkdir(parents=True, exist_ok=True)
-    for directory in reversed(created):
-        _fsync_directory(directory.parent)
+    parents = [directory.parent for directory in reversed(created)]
+    if sync:
+        for parent in parents:
+            _fsync_directory(parent)
+    return parents

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from dcmtool.dicom.sopclasses import (
     STUDY_ROOT_FIND,
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
+    sop_class_name,
 )
 from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from dcmtool.errors import (
@@ -37,8 +39,10 @@ from dcmtool.errors import (
     UsageError,
 )
 from dcmtool.net.association import make_ae, open_association
-from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest
+from dcmtool.net.contexts import MAX_CONTEXTS, ContextRequest, plan_storage
 from dcmtool.net.links import configure_ae
+
+LOG = logging.getLogger("dcmtool.scu.retrieve")
 
 MOVE_MODELS = {"patient": PATIENT_ROOT_MOVE, "study": STUDY_ROOT_MOVE,
                "patient-study": PATIENT_STUDY_ONLY_MOVE}
@@ -82,8 +86,12 @@ COMMON_STORAGE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.66",     # Raw Data
 )
 #: Syntax groups proposed per class for C-GET: uncompressed, then the lossless families.
+#: A peer accepts one syntax of each context: classes that are named (--store-classes) or
+#: found (--exact-classes) get the compressed ones in a context each, room permitting
+#: (``get_contexts``).
+UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 GET_SYNTAX_GROUPS = (
-    (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN),
+    UNCOMPRESSED,
     ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.80",
      "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201",
      "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
@@ -114,7 +122,9 @@ class RetrieveOutcome:
 class RetrieveSummary:
     outcomes: list[RetrieveOutcome] = field(default_factory=list)
     out_dir: Path | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the first request until every file is durable
+    #: Received files that could not be made durable (removed): the error that says so.
+    storage_error: DcmtoolError | None = None
 
     @property
     def received(self) -> int:
@@ -188,8 +198,7 @@ def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str
         destination = local.ae_title
     started = time.perf_counter()
     try:
-        with open_association(peer, [ContextRequest(model, (EXPLICIT_VR_LITTLE_ENDIAN,
-                                                            IMPLICIT_VR_LITTLE_ENDIAN))]) as s:
+        with open_association(peer, [ContextRequest(model, UNCOMPRESSED)]) as s:
             for identifier in identifiers:
                 before = receiver.stats.stored if receiver else 0
                 connections = receiver.stats.associations if receiver else 0
@@ -200,36 +209,36 @@ def move(peer: Peer, identifiers: Iterable[Any], *, model: str, destination: str
                     outcome.received = receiver.stats.stored - before
                     outcome.connections = receiver.stats.associations - connections
                 summary.outcomes.append(outcome)
-        summary.seconds = time.perf_counter() - started
-    finally:
+    except BaseException:
         if receiver is not None:
-            receiver.stop(grace=10)
+            _stop(receiver, None)
+        raise
+    if receiver is not None:
+        _stop(receiver, summary)
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
 def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
         open_receiver: OpenReceiver, store_classes: Sequence[str] = COMMON_STORAGE_CLASSES,
+        held: Mapping[str, Collection[str]] | None = None, per_syntax: bool = False,
         on_progress: ProgressCallback | None = None) -> RetrieveSummary:
-    """C-GET each identifier; the instances arrive on the same association."""
+    """C-GET each identifier; the instances arrive on the same association.
+
+    ``held``: the transfer syntaxes the peer holds each class in (``holdings_in``), and
+    ``per_syntax``: the classes were named or found, not the defaults (see ``get_contexts``).
+    """
     from pynetdicom import evt
 
     from dcmtool.net import receiving, wire
 
+    contexts = get_contexts(model, store_classes, held or {}, per_syntax=per_syntax)
     summary = RetrieveSummary(out_dir=out_dir)
     receiver = open_receiver(False)
-    contexts = [ContextRequest(model, (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))]
-    for sop_class in dict.fromkeys(store_classes):
-        for group in GET_SYNTAX_GROUPS:
-            contexts.append(ContextRequest(sop_class, group, scu_role=False, scp_role=True))
-    if len(contexts) > MAX_CONTEXTS:
-        receiver.stop(grace=1)
-        raise UsageError(f"{len(store_classes)} storage classes need {len(contexts)} "
-                         f"presentation contexts; one association holds {MAX_CONTEXTS}",
-                         hint="name at most 63 storage classes", setting="store_classes")
-    ae = make_ae(peer)
-    configure_ae(ae, incoming=receiver.archive.incoming)
     started = time.perf_counter()
     try:
+        ae = make_ae(peer)
+        configure_ae(ae, incoming=receiver.archive.incoming)
         with open_association(peer, contexts, ae=ae,
                               handlers=[(evt.EVT_C_STORE, receiver.handle_store)]) as s:
             for identifier in identifiers:
@@ -244,10 +253,77 @@ def get(peer: Peer, identifiers: Iterable[Any], *, model: str, out_dir: Path,
                 _follow(s, responses, outcome, receiver, before, on_progress, "C-GET")
                 outcome.received = receiver.stats.stored - before
                 summary.outcomes.append(outcome)
-        summary.seconds = time.perf_counter() - started
-    finally:
-        receiver.stop(grace=10)
+    except BaseException:
+        _stop(receiver, None)
+        raise
+    _stop(receiver, summary)
+    summary.seconds = time.perf_counter() - started
     return summary
+
+
+def get_contexts(model: str, store_classes: Sequence[str],
+                 held: Mapping[str, Collection[str]], *, per_syntax: bool
+                 ) -> list[ContextRequest]:
+    """A C-GET's presentation contexts: the Q/R model's, then the storage classes'.
+
+    A peer accepts one transfer syntax per context and sends each file in a context of its
+    syntax, converting it when it can (and failing it when it cannot). So, following the
+    storage planner (``plan_storage``), a class gets a context per compressed syntax it is
+    held in (``held``, from the peer's Available Transfer Syntax UID), or per compressed
+    syntax of ``GET_SYNTAX_GROUPS`` when that is unknown and ``per_syntax``; plus one
+    context for explicit and implicit VR little endian. Where those do not fit in one
+    association, the classes that come last keep today's two contexts (uncompressed, and
+    every compressed syntax in one), which is also what the default classes get.
+    """
+    classes = list(dict.fromkeys(store_classes))
+    grouped = {uid: [ContextRequest(uid, group) for group in GET_SYNTAX_GROUPS]
+               for uid in classes}
+    exact: dict[str, list[ContextRequest]] = {}
+    for uid in classes:
+        syntaxes = list(held.get(uid, ())) or (list(GET_SYNTAX_GROUPS[1]) if per_syntax else [])
+        if syntaxes:
+            (planned, _), = plan_storage([(uid, ts) for ts in syntaxes], lambda pair: pair[0],
+                                         lambda pair: pair[1])
+            exact[uid] = [cx for cx in planned if cx.transfer_syntaxes[0] not in UNCOMPRESSED
+                          or len(cx.transfer_syntaxes) > 1]
+    budget = MAX_CONTEXTS - 1  # the Q/R model's context comes first
+    chosen = {uid: min((exact.get(uid, grouped[uid]), grouped[uid]), key=len)
+              for uid in classes}
+    needed = sum(len(c) for c in chosen.values())
+    if needed > budget:
+        raise UsageError(f"{len(classes)} storage classes need {needed + 1} presentation "
+                         f"contexts; one association holds {MAX_CONTEXTS}",
+                         hint="name at most 63 storage classes", setting="store_classes")
+    left_grouped = []
+    for uid, contexts in exact.items():
+        extra = len(contexts) - len(chosen[uid])
+        if extra > 0 and needed + extra <= budget:
+            chosen[uid], needed = contexts, needed + extra
+        elif extra > 0:
+            left_grouped.append(uid)
+    if left_grouped:
+        LOG.info("a presentation context per transfer syntax for every storage class would "
+                 "need more than %d; offering %d class(es) with their compressed syntaxes in "
+                 "one context: %s", MAX_CONTEXTS, len(left_grouped),
+                 ", ".join(map(sop_class_name, left_grouped)))
+    LOG.info("C-GET: %d presentation contexts for %d storage classes", needed + 1,
+             len(classes))
+    requests = [ContextRequest(model, UNCOMPRESSED)]
+    for uid in classes:
+        requests += [replace(cx, scu_role=False, scp_role=True) for cx in chosen[uid]]
+    return requests
+
+
+def _stop(receiver: Receiver, summary: RetrieveSummary | None) -> None:
+    """Stop the receiver, which makes every received file durable; those that could not be
+    are ``summary``'s storage error, or a warning when another error is on its way."""
+    try:
+        receiver.stop(grace=10)
+    except DcmtoolError as exc:
+        if summary is None:
+            LOG.warning("%s", exc)
+        else:
+            summary.storage_error = exc
 
 
 def _follow(session: Any, responses: Any, outcome: RetrieveOutcome, receiver: Any,
@@ -397,6 +473,8 @@ def check(summary: RetrieveSummary, *, destination: str | None, local: LocalAE |
     outcomes = summary.outcomes
     if not outcomes:
         return
+    if summary.storage_error is not None:
+        raise summary.storage_error
     unknown = [o for o in outcomes if o.status == status.UNKNOWN_MOVE_DESTINATION]
     if unknown:
         aet = destination or (local.ae_title if local else "?")
@@ -436,13 +514,16 @@ def check(summary: RetrieveSummary, *, destination: str | None, local: LocalAE |
         raise PartialFailure("; ".join(parts))
 
 
-def classes_in(peer: Peer, identifiers: Sequence[Any], model: str) -> list[str]:
-    """The SOP classes the selection holds, by C-FIND at IMAGE level (for C-GET contexts)."""
+def holdings_in(peer: Peer, identifiers: Sequence[Any], model: str) -> dict[str, set[str]]:
+    """The SOP classes the selection holds, each with the transfer syntaxes its instances
+    are held in (empty when the peer does not return Available Transfer Syntax UID), by
+    C-FIND at IMAGE level (for C-GET contexts)."""
     from pydicom.dataset import Dataset
 
     from dcmtool.scu.find import MODELS, find
 
-    found: dict[str, None] = {}
+    found: dict[str, set[str]] = {}
+    unknown: set[str] = set()  # a class with an instance whose syntax was not given
     for identifier in identifiers:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
@@ -453,7 +534,12 @@ def classes_in(peer: Peer, identifiers: Sequence[Any], model: str) -> list[str]:
             if keyword not in query:
                 setattr(query, keyword, "")
         query.SOPClassUID = ""
+        query.AvailableTransferSyntaxUID = ""
         for match in find(peer, query, MODELS[model]).matches:
-            if match.get("SOPClassUID"):
-                found[str(match.SOPClassUID)] = None
-    return list(found)
+            sop_class = str(match.get("SOPClassUID") or "").strip()
+            if sop_class:
+                syntax = str(match.get("AvailableTransferSyntaxUID") or "").strip()
+                found.setdefault(sop_class, set()).add(syntax)
+                if not syntax:
+                    unknown.add(sop_class)
+    return {uid: set() if uid in unknown else syntaxes for uid, syntaxes in found.items()}

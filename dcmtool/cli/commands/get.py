@@ -27,7 +27,8 @@ EPILOG = """Examples:
 C-GET needs a presentation context for every SOP class it receives, and one association
 holds 128: by default dcmtool offers 31 common storage classes, each uncompressed and
 compressed; --store-classes names others, --exact-classes asks the peer first (C-FIND at
-IMAGE level) which classes the selection holds.
+IMAGE level) which classes the selection holds, and in which transfer syntaxes. Named and
+found classes get a context per syntax, so that the peer can send each file as it holds it.
 """
 
 
@@ -47,7 +48,7 @@ def get(
         show_default=False)] = None,
     exact_classes: Annotated[bool, typer.Option(
         "--exact-classes", help="Ask the peer (C-FIND, IMAGE level) which SOP classes the "
-        "selection holds, and offer exactly those.")] = False,
+        "selection holds, and in which transfer syntaxes, and offer exactly those.")] = False,
     patient_root: options.PatientRoot = False,
     study_root: options.StudyRoot = False,
     patient_study_only: options.PatientStudyOnly = False,
@@ -59,11 +60,14 @@ def get(
     logging: LoggingOptions,
 ) -> None:
     """Retrieve studies, series or instances with C-GET into --out DIR."""
+    from dcmtool.net.stack import load_network_only
+
+    load_network_only()  # received data sets are stored as they come: no pixel codecs
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.network import resolve
     from dcmtool.cli.state import settings
     from dcmtool.errors import UsageError
-    from dcmtool.scu.retrieve import COMMON_STORAGE_CLASSES, GET_MODELS, classes_in
+    from dcmtool.scu.retrieve import COMMON_STORAGE_CLASSES, GET_MODELS, holdings_in
     from dcmtool.scu.retrieve import get as run
 
     apply_logging(logging)
@@ -73,18 +77,20 @@ def get(
     model = options.model_name(patient_root, study_root, patient_study_only)
     identifiers = selection(target, model, selected)
     classes = _storage_classes(store_classes or [])
+    held: dict[str, set[str]] = {}
     if exact_classes:
-        found = classes_in(target, identifiers, model)
-        if not found:
+        held = holdings_in(target, identifiers, model)
+        if not held:
             console.err(f"dcmtool: {target.label} named no SOP Class UID at IMAGE level; "
                         "offering the default storage classes")
-        classes += found
+        classes += held
     local = settings.config().local
     with progress.retrievals("get", requests=len(identifiers),
                              quiet=settings.quiet) as on_progress:
         summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out,
                       open_receiver=receiver_opener(out, local, layout, as_archive),
-                      store_classes=classes or COMMON_STORAGE_CLASSES, on_progress=on_progress)
+                      store_classes=classes or COMMON_STORAGE_CLASSES, held=held,
+                      per_syntax=bool(classes), on_progress=on_progress)
     _explain_failures(summary, chose_classes=bool(exact_classes or store_classes))
     finish(summary, target, json_output, destination=None, local=None)
 

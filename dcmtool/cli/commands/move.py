@@ -64,6 +64,9 @@ def move(
     logging: LoggingOptions,
 ) -> None:
     """Retrieve studies, series or instances with C-MOVE."""
+    from dcmtool.net.stack import load_network_only
+
+    load_network_only()  # received data sets are stored as they come: no pixel codecs
     from dcmtool.cli.app import apply_logging
     from dcmtool.cli.network import resolve
     from dcmtool.cli.state import settings
@@ -222,10 +225,12 @@ def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: 
     completed = sum(o.completed for o in summary.outcomes)
     failed = sum(o.failed for o in summary.outcomes)
     warnings = sum(o.warning for o in summary.outcomes)
+    not_written = [str(path) for path in getattr(summary.storage_error, "files", [])]
     if as_json:
         console.out(json.dumps({
             "requests": len(summary.outcomes), "completed": completed, "failed": failed,
-            "warnings": warnings, "received": summary.received,
+            "warnings": warnings, "received": summary.received - len(not_written),
+            "not_written": not_written,
             "out": str(summary.out_dir) if summary.out_dir else None,
             "seconds": round(summary.seconds, 3),
             "results": [{"request": o.label, "status": None if o.status is None
@@ -235,8 +240,8 @@ def finish(summary: RetrieveSummary, peer: Peer, as_json: bool, *, destination: 
                         for o in summary.outcomes]}, indent=2))
     else:
         rate = completed / summary.seconds if summary.seconds else 0.0
-        where = f"; {summary.received} received, saved to {summary.out_dir}" if summary.out_dir \
-            else ""
+        where = f"; {summary.received - len(not_written)} received, saved to " \
+            f"{summary.out_dir}" if summary.out_dir else ""
         console.out(f"{len(summary.outcomes)} request(s): {completed} completed, {failed} "
                     f"failed, {warnings} warnings{where}; {summary.seconds:.2f} s "
                     f"({rate:.0f} instances/s)")
