@@ -29,7 +29,6 @@ from dcmtool.dicom.modify import Modifier
 from dcmtool.dicom.syntaxes import conversion_target, describe
 from dcmtool.dicom.transcode import EncodeOptions, TranscodeError, transcode
 from dcmtool.errors import AssociationAborted, ConnectionFailed, DcmtoolError
-from dcmtool.net import owned, settings, stack, wire
 from dcmtool.net.contexts import ContextRequest, plan_storage
 from dcmtool.net.lean import client as lean_client
 from dcmtool.scu.store_scan import MEDIA_STORAGE_DIRECTORY as MEDIA_STORAGE_DIRECTORY
@@ -38,6 +37,7 @@ from dcmtool.scu.store_scan import Scan as Scan
 from dcmtool.scu.store_scan import scan as scan
 
 if TYPE_CHECKING:
+    from dcmtool.net import owned
     from dcmtool.scu.jobs import Stop
 
 
@@ -293,6 +293,8 @@ class _Group:
 
     def _associate(self, contexts: list[ContextRequest], lean: bool
                    ) -> AbstractContextManager[Any]:
+        from dcmtool.net import settings
+
         if lean:
             return lean_client.open_association(self.peer, contexts, require_accepted=False)
         from dcmtool.net.association import open_association
@@ -308,6 +310,8 @@ class _Group:
         the peer's turn is most of the time, and this takes the read off the path between
         one answer and the next request.
         """
+        from dcmtool.net import owned
+
         files = pending.files
         # Responses are read by this thread (see owned.OwnedReader).
         reader = owned.OwnedReader.attach(session.assoc)
@@ -340,6 +344,8 @@ class _Group:
         """(context ID, the file's bytes) when ``instance`` goes as it is over the owned
         reader's association (no ``--set``/``--new-uids``, its own syntax accepted, small
         enough to hold); None: ``_send_one`` decides and reports."""
+        from dcmtool.net import wire
+
         if instance is None or reader is None or not reader.active or \
                 self.modify is not None or instance.dataset_offset is None or \
                 (self.transcoding is not None and
@@ -359,6 +365,8 @@ class _Group:
                     ready: tuple[int, bytes], following: Instance | None
                     ) -> tuple[FileOutcome, tuple[int, bytes] | None]:
         """C-STORE a file read by ``_ready``; read ``following`` while the peer answers."""
+        from dcmtool.net import wire
+
         assoc = session.assoc
         context_id, data = ready
         assert instance.dataset_offset is not None
@@ -432,6 +440,8 @@ def _answered(instance: Instance, code: int | None, comment: str, sent_as: str,
 def _send_one(session: Any, instance: Instance,
               modify: Callable[[Any], None] | None = None,
               transcoding: _Transcoding | None = None) -> FileOutcome:
+    from dcmtool.net import wire
+
     assoc = session.assoc
     accepted = wire.accepted_syntaxes(assoc).get(instance.sop_class_uid, {})
 
@@ -482,6 +492,8 @@ def _send_one(session: Any, instance: Instance,
 
 def _send_bytes(assoc: Any, instance: Instance) -> Any:
     """C-STORE the file as its bytes: straight onto the socket, else pynetdicom's chunked send."""
+    from dcmtool.net import wire
+
     status = wire.send_path(assoc, instance.path, instance.sop_class_uid,
                                 instance.transfer_syntax, instance.sop_instance_uid,
                                 offset=instance.dataset_offset)
@@ -495,6 +507,8 @@ def _transcoded(instance: Instance, ds: Any, on_wire: str,
                 options: EncodeOptions | None) -> Any:
     """``ds`` in the syntax it travels in, through the convert core (same instance UID unless
     a lossy ``--ts`` makes a new one)."""
+    from dcmtool.net import stack
+
     stack.enable_pixels()  # a process that started network-only needs them now
     try:
         return transcode(ds, on_wire, options or EncodeOptions(keep_uid=True))
