@@ -5,6 +5,7 @@ into memory."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,10 @@ class Modifier:
 
     New UIDs are consistent across the batch: every file of a study gets the same new Study
     Instance UID, and so on (like storescu's +II/+IS/+IR together). Applying the modifier to
-    the same data set twice (its header first, the whole file later) gives the same UIDs.
+    the same data set twice (its header first, the whole file later) gives the same UIDs. A
+    new UID is derived from the original and a secret of this modifier, not drawn at random,
+    so the copies of it in ``store --jobs`` worker processes agree without talking to each
+    other (a presentation state sent by one worker still names the image another sent).
     """
 
     UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -41,6 +45,7 @@ class Modifier:
             self.values.append((keyword, value))
         self.new_uids = new_uids
         self._uids: dict[str, str] = dict(known or {})
+        self._secret = os.urandom(32).hex()  # never leaves the process (and its forks)
         self._lock = threading.Lock()
 
     def _new(self, old: str) -> str:
@@ -48,7 +53,7 @@ class Modifier:
 
         with self._lock:
             if old not in self._uids:
-                self._uids[old] = generate_uid()
+                self._uids[old] = generate_uid(entropy_srcs=[self._secret, old])
             return self._uids[old]
 
     def __call__(self, ds: Any) -> None:

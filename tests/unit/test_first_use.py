@@ -137,3 +137,29 @@ def test_matching_values_that_match_nothing_are_refused(vr: str, value: str, sai
 
     with pytest.raises(MatchingValueError, match=__import__("re").escape(said)):
         matching_value(vr, value, today=TODAY)
+
+
+def test_new_uids_agree_across_forked_workers() -> None:
+    """``store --jobs N --new-uids``: each worker process has its own copy of the modifier;
+    a UID renamed in one (an image) and in another (a presentation state naming it) must
+    become the same new UID, or the reference breaks."""
+    import os
+
+    from dcmtool.dicom.modify import Modifier
+
+    modifier = Modifier([], new_uids=True)
+    original = "1.2.826.0.1.3680043.8.498.12345"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker that sends the image renames it first
+        os.close(read)
+        os.write(write, modifier._new(original).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        in_worker = pipe.read().decode()
+    renamed = modifier._new(original)  # the other worker, which sends the reference
+    assert renamed == in_worker
+    assert renamed != original
+    assert Modifier([], new_uids=True)._new(original) != renamed  # another run: other UIDs
