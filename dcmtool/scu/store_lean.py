@@ -14,6 +14,8 @@ error with the unanswered file left first, for ``_Group.run`` to retry or give u
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -90,10 +92,21 @@ def send(group: _Group, session: LeanAssociation, pending: _Pending) -> None:
             else:
                 group.record(instance, ready)
             continue
+        data_set: Iterable[tuple[bytes | memoryview, bool]]
+        if ready.data is None:  # streamed: opened and its first block read before any write,
+            try:                # so a file that went away costs its outcome, not the association
+                blocks = framing.blocks(instance.path, ready.offset)
+                data_set = itertools.chain([next(blocks)], blocks)
+            except OSError as exc:
+                del files[0]
+                group.record(instance, FileOutcome(instance.path, instance.sop_instance_uid,
+                                                   None, f"cannot send: {type(exc).__name__}: "
+                                                   f"{exc}"))
+                continue
+        else:
+            data_set = [(memoryview(ready.data)[ready.offset:], True)]
         message_id = message_id % 65535 + 1
         pending.in_flight = instance
-        data_set = framing.blocks(instance.path, ready.offset) if ready.data is None else \
-            [(memoryview(ready.data)[ready.offset:], True)]
         answer = None
         if session.send_c_store(ready.context_id, instance.sop_class_uid,
                                 instance.sop_instance_uid, message_id, data_set):

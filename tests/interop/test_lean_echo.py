@@ -499,6 +499,24 @@ def test_a_response_to_another_request_aborts(lean_only: None) -> None:
     assert peer.received()[-1] == pdus.ABORT
 
 
+def test_a_command_that_never_ends_aborts(lean_only: None) -> None:
+    """A peer that keeps sending command fragments without the last one (within the DIMSE
+    timeout) is stopped at 64 KiB, not read into memory for as long as it goes on."""
+    def endless_peer(conn: Connection) -> None:
+        conn.accept()
+        conn.command()
+        fragment = pdus.p_data_tf(1, 0x01, b"\x00" * 4096)  # a command fragment, never last
+        try:
+            for _ in range(1024):  # 4 MiB, far past any command set
+                conn.sock.sendall(fragment)
+        except OSError:  # dcmtool closed: expected
+            pass
+
+    result, _ = echo_with(endless_peer, "--dimse-timeout", "30")
+    assert result.exit_code == 5
+    assert "a command set of more than 65536 bytes" in result.stderr
+
+
 def test_the_dimse_timeout_aborts(lean_only: None) -> None:
     def silent_peer(conn: Connection) -> None:
         conn.accept()

@@ -138,6 +138,37 @@ def test_small_pdus_and_streamed_blocks_arrive_byte_for_byte(
     assert_byte_for_byte([large, odd], by_uid(scp.output_dir.iterdir()))
 
 
+def test_a_large_file_gone_before_its_turn_fails_alone(
+        lean_only: None, pynetdicom_scp: ScpFactory, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file streamed from disk that is removed after the scan (here while the file before
+    it is being stored) fails on its own, named; the association goes on with the next."""
+    from dcmtool.config import load_config, resolve_peer
+    from dcmtool.scu.store import scan, store
+
+    monkeypatch.setattr(framing, "STREAM_ABOVE", 50_000)  # "large": streamed in blocks
+    scp = pynetdicom_scp(storage=True)
+    first, large, last = tmp_path / "a.dcm", tmp_path / "b.dcm", tmp_path / "c.dcm"
+    study = generate_uid()  # one study: sent in this order
+    write_instance(first, StudyInstanceUID=study)
+    write_instance(large, rows=256, columns=256, StudyInstanceUID=study)
+    write_instance(last, StudyInstanceUID=study)
+    instances = scan([first, large, last]).instances
+
+    def remove_the_large_one(outcome: Any, done: int, total: int) -> None:
+        if outcome.path == first:
+            large.unlink()
+
+    peer = resolve_peer(scp.address, load_config(None))
+    summary = store(peer, instances, on_file=remove_the_large_one)
+    by_path = {o.path: o for o in summary.outcomes}
+    assert by_path[first].stored and by_path[last].stored
+    assert not by_path[large].stored
+    assert "FileNotFoundError" in by_path[large].message
+    assert summary.abandoned_by is None
+    assert len(scp.wait_closed(1)) == 1  # one association, released, not aborted
+
+
 # ---------------------------------------------------------------------------------------------
 # What the peer refuses
 

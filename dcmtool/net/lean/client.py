@@ -41,6 +41,11 @@ from dcmtool.net.lean import pdus
 from dcmtool.net.lean.pdus import PduError
 from dcmtool.net.outcomes import ContextResult, Negotiation
 
+#: PDUs framed (and written) at a time for a data set.
+_PDUS_PER_WRITE = 256
+#: The longest command set read: real ones are a few hundred bytes.
+_LONGEST_COMMAND = 1 << 16
+
 LOG = logging.getLogger("dcmtool.net.lean")
 LOG.addHandler(logging.NullHandler())  # a library's log: silent unless the application shows it
 
@@ -190,18 +195,24 @@ class LeanAssociation:
             self._network_timeout(timeouts.network)  # idle between requests (a long -i)
             return False
         chunk = framing.chunk_for(self.negotiation.peer_max_pdu)
+        # Framed a run of PDUs at a time: a peer announcing tiny PDUs must not make us hold
+        # a header and a slice for every one of a block's PDUs at once.
+        run = chunk * _PDUS_PER_WRITE
         buffers: list[Any] = [self._framed(context_id, command_set)]
         try:
             sock.settimeout(timeouts.dimse)  # reads leave the socket with what was left
             for block, last in data_set:
-                buffers += framing.framed(context_id, memoryview(block), chunk, last=last)
-                framing.send_buffers(sock, buffers)
-                buffers = []
+                view = memoryview(block)
+                for start in range(0, max(len(view), 1), run):
+                    buffers += framing.framed(context_id, view[start:start + run], chunk,
+                                              last=last and start + run >= len(view))
+                    framing.send_buffers(sock, buffers)
+                    buffers = []
             if buffers:
                 framing.send_buffers(sock, buffers)
         except OSError:
-            # Half a message may be out: nothing more can go on this association.
-            self.abort()
+            # Half a PDU may be out: an A-ABORT now would land inside it, and a peer that
+            # stopped reading would hold the write. Closing says it.
             self._close()
             return False
         return True
@@ -263,6 +274,8 @@ class LeanAssociation:
                 if not control & 0x01:
                     raise PduError("a data set where a command was due")
                 fragments += data
+                if len(fragments) > _LONGEST_COMMAND:
+                    raise PduError(f"a command set of more than {_LONGEST_COMMAND} bytes")
                 if control & 0x02:
                     if index != len(pdvs) - 1:
                         raise PduError("more PDVs after the last fragment of a command")
@@ -338,26 +351,32 @@ class LeanAssociation:
 
 
 def _connect(peer: Peer) -> socket.socket:
+    tls = None
+    if peer.tls.enabled:  # a bad certificate file is said before anything is opened
+        from dcmtool.net.tls import tls_client_context
+
+        tls = tls_client_context(peer)
     try:
         sock = socket.create_connection((peer.host, peer.port), timeout=peer.timeouts.connect)
     except OSError as exc:
         _library_log("Association request failed: unable to connect to remote",
                      f"TCP Initialisation Error: {exc}")
         raise outcomes.connection_failed(peer, exc) from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if not peer.tls.enabled:
-        return sock
-    from dcmtool.net.tls import tls_client_context
-
-    context, hostname = tls_client_context(peer) or (None, None)
-    assert context is not None
-    try:  # the handshake, within the connect timeout still set on the socket
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is None:
+            return sock
+        context, hostname = tls
+        # The handshake, within the connect timeout still set on the socket.
         return context.wrap_socket(sock, server_hostname=hostname)
     except OSError as exc:  # ssl.SSLError is an OSError
         sock.close()
         _library_log("Association request failed: unable to connect to remote",
                      f"TLS Initialisation Error: {exc}")
         raise outcomes.connection_failed(peer, exc) from None
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _negotiation(started: float, accepted: pdus.Accepted,
