@@ -187,11 +187,9 @@ class Archive:
                     self._folder_lock.release()
 
     def sync(self) -> None:
-        """Wait for the fsyncs of the files stored without one before their answer
-        (``durable_each=False``), then fsync their folders once each.
-
-        A file that cannot be made durable is removed with its index row; ``NotDurable``
-        names them once every other file is durable."""
+        """Wait for the background fsyncs (``durable_each=False``), then fsync their folders
+        once each. A file that cannot be made durable is removed with its index row;
+        ``NotDurable`` names them once every other file is durable."""
         with self._lock:
             syncing, self._syncing = self._syncing, []
             new_folders, self._new_folders = self._new_folders, set()
@@ -577,7 +575,9 @@ def _fsync_directory(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
-        return  # platforms without directory fds (Windows)
+        if os.name != "nt":  # Windows has no directory fds; elsewhere (EMFILE...) not durable
+            raise
+        return
     try:
         os.fsync(fd)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,3 +150,22 @@ def test_a_file_that_cannot_be_written_to_disk_fails_the_command_and_is_named(
             assert index.counts()["instances"] == COUNT - 1
         finally:
             index.close()
+
+
+def test_a_folder_that_cannot_be_synced_fails_the_command(
+        study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder whose entries cannot be made durable (here: no descriptor left to open it)
+    leaves its files not durable: the command fails and says so, it does not report them."""
+    from dcmtool.archive import storage
+
+    real_open = storage.os.open
+
+    def no_folder_descriptors(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & getattr(os, "O_DIRECTORY", 0):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(storage.os, "open", no_folder_descriptors)
+    result = retrieve("get", study, tmp_path / "out", "--json")
+    assert result.exit_code == 7, result.stdout + result.stderr
+    assert "Too many open files" in result.stderr
