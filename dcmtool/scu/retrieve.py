@@ -284,8 +284,11 @@ def get_contexts(model: str, store_classes: Sequence[str],
         if syntaxes:
             (planned, _), = plan_storage([(uid, ts) for ts in syntaxes], lambda pair: pair[0],
                                          lambda pair: pair[1])
-            exact[uid] = [cx for cx in planned if cx.transfer_syntaxes[0] not in UNCOMPRESSED
-                          or len(cx.transfer_syntaxes) > 1]
+            kept = [cx for cx in planned if cx.transfer_syntaxes[0] not in UNCOMPRESSED
+                    or len(cx.transfer_syntaxes) > 1]
+            # Uncompressed first: some peers (DCMTK's dcmqrscp) send every file of a class
+            # on the first context they accepted for it.
+            exact[uid] = sorted(kept, key=lambda cx: cx.transfer_syntaxes[0] not in UNCOMPRESSED)
     budget = MAX_CONTEXTS - 1  # the Q/R model's context comes first
     chosen = {uid: min((exact.get(uid, grouped[uid]), grouped[uid]), key=len)
               for uid in classes}

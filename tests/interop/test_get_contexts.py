@@ -92,7 +92,8 @@ def test_get_exact_classes_from_serve_receives_each_file_as_it_is_held(
 
 
 @pytest.mark.peer("orthanc")
-@pytest.mark.parametrize("choice", [("--exact-classes",), ("--store-classes", "CTImageStorage")])
+@pytest.mark.parametrize("choice", [(), ("--exact-classes",),
+                                    ("--store-classes", "CTImageStorage")])
 def test_get_from_orthanc_receives_what_it_cannot_convert(
         orthanc: Callable[..., OrthancServer], compressed_study: Held, tmp_path: Path,
         choice: tuple[str, ...]) -> None:

@@ -25,10 +25,12 @@ EPILOG = """Examples:
   dcmtool find PACS -k StudyDate=20260101 --jsonl | dcmtool get PACS --from - -o ./in
 
 C-GET needs a presentation context for every SOP class it receives, and one association
-holds 128: by default dcmtool offers 31 common storage classes, each uncompressed and
-compressed; --store-classes names others, --exact-classes asks the peer first (C-FIND at
-IMAGE level) which classes the selection holds, and in which transfer syntaxes. Named and
-found classes get a context per syntax, so that the peer can send each file as it holds it.
+holds 128. A peer sends each file in a context of its syntax, or converts it (or fails it
+when it cannot), so classes get a context per compressed syntax as far as 128 allows. By
+default dcmtool offers 31 common storage classes (CT, MR, CR and DX with a context per
+syntax, the others uncompressed and with their compressed syntaxes in one context);
+--store-classes names others, --exact-classes asks the peer first (C-FIND at IMAGE level)
+which classes the selection holds, and in which transfer syntaxes.
 """
 
 
@@ -90,7 +92,7 @@ def get(
         summary = run(target, identifiers, model=GET_MODELS[model], out_dir=out,
                       open_receiver=receiver_opener(out, local, layout, as_archive),
                       store_classes=classes or COMMON_STORAGE_CLASSES, held=held,
-                      per_syntax=bool(classes), on_progress=on_progress)
+                      per_syntax=True, on_progress=on_progress)
     _explain_failures(summary, chose_classes=bool(exact_classes or store_classes))
     finish(summary, target, json_output, destination=None, local=None)
 
