@@ -27,17 +27,31 @@ def chunk_for(peer_max_pdu: int | None) -> int:
     return (limit - 6) if limit > 6 else UNLIMITED_CHUNK
 
 
-def framed(context_id: int, data: memoryview, chunk: int, *, last: bool) -> list[Any]:
-    """P-DATA-TF headers and data slices (no copies) for ``data``, ``chunk`` bytes a PDU."""
+def p_data_tf(context_id: int, control: int, data: bytes | memoryview) -> bytes:
+    """One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5); ``control`` is the message control
+    header (bit 0: command, bit 1: last fragment)."""
+    return _pdv_header(context_id, control, len(data)) + bytes(data)
+
+
+def framed(context_id: int, data: bytes | memoryview, chunk: int, *, last: bool,
+           command: bool = False) -> list[Any]:
+    """P-DATA-TF headers and data slices (no copies) for ``data``, ``chunk`` bytes a PDU: a
+    data set's fragments, or a command's (``command``)."""
+    view = memoryview(data)
+    kind = 0x01 if command else 0x00
     buffers: list[Any] = []
-    total = len(data)
+    total = len(view)
     for start in range(0, max(total, 1), chunk):
-        piece = data[start:start + chunk]
+        piece = view[start:start + chunk]
         final = last and start + chunk >= total
-        buffers.append(struct.pack(">BBIIBB", 0x04, 0x00, len(piece) + 6, len(piece) + 2,
-                                   context_id, 0x02 if final else 0x00))
+        buffers.append(_pdv_header(context_id, kind | (0x02 if final else 0x00), len(piece)))
         buffers.append(piece)
     return buffers
+
+
+def _pdv_header(context_id: int, control: int, length: int) -> bytes:
+    """A P-DATA-TF PDU's header and its one PDV's, for ``length`` bytes of data."""
+    return struct.pack(">BBIIBB", 0x04, 0x00, length + 6, length + 2, context_id, control)
 
 
 def send_buffers(sock: Any, buffers: list[Any]) -> None:

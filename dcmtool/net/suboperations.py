@@ -28,7 +28,7 @@ from dcmtool.dicom.status import (
     SUCCESS,
     is_warning,
 )
-from dcmtool.net import owned, wire
+from dcmtool.net import framing, owned, wire
 from dcmtool.net.contexts import build_contexts, plan_storage
 
 LOG = logging.getLogger("dcmtool.serve")
@@ -279,7 +279,7 @@ def _load(sender: Any, item: StoredFile) -> tuple[bytes, int, int] | None:
     if context_id is None:
         return None
     try:
-        data = wire.read_small(item.path)
+        data = framing.read_small(item.path)
     except OSError:
         return None  # the fallback reports it
     offset = None if data is None else offset_in(data)

@@ -21,19 +21,11 @@ from typing import TYPE_CHECKING, Any
 from dcmtool.dicom import commands
 from dcmtool.dicom.part10 import dataset_offset
 from dcmtool.net import framing
-from dcmtool.net.lean.pdus import p_data_tf
+from dcmtool.net.framing import framed, p_data_tf, read_small, send_buffers
 from dcmtool.net.links import link
 
 if TYPE_CHECKING:
     from dcmtool.net.owned import OwnedReader
-
-#: The framing is ``net.framing``'s, shared with the plain-TCP client.
-_framed, _send_buffers, read_small = framing.framed, framing.send_buffers, framing.read_small
-
-
-#: One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): the plain-TCP client's framing.
-_pdu = p_data_tf
-
 
 def _chunk(assoc: Any) -> int:
     """Data bytes per PDU: what the *peer* said it receives (the other side's maximum)."""
@@ -134,11 +126,11 @@ def send_request(assoc: Any, context_id: int, dataset: memoryview, sop_class: st
     command = commands.store_request(sop_class, sop_instance, message_id,
                                       move_originator=move_originator)
     buffers: list[Any] = [before] if before else []
-    buffers += [_pdu(context_id, 0x03, command),
-                *_framed(context_id, dataset, _chunk(assoc), last=True)]
+    buffers += [p_data_tf(context_id, 0x03, command),
+                *framed(context_id, dataset, _chunk(assoc), last=True)]
     try:
         with _exclusive(assoc):
-            _send_buffers(socket_of(assoc), buffers)
+            send_buffers(socket_of(assoc), buffers)
     except OSError:  # the connection broke mid-message: nothing more can go on it
         assoc._reactor_checkpoint.set()
         assoc.abort()
@@ -218,9 +210,9 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
         assoc._reactor_checkpoint.clear()
     try:
         with _exclusive(assoc):
-            _send_buffers(sock, [_pdu(context_id, 0x03, command)])
+            send_buffers(sock, [p_data_tf(context_id, 0x03, command)])
             for data, last in framing.blocks(path, offset):
-                _send_buffers(sock, _framed(context_id, memoryview(data), chunk, last=last))
+                send_buffers(sock, framed(context_id, memoryview(data), chunk, last=last))
     except OSError:
         assoc._reactor_checkpoint.set()
         assoc.abort()
@@ -229,14 +221,14 @@ def _stream(assoc: Any, context_id: int, path: Path, offset: int, sop_class: str
 
 def command_pdu(context_id: int, command_set: bytes) -> bytes:
     """A whole command-only message in one P-DATA-TF PDU (command sets are tiny)."""
-    return _pdu(context_id, 0x03, command_set)
+    return p_data_tf(context_id, 0x03, command_set)
 
 
 def send_command(assoc: Any, context_id: int, command_set: bytes, dataset: bytes) -> None:
     """Write a request with its data set (e.g. a C-GET's identifier) as whole PDUs."""
     with _exclusive(assoc):
-        _send_buffers(socket_of(assoc), [_pdu(context_id, 0x03, command_set),
-                                       *_framed(context_id, memoryview(dataset),
+        send_buffers(socket_of(assoc), [p_data_tf(context_id, 0x03, command_set),
+                                       *framed(context_id, memoryview(dataset),
                                                 _chunk(assoc), last=True)])
 
 
@@ -262,7 +254,8 @@ class PendingWriter:
         self.sock = assoc.dul.socket.socket
         self.chunk = _chunk(assoc)
         self.context_id = context_id
-        self.command = _pdu(context_id, 0x03, commands.find_response_command(sop_class, message_id))
+        self.command = p_data_tf(context_id, 0x03,
+                                 commands.find_response_command(sop_class, message_id))
         self.buffer: list[bytes] = []
         self.size = 0
 
@@ -283,7 +276,7 @@ class PendingWriter:
         view = memoryview(identifier)
         for start in range(0, max(len(view), 1), self.chunk):
             last = start + self.chunk >= len(view)
-            parts.append(_pdu(self.context_id, 0x02 if last else 0x00,
+            parts.append(p_data_tf(self.context_id, 0x02 if last else 0x00,
                               view[start:start + self.chunk]))
         self.buffer.extend(parts)
         self.size += sum(len(p) for p in parts)

@@ -344,7 +344,7 @@ class _Group:
         """(context ID, the file's bytes) when ``instance`` goes as it is over the owned
         reader's association (no ``--set``/``--new-uids``, its own syntax accepted, small
         enough to hold); None: ``_send_one`` decides and reports."""
-        from dcmtool.net import wire
+        from dcmtool.net import framing, wire
 
         if instance is None or reader is None or not reader.active or \
                 self.modify is not None or instance.dataset_offset is None or \
@@ -356,7 +356,7 @@ class _Group:
         if context_id is None:
             return None
         try:
-            data = wire.read_small(instance.path)
+            data = framing.read_small(instance.path)
         except OSError:
             return None
         return None if data is None else (context_id, data)

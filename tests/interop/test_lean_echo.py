@@ -35,6 +35,7 @@ from typer.testing import Result
 from dcmtool.config import Peer, Timeouts
 from dcmtool.dicom.commands import command, parse_command, uid_value, us
 from dcmtool.dicom.identity import IMPLEMENTATION_CLASS_UID, implementation_version_name
+from dcmtool.net import framing
 from dcmtool.net.lean import client as lean_client
 from dcmtool.net.lean import pdus
 from dcmtool.scu.echo import echo
@@ -380,7 +381,7 @@ def associate_ac(max_pdu: int, contexts: bytes | None = None) -> bytes:
 
 
 def echo_response(message_id: int, status: int = 0) -> bytes:
-    return pdus.p_data_tf(1, 0x03, command([
+    return framing.p_data_tf(1, 0x03, command([
         (0x0002, uid_value(VERIFICATION)), (0x0100, struct.pack("<H", 0x8030)),
         (0x0120, struct.pack("<H", message_id)), (0x0800, struct.pack("<H", 0x0101)),
         (0x0900, struct.pack("<H", status))]))
@@ -466,7 +467,7 @@ def test_an_abort_instead_of_an_answer_reads_as_before(
      "a malformed A-ASSOCIATE-AC (item 0x40 of length 17 runs past the end of what holds it "
      "(15 bytes left))"),
     (b"\x09\x00\x00\x00\x00\x04\x00\x00\x00\x00", "an unknown PDU type 0x09"),
-    (pdus.p_data_tf(1, 0x03, b"\x00" * 8),
+    (framing.p_data_tf(1, 0x03, b"\x00" * 8),
      "a P-DATA-TF in answer to the association request"),
 ])
 def test_a_malformed_answer_aborts_and_says_what(lean_only: None, answer: bytes,
@@ -505,7 +506,7 @@ def test_a_command_that_never_ends_aborts(lean_only: None) -> None:
     def endless_peer(conn: Connection) -> None:
         conn.accept()
         conn.command()
-        fragment = pdus.p_data_tf(1, 0x01, b"\x00" * 4096)  # a command fragment, never last
+        fragment = framing.p_data_tf(1, 0x01, b"\x00" * 4096)  # a command fragment, never last
         try:
             for _ in range(1024):  # 4 MiB, far past any command set
                 conn.sock.sendall(fragment)

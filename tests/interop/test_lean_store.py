@@ -382,7 +382,7 @@ def test_a_response_to_another_message_id_aborts(lean_only: None, tmp_path: Path
                         fields = parse_command(fragments)
                         assert fields is not None
                         wrong = (us(fields, 0x0110) or 0) + 1
-                        sock.sendall(pdus.p_data_tf(1, 0x03, command([
+                        sock.sendall(framing.p_data_tf(1, 0x03, command([
                             (0x0002, uid_value(CT)), (0x0100, struct.pack("<H", 0x8001)),
                             (0x0120, struct.pack("<H", wrong)),
                             (0x0800, struct.pack("<H", 0x0101)),

@@ -17,7 +17,7 @@ from pynetdicom.presentation import PresentationContext
 
 from dcmtool.config import Peer
 from dcmtool.dicom.commands import echo_request, parse_command, us
-from dcmtool.net import outcomes
+from dcmtool.net import framing, outcomes
 from dcmtool.net.lean import pdus
 from dcmtool.net.lean.pdus import PduError
 
@@ -164,7 +164,7 @@ def test_a_malformed_data_pdu_says_what_is_wrong(body: bytes, message: str) -> N
 
 def test_the_echo_request_is_a_command_set_framed_in_one_pdv() -> None:
     command = echo_request(7)
-    framed = pdus.p_data_tf(1, 0x03, command)
+    framed = framing.p_data_tf(1, 0x03, command)
     assert framed[0] == pdus.P_DATA_TF
     [(context_id, control, data)] = pdus.parse_p_data(framed[6:])
     assert (context_id, control, data) == (1, 0x03, command)

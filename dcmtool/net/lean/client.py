@@ -243,10 +243,8 @@ class LeanAssociation:
     def _framed(self, context_id: int, command_set: bytes) -> bytes:
         """The command in P-DATA-TF PDUs no longer than the peer receives (PS3.8 D.1)."""
         limit = self.negotiation.peer_max_pdu or 0
-        chunk = limit - 6 if limit > 6 else len(command_set)
-        pieces = [command_set[i:i + chunk] for i in range(0, len(command_set), chunk)]
-        return b"".join(pdus.p_data_tf(context_id, 0x03 if i == len(pieces) - 1 else 0x01, piece)
-                        for i, piece in enumerate(pieces))
+        chunk = limit - 6 if limit > 6 else max(len(command_set), 1)
+        return b"".join(framing.framed(context_id, command_set, chunk, last=True, command=True))
 
     def _read_command(self, context_id: int, deadline: float | None) -> dict[int, bytes] | None:
         """The next message's command elements; ``None`` when the peer released or aborted

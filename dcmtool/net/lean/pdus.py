@@ -3,7 +3,7 @@
 Encoding writes what pynetdicom writes for the same request, byte for byte (AE titles padded
 with spaces, UIDs unpadded). Parsing is strict: every length is checked against what holds it,
 and anything that does not add up raises ``PduError`` saying what, for the client to abort
-with. ``p_data_tf`` is the one P-DATA-TF framing, ``net.wire``'s too.
+with. P-DATA-TF PDUs are built by ``net.framing``, the one framing of both clients.
 """
 
 from __future__ import annotations
@@ -76,14 +76,6 @@ def associate_rq(*, calling_ae_title: str, called_ae_title: str,
     items.append(_item(0x50, user))
     header = struct.pack(">HH", 1, 0) + _ae(called_ae_title) + _ae(calling_ae_title) + bytes(32)
     return _pdu(ASSOCIATE_RQ, header + b"".join(items))
-
-
-def p_data_tf(context_id: int, control: int, data: bytes | memoryview) -> bytes:
-    """One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5); ``control`` is the message control
-    header (bit 0: command, bit 1: last fragment). ``net.wire`` frames with it too."""
-    pdv_length = len(data) + 2
-    return struct.pack(">BBIIBB", P_DATA_TF, 0x00, pdv_length + 4, pdv_length, context_id,
-                       control) + bytes(data)
 
 
 def release_rq() -> bytes:
