@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 #: 2: the ``mpps`` table (performed procedure steps; an older index gains it when opened).
-SCHEMA_VERSION = 2
+#: 3: the ``pending`` journal and the (StudyDate, StudyTime) index.
+SCHEMA_VERSION = 3
 
 PATIENT_KEYS = (
     "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientBirthTime",
@@ -90,7 +91,8 @@ CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient);
 CREATE INDEX IF NOT EXISTS series_study ON series(StudyInstanceUID);
 CREATE INDEX IF NOT EXISTS instances_series ON instances(SeriesInstanceUID);
 CREATE INDEX IF NOT EXISTS patients_name ON patients(PatientName);
-CREATE INDEX IF NOT EXISTS studies_date ON studies(StudyDate);
+DROP INDEX IF EXISTS studies_date;
+CREATE INDEX IF NOT EXISTS studies_date_time ON studies(StudyDate, StudyTime);
 CREATE INDEX IF NOT EXISTS studies_accession ON studies(AccessionNumber);
 CREATE TABLE IF NOT EXISTS mpps (
     uid TEXT PRIMARY KEY,
@@ -102,7 +104,19 @@ CREATE TABLE IF NOT EXISTS mpps (
     path TEXT NOT NULL,
     mtime_ns INTEGER NOT NULL
 );
+-- Instances whose rows are committed but whose files may not be in place yet: written in
+-- the same transaction as their rows, before the renames; emptied by the next commit, which
+-- comes after those renames and their folders' fsyncs. What a crash leaves here is all
+-- that start-up must check (``Archive.recover``), however large the archive.
+CREATE TABLE IF NOT EXISTS pending (
+    path TEXT PRIMARY KEY,
+    SOPInstanceUID TEXT NOT NULL,
+    replaced TEXT
+);
 """
+#: meta key: when the whole folder was last walked (reconcile or reindex). An index without
+#: it (made before schema 3, or by a run that never finished one) is walked once at start.
+FOLDER_WALKED = "folder_walked"
 
 
 def _glob_ci(pattern: str, value: str | None) -> bool:
@@ -150,20 +164,38 @@ def element_text(element: Any) -> str | None:
     return str(value)
 
 
-class Index:
-    """Thread-safe access to ``ROOT/index.sqlite`` (one connection, one lock, WAL mode)."""
+@dataclass(frozen=True)
+class Pending:
+    """A journal row: the instance at ``path`` was being placed (``replaced``: the path of
+    the copy it replaces, when that differs)."""
 
-    def __init__(self, path: Path) -> None:
+    path: str
+    sop_instance_uid: str
+    replaced: str | None = None
+
+
+class Index:
+    """Access to ``ROOT/index.sqlite``: one writing connection behind a lock, and read-only
+    connections (WAL readers) that stream query answers while instances are written."""
+
+    def __init__(self, path: Path, *, durable_commits: bool = True) -> None:
+        """``durable_commits``: fsync the WAL at each commit (serve acknowledges after it);
+        False where the files are what must be durable and the index can be rebuilt from
+        them (get --archive, move -o --archive)."""
         self.path = path
+        self._in_memory = str(path) == ":memory:"
         self._lock = threading.Lock()
         #: Series whose series, study and patient rows exist: later instances skip 3 inserts.
         self._known_series: set[str | None] = set()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            # The files are fsync'd before they are acknowledged; the index can be rebuilt
-            # from them, so NORMAL (durable across a process crash) is enough here.
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # A commit is durable when it returns (the WAL is fsynced): an instance is
+            # acknowledged only after its rows are (``archive.groupcommit``), and a commit
+            # serves every association waiting, so the fsync is shared.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.create_function("dicom_glob_ci", 2, _glob_ci, deterministic=True)
             self._db.executescript(_SCHEMA)
@@ -175,8 +207,16 @@ class Index:
             raise IndexFailure(f"cannot open the index {path}: {exc}") from exc
 
     def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
         with self._lock:
             try:
+                # Statistics for the planner on the tables that grew; the limit keeps it to
+                # a sample, so closing a million-instance index stays quick.
+                self._db.execute("PRAGMA analysis_limit=1000")
+                self._db.execute("PRAGMA optimize")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass
@@ -186,39 +226,57 @@ class Index:
 
     def add(self, record: InstanceRecord, *, replace: bool = True) -> None:
         """Insert or replace one instance (and its patient, study and series if new)."""
-        v = record.values
-        charset = v.get("SpecificCharacterSet")
-        series_uid = v.get("SeriesInstanceUID")
+        self.commit_batch([(record, replace)])
+
+    def commit_batch(self, records: list[tuple[InstanceRecord, bool]],
+                     journal: list[Pending] | None = None) -> None:
+        """One transaction: insert (or replace, where the flag says) the records, and with a
+        ``journal``, make it the journal's whole content (``archive.groupcommit``). Durable
+        when it returns."""
+        added: list[str | None] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                if series_uid not in self._known_series:  # the first instance of its series
-                    patient_id = self._patient(v, charset)
-                    self._insert("studies", {"patient": patient_id,
-                                             "SpecificCharacterSet": charset,
-                                             **{k: v.get(k) for k in STUDY_KEYS}})
-                    self._insert("series", {"SpecificCharacterSet": charset,
-                                            "StudyInstanceUID": v.get("StudyInstanceUID"),
-                                            **{k: v.get(k) for k in SERIES_KEYS}})
-                row = {"SpecificCharacterSet": charset,
-                       "SeriesInstanceUID": v.get("SeriesInstanceUID"),
-                       **{k: v.get(k) for k in INSTANCE_KEYS},
-                       "path": record.path, "size": record.size,
-                       "transfer_syntax": record.transfer_syntax,
-                       "received_at": record.received_at, "source_ae": record.source_ae}
-                if replace:  # an instance that moved, or a file that replaced another
-                    self._db.execute(
-                        "DELETE FROM instances WHERE SOPInstanceUID = ? OR path = ?",
-                        (record.sop_instance_uid, record.path))
-                self._insert("instances", row, replace=True)
+                if journal is not None:
+                    self._db.execute("DELETE FROM pending")
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+                        [(p.path, p.sop_instance_uid, p.replaced) for p in journal])
+                for record, replace in records:
+                    added.append(self._add(record, replace))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:  # BEGIN itself can fail ("database is locked")
                     self._db.execute("ROLLBACK")
+                self._known_series.clear()  # rows of this transaction are not there
                 raise IndexFailure(f"index write failed: {exc}") from exc
             if len(self._known_series) > 100_000:
                 self._known_series.clear()
-            self._known_series.add(series_uid)
+            self._known_series.update(added)
+
+    def _add(self, record: InstanceRecord, replace: bool) -> str | None:
+        v = record.values
+        charset = v.get("SpecificCharacterSet")
+        series_uid = v.get("SeriesInstanceUID")
+        if series_uid not in self._known_series:  # the first instance of its series
+            patient_id = self._patient(v, charset)
+            self._insert("studies", {"patient": patient_id,
+                                     "SpecificCharacterSet": charset,
+                                     **{k: v.get(k) for k in STUDY_KEYS}})
+            self._insert("series", {"SpecificCharacterSet": charset,
+                                    "StudyInstanceUID": v.get("StudyInstanceUID"),
+                                    **{k: v.get(k) for k in SERIES_KEYS}})
+        row = {"SpecificCharacterSet": charset,
+               "SeriesInstanceUID": series_uid,
+               **{k: v.get(k) for k in INSTANCE_KEYS},
+               "path": record.path, "size": record.size,
+               "transfer_syntax": record.transfer_syntax,
+               "received_at": record.received_at, "source_ae": record.source_ae}
+        if replace:  # an instance that moved, or a file that replaced another
+            self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ? OR path = ?",
+                             (record.sop_instance_uid, record.path))
+        self._insert("instances", row, replace=True)
+        return series_uid
 
     def _patient(self, v: Mapping[str, str | None], charset: str | None) -> int:
         key = (v.get("PatientID") or "", v.get("IssuerOfPatientID") or "")
@@ -239,11 +297,14 @@ class Index:
         return self._db.execute(f"{verb} INTO {table} ({names}) VALUES ({marks})",
                                 tuple(row.values()))
 
-    def remove(self, sop_instance_uid: str) -> None:
+    def remove(self, sop_instance_uid: str, path: str | None = None) -> None:
+        """Drop an instance's row (only the row at ``path``, when given)."""
+        sql, params = "DELETE FROM instances WHERE SOPInstanceUID = ?", [sop_instance_uid]
+        if path is not None:
+            sql, params = sql + " AND path = ?", [sop_instance_uid, path]
         with self._lock:
             try:
-                self._db.execute("DELETE FROM instances WHERE SOPInstanceUID = ?",
-                                 (sop_instance_uid,))
+                self._db.execute(sql, params)
             except sqlite3.Error as exc:
                 raise IndexFailure(f"index write failed: {exc}") from exc
 
@@ -259,7 +320,7 @@ class Index:
             self._known_series.clear()
             self._db.executescript(
                 "DELETE FROM instances; DELETE FROM series; DELETE FROM studies; "
-                "DELETE FROM patients;"
+                "DELETE FROM patients; DELETE FROM pending;"
             )
 
     def _prune(self) -> None:
@@ -284,6 +345,29 @@ class Index:
         with self._lock:
             self._db.executemany("DELETE FROM mpps WHERE uid = ?", [(u,) for u in uids])
 
+    # -- the journal and the folder walk ---------------------------------------------------
+
+    def pending(self) -> list[Pending]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, SOPInstanceUID, replaced FROM pending"
+                                    ).fetchall()
+        return [Pending(str(p), str(uid), None if r is None else str(r)) for p, uid, r in rows]
+
+    def clear_pending(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM pending")
+
+    def folder_walked(self) -> str | None:
+        """When the whole folder was last walked (ISO time), or None if never."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                                   (FOLDER_WALKED,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def mark_folder_walked(self, when: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (FOLDER_WALKED, when))
+
     # -- reads ----------------------------------------------------------------------------
 
     def instance_path(self, sop_instance_uid: str) -> str | None:
@@ -291,6 +375,18 @@ class Index:
             row = self._db.execute("SELECT path FROM instances WHERE SOPInstanceUID = ?",
                                    (sop_instance_uid,)).fetchone()
         return None if row is None else str(row[0])
+
+    def instance_paths(self, sop_instance_uids: list[str]) -> dict[str, str]:
+        """SOP Instance UID -> path of those stored (one query under the writing lock)."""
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(sop_instance_uids), 500):
+                batch = sop_instance_uids[start:start + 500]
+                marks = ", ".join("?" for _ in batch)
+                found.update((str(uid), str(path)) for uid, path in self._db.execute(
+                    f"SELECT SOPInstanceUID, path FROM instances WHERE SOPInstanceUID IN "
+                    f"({marks})", batch))
+        return found
 
     def stored(self, sop_instance_uids: list[str]) -> dict[str, tuple[str | None, str, int]]:
         """SOP Instance UID -> (SOP Class UID, path, size) of those stored, in batches."""
@@ -318,11 +414,50 @@ class Index:
             }
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
-        """Run a read-only query (for tests and Q/R)."""
-        with self._lock:
-            self._db.row_factory = sqlite3.Row
-            try:
-                rows = self._db.execute(sql, params).fetchall()
-            finally:
-                self._db.row_factory = None
-        yield from rows
+        """Run a read-only query, streaming its rows from a reader of its own (a query
+        answered while instances arrive neither waits for them nor holds them up)."""
+        if self._in_memory:  # one connection only: read it all under the lock
+            with self._lock:
+                self._db.row_factory = sqlite3.Row
+                try:
+                    rows = self._db.execute(sql, params).fetchall()
+                finally:
+                    self._db.row_factory = None
+            yield from rows
+            return
+        reader = self._reader()
+        cursor = None
+        try:
+            cursor = reader.execute(sql, params)
+            yield from cursor
+        finally:
+            if cursor is not None:
+                cursor.close()  # ends the read transaction: the WAL can be checkpointed
+            with self._readers_lock:
+                if len(self._readers) < _KEPT_READERS:
+                    self._readers.append(reader)
+                    reader = None  # type: ignore[assignment]
+            if reader is not None:
+                reader.close()
+
+    def plan(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
+        """SQLite's query plan for ``sql`` (EXPLAIN QUERY PLAN details), for tests."""
+        return [str(row["detail"]) for row in self.rows(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    def _reader(self) -> sqlite3.Connection:
+        with self._readers_lock:
+            if self._readers:
+                return self._readers.pop()
+        try:
+            reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                     check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise IndexFailure(f"cannot read the index {self.path}: {exc}") from exc
+        reader.row_factory = sqlite3.Row
+        reader.create_function("dicom_glob_ci", 2, _glob_ci, deterministic=True)
+        return reader
+
+
+#: Read-only connections kept for the next query (one per concurrent query beyond is opened
+#: and closed).
+_KEPT_READERS = 8

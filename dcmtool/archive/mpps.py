@@ -17,13 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dcmtool.archive.disk import ensure_directory, fsync_directory, fsync_file
 from dcmtool.archive.index import Index
-from dcmtool.archive.storage import (
-    MPPS_FOLDER,
-    _ensure_directory,
-    _fsync_directory,
-    _fsync_file,
-)
+from dcmtool.archive.storage import MPPS_FOLDER
 from dcmtool.dicom.files import FILE_MODE
 from dcmtool.dicom.mpps import MPPS_SOP_CLASS
 from dcmtool.dicom.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
@@ -88,11 +84,11 @@ class ProcedureSteps:
         if calling_ae:
             meta.SourceApplicationEntityTitle = calling_ae
         ds.file_meta = meta
-        _ensure_directory(self.folder)
+        ensure_directory(self.folder)
         temp = self.folder / f".{uid}.{os.getpid()}.{threading.get_ident()}{_TEMP_SUFFIX}"
         try:
             dcmwrite(temp, ds, enforce_file_format=True)
-            _fsync_file(temp)
+            fsync_file(temp)
             os.chmod(temp, FILE_MODE)
             os.replace(temp, target)
         except BaseException:
@@ -100,7 +96,7 @@ class ProcedureSteps:
             raise
         finally:
             del ds.file_meta
-        _fsync_directory(self.folder)
+        fsync_directory(self.folder)
         self._index(uid, ds, target)
         return target
 

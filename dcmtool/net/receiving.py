@@ -12,8 +12,8 @@ C-STORE response. Anything else the peer sends goes back to pynetdicom.
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -194,7 +194,7 @@ class _Receiving:
         meta = FileMeta(sop_class, sop_instance, syntax, *self.implementation,
                         self.peer_ae, self.our_ae)
         received: Any
-        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="rx-")
+        fd, name = _new_file(self.incoming)
         failure: OSError | None = None
         try:
             failure = _write(fd, meta.file_header(), None)
@@ -230,6 +230,20 @@ class _Receiving:
         except OSError:
             return False
         return True
+
+
+_names = itertools.count()
+
+
+def _new_file(folder: Path) -> tuple[int, str]:
+    """A new file for one data set, 0600 like mkstemp's; named by process and a counter
+    (mkstemp's random names cost more than the rest of opening it)."""
+    while True:
+        name = os.path.join(folder, f"rx-{os.getpid()}-{next(_names)}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
+        except FileExistsError:  # left by an earlier process with the same PID
+            continue
 
 
 def _write(fd: int, data: bytes | memoryview, failure: OSError | None) -> OSError | None:

@@ -9,7 +9,6 @@ retrieving client builds none of it itself: the CLI opens a receiver and hands i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,20 +88,10 @@ def open_receiver(out_dir: Path, *, ae_title: str, port: int, bind: str,
         except OSError as exc:
             raise UsageError(f"--out {out_dir}: {exc.strerror or exc}") from None
     options = ServeOptions(ae_title=ae_title, port=port, bind=bind, max_associations=10)
-    server: RunningServer | None = None
-
-    def receive_more(assoc: Any, answer_first: Callable[[], None]) -> None:
-        # C-MOVE: the peer's C-STOREs after the first are read off the socket.
-        from dcmtool.net import receiving
-
-        assert server is not None
-        receiving.receive_more(assoc, server.store_file, server.archive.incoming,
-                               answer_first)
-
     try:
         if not listen:
             return GetReceiver(archive, options)
-        server = start_server(archive, options, receive=receive_more)
+        server = start_server(archive, options)
     except BaseException:
         archive.close()
         raise

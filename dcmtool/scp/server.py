@@ -50,7 +50,8 @@ class RunningServer:
             max_message_bytes=options.max_message_bytes,
             min_free_bytes=archive.policy.min_free_bytes)
         self.ae = acceptor.make_acceptor(settings, incoming=archive.incoming,
-                                         retrieve=self.handlers.retrieve, receive=receive)
+                                         retrieve=self.handlers.retrieve,
+                                         receive=receive or self._receive_more)
         try:
             tls = acceptor.server_tls(options.tls_cert, options.tls_key, options.tls_ca)
             self._server: Any = acceptor.start(self.ae, (options.bind, options.port), tls,
@@ -67,6 +68,14 @@ class RunningServer:
     def handle_store(self, event: Any) -> Any:
         """The C-STORE handler, for associations this server did not accept (C-GET)."""
         return self.handlers.on_store(event)
+
+    def _receive_more(self, assoc: Any, answer_first: Any) -> None:
+        # After the first C-STORE of an association (answered through pynetdicom), the ones
+        # that follow are read off the socket: pynetdicom's DIMSE machinery costs more per
+        # instance than the archive's own work.
+        from dcmtool.net import receiving
+
+        receiving.receive_more(assoc, self.store_file, self.archive.incoming, answer_first)
 
     def store_file(self, assoc: Any, received: Any, sop_class: str,
                    sop_instance: str, transfer_syntax: str) -> Any:
@@ -114,17 +123,18 @@ def start_server(archive: Archive, options: ServeOptions,
                  receive: ReceiveHandler | None = None) -> RunningServer:
     """Start the SCP on ``options.bind:options.port`` in background threads.
 
-    ``receive`` reads the C-STOREs after the first of an association itself (a retrieving
-    client's storage SCP). Raises ``DcmtoolError`` when the port cannot be bound or the TLS
-    files are unusable.
+    ``receive`` reads the C-STOREs after the first of an association (default: straight off
+    the socket, ``net.receiving.receive_more``). Raises ``DcmtoolError`` when the port cannot
+    be bound or the TLS files are unusable.
     """
     return RunningServer(archive, options, receive)
 
 
 def open_archive(root: Path, policy: Any, *, holder: str = "dcmtool serve"
                  ) -> tuple[Archive, Any]:
-    """Open (creating if needed) the archive for this process alone, and reconcile its
-    index with the folder; ``ArchiveInUse`` when another process has it open."""
+    """Open (creating if needed) the archive for this process alone, and settle what a
+    stop or crash left (``Archive.recover``: proportional to that, not to the archive);
+    ``ArchiveInUse`` when another process has it open."""
     from dcmtool.archive.index import IndexFailure
 
     try:
@@ -135,7 +145,7 @@ def open_archive(root: Path, policy: Any, *, holder: str = "dcmtool serve"
     except OSError as exc:
         raise DcmtoolError(f"cannot open the archive {root}: {exc.strerror or exc}") from None
     try:
-        report = archive.reconcile()
+        report = archive.recover()
     except BaseException:
         archive.close()
         raise

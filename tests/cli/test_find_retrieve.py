@@ -311,17 +311,17 @@ def test_get_makes_every_received_file_durable_before_it_reports(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every received file is fsynced once before the command reports success (when each
     is fsynced is tests/interop/test_retrieve_pace.py's subject)."""
-    from dcmtool.archive import storage
+    from dcmtool.archive import disk
 
     _, env, studies = setup
     synced: list[Path] = []
-    real_fsync = storage._fsync_file
+    real_fsync = disk.fsync_file
 
     def record(path: Path) -> None:
         synced.append(Path(path))
         real_fsync(path)
 
-    monkeypatch.setattr(storage, "_fsync_file", record)
+    monkeypatch.setattr(disk, "fsync_file", record)
     out = tmp_path / "out"
     result = run_cli("get", "ARCHIVE", "--study", studies["ACC2"]["study"], "-o", out,
                      "--json", env=env)

@@ -539,16 +539,16 @@ def test_serve_fsyncs_each_instance_before_acknowledging_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The archive's default: by the time the sender hears success, the instance's file has
     been fsynced (the sender may delete its copy then)."""
-    from dcmtool.archive import storage
+    from dcmtool.archive import disk, storage
 
     synced: list[Path] = []
-    real_fsync = storage._fsync_file
+    real_fsync = disk.fsync_file
 
     def record(path: Path) -> None:
         synced.append(Path(path))
         real_fsync(path)
 
-    monkeypatch.setattr(storage, "_fsync_file", record)
+    monkeypatch.setattr(disk, "fsync_file", record)
     served = serve_archive()
     write_instance(tmp_path / "one.dcm")
     assert run_cli("store", served.address, str(tmp_path / "one.dcm")).exit_code == 0

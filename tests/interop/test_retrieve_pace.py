@@ -4,7 +4,7 @@ Each received file is fsynced in the background while the next ones arrive (not 
 end); the command waits for the last ones and for the folders before it reports success, and a
 file that cannot be written to disk (a failing fsync: EIO, ENOSPC) fails the command, is named
 and is removed. Real associations with an in-process dcmtool serve; the fsync is replaced at
-the library boundary (``archive.storage._fsync_file``) to watch it or to make it fail.
+the library boundary (``archive.disk.fsync_file``) to watch it or to make it fail.
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def test_each_file_is_fsynced_as_the_next_arrive_and_all_before_the_report(
     receiver waits (up to 10 s) for that file's fsync, which today's code starts at once in
     the background; code that fsyncs only when the receiver closes never gets there. Every
     file and folder is durable when the command reports."""
-    from dcmtool.archive import storage
+    from dcmtool.archive import disk, storage
 
     synced: list[Path] = []
     folders: list[Path] = []
     done: dict[Path, threading.Event] = {}
     late: list[Path] = []  # stored files whose fsync had not run before the next arrived
     lock = threading.Lock()
-    real_fsync, real_folder_sync = storage._fsync_file, storage._fsync_directory
+    real_fsync, real_folder_sync = disk.fsync_file, disk.fsync_directory
     real_store = storage.Archive.store_received
 
     def fsync(path: Path) -> None:
@@ -103,8 +103,8 @@ def test_each_file_is_fsynced_as_the_next_arrive_and_all_before_the_report(
                 late.append(outcome.path)
         return outcome
 
-    monkeypatch.setattr(storage, "_fsync_file", fsync)
-    monkeypatch.setattr(storage, "_fsync_directory", folder_sync)
+    monkeypatch.setattr(disk, "fsync_file", fsync)
+    monkeypatch.setattr(disk, "fsync_directory", folder_sync)
     monkeypatch.setattr(storage.Archive, "store_received", store)
     out = tmp_path / "out"
     result = retrieve(command, study, out)
@@ -122,17 +122,17 @@ def test_a_file_that_cannot_be_written_to_disk_fails_the_command_and_is_named(
         args: tuple[str, ...]) -> None:
     """An fsync that fails (EIO) is an error for that file: exit 7, the file is named on
     stderr and in --json, and removed (and not indexed in an archive); the others arrive."""
-    from dcmtool.archive import storage
+    from dcmtool.archive import disk
 
     victim = sorted(study.pixels)[2]
-    real_fsync = storage._fsync_file
+    real_fsync = disk.fsync_file
 
     def failing(path: Path) -> None:
         if victim in Path(path).name:
             raise OSError(errno.EIO, "Input/output error")
         real_fsync(path)
 
-    monkeypatch.setattr(storage, "_fsync_file", failing)
+    monkeypatch.setattr(disk, "fsync_file", failing)
     out = tmp_path / "out"
     result = retrieve(command, study, out, "--json", *args)
     assert result.exit_code == 7, result.stdout + result.stderr
@@ -156,16 +156,16 @@ def test_a_folder_that_cannot_be_synced_fails_the_command(
         study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder whose entries cannot be made durable (here: no descriptor left to open it)
     leaves its files not durable: the command fails and says so, it does not report them."""
-    from dcmtool.archive import storage
+    from dcmtool.archive import disk
 
-    real_open = storage.os.open
+    real_open = disk.os.open
 
     def no_folder_descriptors(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
         if flags & getattr(os, "O_DIRECTORY", 0):
             raise OSError(errno.EMFILE, "Too many open files")
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(storage.os, "open", no_folder_descriptors)
+    monkeypatch.setattr(disk.os, "open", no_folder_descriptors)
     result = retrieve("get", study, tmp_path / "out", "--json")
     assert result.exit_code == 7, result.stdout + result.stderr
     assert "Too many open files" in result.stderr

@@ -595,6 +595,7 @@ def test_tls_client_certificates_required(serve_archive: ServeFactory,
                  c.client_key, address)
     assert ok.exit_code == 0, ok.output
     assert "status=Success" in ok.stdout
+    served.stop()  # the release is audited after the A-RELEASE-RP has gone out
     (released,) = audit_events(served.root, "association-released")
     assert released["calling_aet"] == "DCMTOOL"
 

@@ -165,7 +165,7 @@ def test_file_meta_encoding_matches_pydicom(tmp_path: Path) -> None:
 def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
-    from dcmtool.archive.storage import Archive, StorePolicy, decode_simple
+    from dcmtool.archive.reading import HeaderReader, decode_simple
     from dcmtool.dicom.part10 import data_set_bounds
     from dcmtool.dicom.structure import check_data_set
 
@@ -175,24 +175,24 @@ def test_fast_index_values_agree_with_pydicom(name: str, tmp_path: Path) -> None
 
         found = get_charset_files(name)[0]
     path = Path(str(found))
-    archive = Archive(tmp_path / "a", StorePolicy(min_free_bytes=0))
-    try:
-        ds = archive._read_header(path)
-        expected = archive._values(ds)
-        with path.open("rb") as fh:
-            start, end = data_set_bounds(fh)
-            walk = check_data_set(fh, start, end, str(ds.file_meta.TransferSyntaxUID),
-                                  archive._wanted)
-        assert walk is not None
-        fast = decode_simple(walk, archive._keywords, archive._dictionary_vrs)
-        if fast is None:  # a code extension or a sequence: the pydicom path must be taken
-            assert name in ("chrArab.dcm", "chrH31.dcm") or any(
-                archive._dictionary_vrs.get(t) == "SQ" for t in walk.elements)
-            return
-        assert fast == expected
-        assert archive._read_received(path, str(ds.file_meta.TransferSyntaxUID)) == expected
-    finally:
-        archive.close()
+    reader = HeaderReader(tmp_path)
+    ds = reader.pydicom_header(path)
+    expected = reader.values(ds)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    # What reindex reads: the same values, the transfer syntax, the sending AE.
+    assert reader.stored(path) == (expected, syntax, str(
+        ds.file_meta.get("SourceApplicationEntityTitle", "")).strip() or None)
+    with path.open("rb") as fh:
+        start, end = data_set_bounds(fh)
+        walk = check_data_set(fh, start, end, syntax, reader.wanted)
+    assert walk is not None
+    fast = decode_simple(walk, reader.keywords, reader.dictionary_vrs)
+    if fast is None:  # a code extension or a sequence: the pydicom path must be taken
+        assert name in ("chrArab.dcm", "chrH31.dcm") or any(
+            reader.dictionary_vrs.get(t) == "SQ" for t in walk.elements)
+        return
+    assert fast == expected
+    assert reader.received(path, syntax) == expected
 
 
 def test_command_sets_encode_as_pydicom_does() -> None:
