@@ -8,6 +8,7 @@ structure check that refuses a truncated or malformed data set before it is ackn
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from io import BytesIO
 from pathlib import Path
@@ -50,14 +51,20 @@ class HeaderReader:
         self.wanted = frozenset(self.tags)
         self.dictionary_vrs = {tag: dictionary_VR(tag) for tag in self.tags}
 
-    def received(self, path: Path, transfer_syntax: str) -> dict[str, str | None]:
+    def received(self, path: Path, transfer_syntax: str,
+                 data: bytes | None = None) -> dict[str, str | None]:
         """The values of a file written behind dcmtool's File Meta, its data set in
-        ``transfer_syntax``; checks the data set's structure on the way."""
-        with path.open("rb") as raw_file:
-            fh: Any = raw_file
-            if raw_file.seek(0, 2) <= _IN_MEMORY:
-                raw_file.seek(0)
-                fh = BytesIO(raw_file.read())
+        ``transfer_syntax`` (``data``: the file's bytes, if at hand); checks the data set's
+        structure on the way."""
+        with contextlib.ExitStack() as stack:
+            fh: Any
+            if data is not None:
+                fh = BytesIO(data)
+            else:
+                fh = stack.enter_context(path.open("rb"))
+                if fh.seek(0, 2) <= _IN_MEMORY:
+                    fh.seek(0)
+                    fh = BytesIO(fh.read())
             start, end = data_set_bounds(fh)
             if transfer_syntax == DEFLATED[0]:
                 walk = self._walk_deflated(fh, start)

@@ -204,19 +204,21 @@ class Archive:
         sop_instance_uid: str,
         transfer_syntax: str,
         calling_ae: str | None,
+        data: bytes | None = None,
     ) -> StoreOutcome:
-        """Validate and file a received instance at ``temp_path`` (inside ``.incoming``).
+        """Validate and file a received instance at ``temp_path`` (inside ``.incoming``;
+        ``data``: its bytes, when the receiver kept them: checked without reading it back).
 
         On success the file has moved into the archive; otherwise it is deleted.
         """
         outcome = self._store(temp_path, sop_class_uid, sop_instance_uid, transfer_syntax,
-                              calling_ae)
+                              calling_ae, data)
         if not outcome.stored:
             temp_path.unlink(missing_ok=True)
         return outcome
 
     def _store(self, temp: Path, sop_class: str, sop_instance: str, transfer_syntax: str,
-               calling_ae: str | None) -> StoreOutcome:
+               calling_ae: str | None, data: bytes | None) -> StoreOutcome:
         def refuse(status: int, message: str, **extra: Any) -> StoreOutcome:
             return StoreOutcome(status, message, sop_instance_uid=sop_instance,
                                 sop_class_uid=sop_class, **extra)
@@ -234,7 +236,7 @@ class Archive:
         # release the GIL); it is awaited before the rename: nothing unsynced is placed.
         synced = disk.SYNC.submit(disk.fsync_file, temp) if self.policy.durable_each else None
         try:
-            values = self.reader.received(temp, transfer_syntax)
+            values = self.reader.received(temp, transfer_syntax, data)
         except Exception as exc:  # any parse failure is the sender's data
             return refuse(CANNOT_UNDERSTAND, f"cannot parse the data set: {exc}")
         if not values.get("SOPClassUID"):
@@ -259,7 +261,7 @@ class Archive:
             target = self._target(values)
         except LayoutError as exc:
             return refuse(CANNOT_UNDERSTAND, str(exc))
-        size = temp.stat().st_size
+        size = len(data) if data is not None else temp.stat().st_size
         record = InstanceRecord(values, target.relative_to(self.root).as_posix(), size,
                                 transfer_syntax, utc_now(), calling_ae)
         code, message, path = self._commits.place(Placement(temp, target, record, synced))

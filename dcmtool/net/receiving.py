@@ -33,9 +33,13 @@ class Refusal:
     message: str
 
 
-#: (association, received file or refusal, SOP Class, SOP Instance, transfer syntax) -> the
-#: status Dataset to answer (the SCP's ``Handlers.store_file``).
-StoreFile = Callable[[Any, "Path | Refusal", str, str, str], Any]
+#: (association, received file or refusal, SOP Class, SOP Instance, transfer syntax, the
+#: file's bytes when they were kept in memory) -> the status to answer, a Dataset or an int
+#: (the SCP's ``Handlers.store_file``).
+StoreFile = Callable[[Any, "Path | Refusal", str, str, str, "bytes | None"], Any]
+
+#: Largest received file kept in memory as well as written (per association at a time).
+_BUFFERED = 1 << 20
 
 
 def send_c_get(assoc: Any, identifier: Any, model: str, *, store: StoreFile,
@@ -196,14 +200,22 @@ class _Receiving:
         received: Any
         fd, name = _new_file(self.incoming)
         failure: OSError | None = None
+        # A data set up to _BUFFERED is kept and written in one call, and the archive checks
+        # it from memory instead of reading the file back; a larger one streams to the file.
+        kept: bytearray | None = bytearray(meta.file_header())
         try:
-            failure = _write(fd, meta.file_header(), None)
-
             def sink(data: memoryview) -> None:
-                nonlocal failure
+                nonlocal failure, kept
+                if kept is not None:
+                    if len(kept) + len(data) <= _BUFFERED:
+                        kept += data
+                        return
+                    failure, kept = _write(fd, kept, failure), None
                 failure = _write(fd, data, failure)
 
             whole = self.reader.data_set(sink)
+            if whole and kept is not None:
+                failure = _write(fd, kept, failure)
         finally:
             os.close(fd)
         if not whole:
@@ -215,7 +227,10 @@ class _Receiving:
                                f"cannot write: {failure.strerror or failure}")
         else:
             received = Path(name)
-        answer = self.store_file(self.assoc, received, sop_class, sop_instance, syntax)
+        answer = self.store_file(self.assoc, received, sop_class, sop_instance, syntax,
+                                 None if kept is None else bytes(kept))
+        if isinstance(answer, int):  # the SCP's success
+            return self._answer(context_id, sop_class, sop_instance, message_id, answer, "")
         return self._answer(context_id, sop_class, sop_instance, message_id,
                             int(getattr(answer, "Status", status.CANNOT_UNDERSTAND)),
                             str(getattr(answer, "ErrorComment", "") or ""))
@@ -246,7 +261,8 @@ def _new_file(folder: Path) -> tuple[int, str]:
             continue
 
 
-def _write(fd: int, data: bytes | memoryview, failure: OSError | None) -> OSError | None:
+def _write(fd: int, data: bytes | bytearray | memoryview,
+           failure: OSError | None) -> OSError | None:
     """Write all of ``data`` unless an earlier write failed; the first failure."""
     if failure is not None:
         return failure

@@ -377,13 +377,14 @@ class Handlers:
             return status_dataset(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
     def store_file(self, assoc: Any, received: Path | StoreOutcome | Refusal, sop_class: str,
-                   sop_instance: str, transfer_syntax: str) -> Any:
+                   sop_instance: str, transfer_syntax: str, data: bytes | None = None) -> Any:
         """Archive a data set received on ``assoc`` into a file of the archive's incoming
-        folder (or report the outcome that already refused it); the status Dataset to answer.
-        For receivers outside pynetdicom's event loop (dcmtool get's); never raises."""
+        folder (``data``: that file's bytes, when the receiver kept them), or report the
+        outcome that already refused it; the status to answer (0x0000, or a status Dataset).
+        For receivers outside pynetdicom's event loop; never raises."""
         try:
             return self._archive(assoc, self._who(assoc), received, sop_class, sop_instance,
-                                 transfer_syntax)
+                                 transfer_syntax, data)
         except Exception as exc:
             LOG.exception("C-STORE handler failed")
             return status_dataset(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
@@ -399,7 +400,8 @@ class Handlers:
 
     def _archive(self, assoc: Any, who: dict[str, Any],
                  received: Path | StoreOutcome | Refusal,
-                 sop_class: str, sop_instance: str, transfer_syntax: str) -> Any:
+                 sop_class: str, sop_instance: str, transfer_syntax: str,
+                 data: bytes | None = None) -> Any:
         if isinstance(received, StoreOutcome):
             outcome = received
         elif isinstance(received, Refusal):
@@ -408,6 +410,7 @@ class Handlers:
             outcome = self.archive.store_received(
                 received, sop_class_uid=sop_class, sop_instance_uid=sop_instance,
                 transfer_syntax=transfer_syntax, calling_ae=who["calling_aet"] or None,
+                data=data,
             )
         session = self._session(assoc)
         audit = {"sop_instance_uid": sop_instance, "sop_class_uid": sop_class,
@@ -426,7 +429,7 @@ class Handlers:
                                      path=None if outcome.path is None else
                                      outcome.path.relative_to(self.archive.root).as_posix())
             self.hooks.stored(outcome, who["calling_aet"], who["called_aet"])
-            return status_dataset(0x0000)
+            return 0x0000
         session.refused(outcome.status, outcome.message)
         self.stats.add(refused=1)
         DETAIL.warning("%s from %s refused (0x%04X): %s", sop_instance, who["calling_aet"],

@@ -38,10 +38,10 @@ class GetReceiver:
         return self.handlers.on_store(event)
 
     def store_file(self, assoc: Any, received: Any, sop_class: str, sop_instance: str,
-                   transfer_syntax: str) -> Any:
+                   transfer_syntax: str, data: bytes | None = None) -> Any:
         """See ``Handlers.store_file``."""
         return self.handlers.store_file(assoc, received, sop_class, sop_instance,
-                                        transfer_syntax)
+                                        transfer_syntax, data)
 
     def stop(self, grace: float = 30.0) -> None:
         """Close the archive, which makes every file durable (``NotDurable`` names those

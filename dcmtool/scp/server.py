@@ -78,10 +78,10 @@ class RunningServer:
         receiving.receive_more(assoc, self.store_file, self.archive.incoming, answer_first)
 
     def store_file(self, assoc: Any, received: Any, sop_class: str,
-                   sop_instance: str, transfer_syntax: str) -> Any:
+                   sop_instance: str, transfer_syntax: str, data: bytes | None = None) -> Any:
         """See ``Handlers.store_file``."""
         return self.handlers.store_file(assoc, received, sop_class, sop_instance,
-                                        transfer_syntax)
+                                        transfer_syntax, data)
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting; wait up to ``grace`` s for open associations; close the index."""
@@ -130,11 +130,12 @@ def start_server(archive: Archive, options: ServeOptions,
     return RunningServer(archive, options, receive)
 
 
-def open_archive(root: Path, policy: Any, *, holder: str = "dcmtool serve"
-                 ) -> tuple[Archive, Any]:
+def open_archive(root: Path, policy: Any, *, holder: str = "dcmtool serve",
+                 rescan: bool = False) -> tuple[Archive, Any]:
     """Open (creating if needed) the archive for this process alone, and settle what a
-    stop or crash left (``Archive.recover``: proportional to that, not to the archive);
-    ``ArchiveInUse`` when another process has it open."""
+    stop or crash left (``Archive.recover``: proportional to that, not to the archive; with
+    ``rescan``, ``Archive.reconcile``: every file); ``ArchiveInUse`` when another process has
+    it open."""
     from dcmtool.archive.index import IndexFailure
 
     try:
@@ -145,7 +146,7 @@ def open_archive(root: Path, policy: Any, *, holder: str = "dcmtool serve"
     except OSError as exc:
         raise DcmtoolError(f"cannot open the archive {root}: {exc.strerror or exc}") from None
     try:
-        report = archive.recover()
+        report = archive.reconcile() if rescan else archive.recover()
     except BaseException:
         archive.close()
         raise

@@ -289,7 +289,7 @@ def test_get_that_cannot_write_one_instance_refuses_it_and_goes_on(
     calls = {"n": 0}
 
     def fail_the_second_file(fd: int, data: Any, failure: Any) -> Any:
-        if bytes(data[128:132]) != b"DICM":  # a data set fragment, not the File Meta
+        if bytes(data[128:132]) == b"DICM":  # a file's first write (a small one's only one)
             calls["n"] += 1
             if calls["n"] == 2:
                 return OSError(28, "No space left on device")

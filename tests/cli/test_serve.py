@@ -354,6 +354,25 @@ def test_hooks_run_with_quoted_placeholders(serve_archive: ServeFactory, tmp_pat
     assert studies_log.read_text() == f"{study} 3\n"
 
 
+def test_instances_small_and_large_on_one_association_arrive_whole(
+        serve_archive: ServeFactory) -> None:
+    """After the first C-STORE, serve reads the rest off the socket: those up to 1 MiB are
+    kept in memory and written at once, larger ones stream to their file; each arrives as
+    sent, whichever way it went, in any order."""
+    served = serve_archive()
+    sent = []
+    for rows in (8, 1024, 16, 1024, 700, 8):  # 1024 x 768 x 2 bytes: 1.5 MiB of pixels
+        ds = make_dataset(rows=rows, columns=768)
+        ds.PixelData = bytes((n * rows) % 251 for n in range(rows * 768 * 2))
+        sent.append(ds)
+    with associated(served, ((CT, (EXPLICIT,)),), called=served.ae_title) as assoc:
+        assert [assoc.send_c_store(ds).Status for ds in sent] == [0x0000] * len(sent)
+    stored = {str(dcmread(path).SOPInstanceUID): dcmread(path) for path in served.files()}
+    for ds in sent:
+        assert stored[str(ds.SOPInstanceUID)].PixelData == ds.PixelData
+        assert stored[str(ds.SOPInstanceUID)].Rows == ds.Rows
+
+
 def test_stop_lets_a_transfer_in_progress_finish(serve_archive: ServeFactory,
                                                  tmp_path: Path) -> None:
     served = serve_archive()
@@ -402,6 +421,43 @@ def test_reconcile_repairs_what_a_crash_left(serve_archive: ServeFactory,
     assert archive.index.instance_path(orphan.SOPInstanceUID) == "manual/orphan.dcm"
     assert archive.reconcile().consistent
     archive.close()
+
+
+def test_a_start_checks_what_was_interrupted_and_rescan_checks_every_file(
+        serve_process: Any, tmp_path: Path) -> None:
+    """A start settles only what a stop or crash left (here: a partial transfer), so a file
+    put into the folder by hand stays unknown until --rescan walks every file and indexes it
+    (and drops the row of a file deleted by hand)."""
+    from dcmtool.archive.index import Index
+
+    root = tmp_path / "arch"
+    first = serve_process(root=root)
+    sent = write_instance(tmp_path / "sent.dcm")
+    assert run_cli("store", f"DCMTOOL@127.0.0.1:{first.port}", str(tmp_path / "sent.dcm")
+                   ).exit_code == 0
+    first.process.stop()
+    (root / ".incoming" / "rx-partial").write_bytes(b"\x00" * 100)
+    by_hand = write_instance(root / "by-hand" / "one.dcm")
+    next(root.rglob(f"{sent.SOPInstanceUID}.dcm")).unlink()
+
+    def indexed(uid: str) -> bool:
+        index = Index(root / "index.sqlite")
+        try:
+            return index.instance_path(uid) is not None
+        finally:
+            index.close()
+
+    plain = serve_process(root=root)
+    plain.process.stop()
+    assert "removed 1 partial transfer" in plain.process.log_tail()
+    assert not (root / ".incoming" / "rx-partial").exists()
+    assert not indexed(str(by_hand.SOPInstanceUID)) and indexed(str(sent.SOPInstanceUID))
+
+    rescanned = serve_process("--rescan", root=root)
+    rescanned.process.stop()
+    log = rescanned.process.log_tail()
+    assert "indexed 1 file it lacked" in log and "dropped 1 row whose file is gone" in log, log
+    assert indexed(str(by_hand.SOPInstanceUID)) and not indexed(str(sent.SOPInstanceUID))
 
 
 # ---------------------------------------------------------------------------------------------

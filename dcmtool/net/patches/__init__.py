@@ -30,6 +30,7 @@ from dcmtool.net.patches import (
     response_hooks,
     retrieve_scp,
     send_lock,
+    server_gc,
     server_poll,
     socket_reads,
     state_machine_guard,
@@ -44,7 +45,7 @@ FIXES = (nodelay, connect_errors, incoming, context_copy, event_loops, tls_accep
          command_encoding, socket_reads, reactor_race, retrieve_scp, owned_reading,
          storage_receive, server_poll, send_lock, state_machine_guard, acceptor_guard,
          decode_errors, message_limits, dimse_timeouts, response_hooks,
-         report_thread, message_order, tls_close)
+         report_thread, message_order, tls_close, server_gc)
 
 _applied = False
 _lock = threading.Lock()
