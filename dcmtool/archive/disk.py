@@ -9,13 +9,72 @@ from __future__ import annotations
 
 import contextlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+
+class Job:
+    """One fsync handed to a ``Workers`` thread; ``result()`` waits for it (re-raising its
+    OSError). A lock as the latch: lighter than a Future, which the receiving thread pays
+    for every instance while it holds the GIL."""
+
+    __slots__ = ("_done", "_error")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._error: OSError | None = None  # set by the worker before it releases
+
+    def result(self) -> None:
+        with self._done:
+            pass
+        if self._error is not None:
+            raise self._error
+
+
+class Workers:
+    """Threads that run fsyncs (``submit``) beside the threads that receive."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[Path], None], Path, Job]] = \
+            queue.SimpleQueue()
+        self._count, self._name = count, name
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[Path], None], path: Path) -> Job:
+        job = Job()
+        if self._started < self._count:
+            self._start_one()
+        self._queue.put((work, path, job))
+        return job
+
+    def _start_one(self) -> None:
+        with self._lock:
+            if self._started < self._count:
+                self._started += 1
+                threading.Thread(target=self._run, name=f"{self._name}_{self._started}",
+                                 daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            work, path, job = self._queue.get()
+            try:
+                work(path)
+            except OSError as exc:
+                job._error = exc
+            except Exception as exc:  # a bug: still an error for the waiting store
+                job._error = OSError(f"{type(exc).__name__}: {exc}")
+            finally:
+                job._done.release()
+
+
 #: fsync calls run here, beside the CPU work of the association's thread.
-SYNC = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dcmtool-fsync")
+SYNC = Workers(4, "dcmtool-fsync")
 #: durable_each=False: one fsync at a time behind the receiving (less in its way than four).
-BEHIND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcmtool-fsync-behind")
+BEHIND = Workers(1, "dcmtool-fsync-behind")
 
 
 def fsync_file(path: Path) -> None:

@@ -25,7 +25,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +45,7 @@ class Placement:
     record: InstanceRecord
     #: The temporary file's fsync, under way: awaited after the commit, before the rename (a
     #: crash between leaves a journal row whose file never arrived: its row is dropped).
-    synced: Future[None] | None = None
+    synced: disk.Job | None = None
     #: Set by the thread that commits it: (status, message, stored path or None).
     result: tuple[int, str, Path | None] | None = None
     #: The path of the stored copy it replaces (duplicate policy "overwrite").
@@ -59,7 +58,7 @@ class Syncing:
 
     path: Path
     sop_instance_uid: str
-    done: Future[None]
+    done: disk.Job
 
 
 @dataclass(eq=False)

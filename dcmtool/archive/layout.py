@@ -62,9 +62,12 @@ class Layout:
         return cls(pattern, tuple(dict.fromkeys(keywords)))
 
     def relative_path(self, values: Mapping[str, object]) -> Path:
+        return Path(*self.relative_parts(values))
+
+    def relative_parts(self, values: Mapping[str, object]) -> list[str]:
+        """The path's components for ``values`` (each one safe as a name)."""
         safe = {kw: sanitise(values.get(kw)) for kw in self.keywords}
-        parts = [sanitise_literal(p.format_map(safe)) for p in self.pattern.split("/")]
-        return Path(*parts)
+        return [sanitise_literal(p.format_map(safe)) for p in self.pattern.split("/")]
 
     def resolve(self, root: Path, values: Mapping[str, object]) -> Path:
         """The absolute path for ``values``; raise ``LayoutError`` if it would leave ``root``."""

@@ -129,7 +129,7 @@ class Archive:
         self.reader = HeaderReader(self.incoming)
         self._folder = recovery.Folder(self.root, self.incoming, self.index, self.reader,
                                        frozenset(RESERVED))
-        self._checked_dirs: set[Path] = set()
+        self._checked_dirs: set[str] = set()
         self._syncing: list[Syncing] = []  # durable_each=False: fsyncs under way
         self._new_folders: set[Path] = set()  # durable_each=False: parents of new folders
         self._commits = GroupCommit(self.root, self.index, self.policy.duplicates,
@@ -258,29 +258,29 @@ class Archive:
                 return refuse(OUT_OF_RANGE, f"{keyword} {value[:80]!r} {problem}")
         study = str(values["StudyInstanceUID"])
         try:
-            target = self._target(values)
+            relative, target = self._target(values)
         except LayoutError as exc:
             return refuse(CANNOT_UNDERSTAND, str(exc))
         size = len(data) if data is not None else temp.stat().st_size
-        record = InstanceRecord(values, target.relative_to(self.root).as_posix(), size,
-                                transfer_syntax, utc_now(), calling_ae)
+        record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
         code, message, path = self._commits.place(Placement(temp, target, record, synced))
         return StoreOutcome(code, message, sop_instance, sop_class, study, path,
                             size if path is not None else 0)
 
-    def _target(self, values: dict[str, str | None]) -> Path:
-        """The file's path; each new parent directory is checked once to be inside the root."""
-        relative = self.policy.layout.relative_path(values)
-        if relative.parts[0] in RESERVED:  # e.g. PatientID "worklist": reconcile skips those
-            relative = Path(relative.parts[0] + "_", *relative.parts[1:])
-        target = self.root / relative
-        parent = target.parent
-        if parent not in self._checked_dirs:
+    def _target(self, values: dict[str, str | None]) -> tuple[str, Path]:
+        """The file's path, relative ('/' separated) and absolute; each new folder is checked
+        once to be inside the root."""
+        parts = self.policy.layout.relative_parts(values)
+        if parts[0] in RESERVED:  # e.g. PatientID "worklist": reconcile skips those
+            parts[0] += "_"
+        folder = "/".join(parts[:-1])
+        if folder not in self._checked_dirs:
             self.policy.layout.resolve(self.root, values)  # raises LayoutError if outside
             if len(self._checked_dirs) > 10_000:
                 self._checked_dirs.clear()
-            self._checked_dirs.add(parent)
-        return target
+            self._checked_dirs.add(folder)
+        relative = "/".join(parts)
+        return relative, self.root / relative
 
     # -- consistency ------------------------------------------------------------------------
 

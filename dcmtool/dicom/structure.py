@@ -72,9 +72,59 @@ def check_data_set(fh: BinaryIO, start: int, end: int, transfer_syntax: str,
         fh.seek(start + 4)
         first_vr = fh.read(2)
         explicit = len(first_vr) < 2 or (first_vr.isalpha() and first_vr.isupper())
+    buffer = getattr(fh, "getbuffer", None)
+    if buffer is not None and walker.prefix == "<" and end <= len(buffer()):
+        flat = _walk_flat(buffer(), start, end, explicit, wanted,
+                          walker.encapsulated is not True)
+        if flat is not None:
+            return WalkResult(explicit, True, flat)
     fh.seek(start)
     walker.data_set(explicit=explicit, until=end, depth=0)
     return WalkResult(explicit, walker.prefix == "<", walker.found)
+
+
+_TAG_LENGTH = struct.Struct("<HHL")
+_TAG_VR_SHORT = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<L")
+
+
+def _walk_flat(data: memoryview, position: int, end: int, explicit: bool,
+               wanted: frozenset[int], native_pixels: bool) -> dict[int, RawElement] | None:
+    """The walk of a little endian data set held in memory whose top-level elements all have
+    defined lengths and are whole (most received instances): the same result as ``_Walker``
+    in one loop over the buffer. ``None`` at the first thing it does not take (an undefined
+    length, a delimiter, a bad VR, a value past the end): ``_Walker`` then walks it all and
+    says what is wrong."""
+    found: dict[int, RawElement] = {}
+    with data:
+        while position < end:
+            if position + 8 > end:
+                return None
+            if explicit:
+                group, element, vr, length = _TAG_VR_SHORT.unpack_from(data, position)
+                if not (vr.isalpha() and vr.isupper()):
+                    return None
+                if vr in LONG_LENGTH_VR_BYTES:
+                    if position + 12 > end:
+                        return None
+                    (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+                    value_start = position + 12
+                else:
+                    value_start = position + 8
+            else:
+                group, element, length = _TAG_LENGTH.unpack_from(data, position)
+                vr, value_start = b"", position + 8
+            tag = group << 16 | element
+            if length == _UNDEFINED or group == 0xFFFE or value_start + length > end:
+                return None
+            if tag == _PIXEL_DATA and not native_pixels:
+                return None  # encapsulated syntax with a defined length: _Walker refuses it
+            if tag in wanted:
+                found[tag] = RawElement(tag, vr.decode() or None, length,
+                                        bytes(data[value_start:value_start + length]),
+                                        value_start)
+            position = value_start + length
+    return found
 
 
 def _encapsulated(transfer_syntax: str) -> bool | None:
