@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ from support.processes import (
 DCMTK_BIN = Path(os.environ.get("BENCH_DCMTK_BIN", "/usr/bin"))  # DCMTK: always by absolute path
 GDCM_BIN = Path(os.environ.get("BENCH_GDCM_BIN", "/usr/bin"))  # GDCM's gdcmconv, likewise
 MAKE_DATA = Path(__file__).resolve().with_name("make_data.py")  # test data, run with --python
+# Launchers for rows whose figure is not one process's run (see its --help): standard library
+# only, run by the bench's own Python; they write what they measured to a JSON report.
+LAUNCH = Path(__file__).resolve().with_name("launch.py")
 LOCALHOST = LOOPBACK
 SERVER_START_TIMEOUT = 15.0
 # DCMTK programs get TCP_NODELAY=1 (Debian's build leaves Nagle on otherwise; dcmtool sets
@@ -129,6 +133,12 @@ class Fixture:
         """Start a server on a free loopback port (another one if it loses the port to
         someone else), wait until it accepts connections, and register its stop. Returns the
         port."""
+        return self.server_process(argv_for_port, env, name, timeout)[1]
+
+    def server_process(self, argv_for_port: Callable[[int], list[str]],
+                       env: dict[str, str] | None = None, name: str = "server",
+                       timeout: float = SERVER_START_TIMEOUT) -> tuple[ManagedProcess, int]:
+        """``server``, returning the process too (e.g. to read its peak RSS)."""
         log_path = self.tempdir(prefix=f"{name}-log-") / f"{name}.log"
         try:
             proc, (port,) = start_with_ports(
@@ -138,7 +148,7 @@ class Fixture:
         except PeerStartError as exc:
             raise ServerError(f"{name} did not start: {start_failure(exc)}") from None
         self.on_close(proc.stop)
-        return port
+        return proc, port
 
     def dcmtk_storescp(self, aet: str = "STORESCP") -> int:
         storescp = self.tools.dcmtk("storescp")
@@ -378,6 +388,24 @@ def peak_rss(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return float(line.split()[1]) * 1024  # kB
     raise ServerError(f"no VmHWM in /proc/{pid}/status")
+
+
+def launch_argv(what: str, report: Path, *options: str) -> list[str]:
+    """A row's command that runs ``bench/launch.py WHAT`` (it writes its figures to
+    ``report``; read them with ``launched``)."""
+    return [sys.executable, str(LAUNCH), what, "--report", str(report), *options]
+
+
+def launched(report: Path, figure: str, expected_matches: int | None = None) -> float:
+    """One figure (seconds) of a launch.py report; with ``expected_matches`` (its find), the
+    run fails unless the server answered that many matches."""
+    try:
+        result = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        raise ServerError(f"no usable report from launch.py: {exc}") from None
+    if expected_matches is not None and result.get("matches") != expected_matches:
+        raise ServerError(f"{result.get('matches')} matches, not {expected_matches:,}")
+    return float(result[figure])
 
 
 def count_files(root: Path, suffix: str = "") -> int:

@@ -48,11 +48,14 @@ import re
 import struct
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+if TYPE_CHECKING:  # pydicom is imported where files are written: the index rules below
+    # (index_patient, index_name, index_date, uid) serve the bench's standard-library side too.
+    from pydicom.dataset import Dataset
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 MF_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
 #: Pixel data element header (7FE0,0010) OW in explicit VR little endian, before the length.
 PIXEL_DATA_HEADER = b"\xe0\x7f\x10\x00OW\x00\x00"
@@ -74,6 +77,8 @@ def pixel_bytes(rng: random.Random, size: int) -> bytes:
 def base_dataset(seed: int, sop_class: str, sop_instance: str, patient: int, study_uid: str,
                  series_uid: str, series_number: int, instance_number: int, modality: str,
                  rows: int, columns: int) -> Dataset:
+    from pydicom.dataset import Dataset
+
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -131,6 +136,9 @@ def ct_attributes(ds: Dataset, instance_number: int, frame_of_reference: str) ->
 
 
 def save(ds: Dataset, path: Path) -> int:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -393,7 +401,7 @@ def make_index(out: Path, studies: int, per_study: int, series_per_study: int,
                 _element(0x0002, 0x0001, "OB", b"\x00\x01"),
                 _element(0x0002, 0x0002, "UI", CT_IMAGE_STORAGE),
                 _element(0x0002, 0x0003, "UI", sop_uid),
-                _element(0x0002, 0x0010, "UI", ExplicitVRLittleEndian),
+                _element(0x0002, 0x0010, "UI", EXPLICIT_VR_LITTLE_ENDIAN),
                 _element(0x0002, 0x0012, "UI", IMPLEMENTATION_CLASS_UID),
                 _element(0x0002, 0x0013, "SH", "DCMTOOL_BENCH"),
             ])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("startup", "echo", "serve", "store", "convert", "qr", "retrieve", "dicomdir", "commit")
+FAMILIES = ("startup", "echo", "serve", "store", "convert", "qr", "retrieve", "dicomdir", "commit",
+            "scale")
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")

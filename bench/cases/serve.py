@@ -1,4 +1,5 @@
-"""serve: dcmtool's archive SCP beside DCMTK storescp and Orthanc, all fed by DCMTK storescu.
+"""serve: dcmtool's archive SCP beside DCMTK storescp and Orthanc, all fed by DCMTK storescu
+(one of them, or four at once in serve-ingest-concurrent).
 
 Every run starts each server afresh on empty storage (untimed), times storescu alone, then
 checks that the server stored every instance and stops it.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,11 @@ from bench.fixture import (
     ServerProcess,
     Tools,
     count_files,
+    launch_argv,
+    launched,
     peak_rss,
 )
-from bench.harness import MB_PER_S, MIB, Program, Target, case
+from bench.harness import ITEMS_PER_S, MB_PER_S, MIB, Program, Target, case
 from bench.orthanc import ORTHANC_AET, bench_orthanc_config, orthanc_rest, require_orthanc
 
 
@@ -55,14 +59,20 @@ def dcmtool_serve(tools: Tools, fx: Fixture, keep_used: bool = False) -> Receive
     return Receiver("dcmtool serve", "dcmtool", server, SERVE_AET)
 
 
-def dcmtk_storescp_receiver(tools: Tools, fx: Fixture, keep_used: bool = False) -> Receiver:
+def dcmtk_storescp_receiver(tools: Tools, fx: Fixture, keep_used: bool = False,
+                            fork: bool = False) -> Receiver:
+    """``fork``: a process per association (``--fork``), for concurrent senders; without it
+    storescp takes one association at a time."""
     storescp = tools.dcmtk("storescp")
     out = fx.tempdir(prefix="storescp-") / "out"
+    options = ["--fork"] if fork else []
     server = fx.fresh_server(
-        "storescp", lambda port: [storescp, "-aet", STORESCP_AET, "-od", str(out), str(port)],
+        "storescp",
+        lambda port: [storescp, *options, "-aet", STORESCP_AET, "-od", str(out), str(port)],
         storage=[out], env=NODELAY, aet=STORESCP_AET, count=lambda: count_files(out),
         keep_used=keep_used)
-    return Receiver("DCMTK storescp (no index/fsync)", "peer", server, STORESCP_AET)
+    label = "DCMTK storescp --fork (no index/fsync)" if fork else "DCMTK storescp (no index/fsync)"
+    return Receiver(label, "peer", server, STORESCP_AET)
 
 
 def orthanc_receiver(tools: Tools, fx: Fixture, keep_used: bool = False) -> Receiver:
@@ -160,4 +170,64 @@ def serve_rss_case(tools: Tools, fx: Fixture) -> list[Program]:
     data = fx.data("big", "--size", "1GiB")
     rows = storescu_rows(tools, fx, data, measure_rss=True)
     rows[0].target = Target.absolute("<=", 150)
+    return rows
+
+
+CONCURRENT_SENDERS = 4
+
+
+def split_folders(fx: Fixture, data: DataSet, parts: int) -> list[Path]:
+    """The data set's files in name order, hard-linked into ``parts`` folders of consecutive
+    files (for make_data.py small with --studies PARTS: a study each)."""
+    base = fx.tempdir(prefix="senders-")
+    folders = [base / f"sender-{i + 1}" for i in range(parts)]
+    if fx.listing:
+        return folders
+    files = sorted(p for p in data.dir.iterdir() if p.is_file())
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        for path in files[i * len(files) // parts:(i + 1) * len(files) // parts]:
+            os.link(path, folder / path.name)
+    return folders
+
+
+def report_seconds(report: Path, _seconds: float) -> float:
+    return launched(report, "seconds")
+
+
+@case("serve-ingest-concurrent", ITEMS_PER_S, f"{CONCURRENT_SENDERS} DCMTK storescu at once, each "
+      "sending its own 500 small images (64x64x16 bit, a study each) in one association, to "
+      "dcmtool serve / Orthanc / DCMTK storescp --fork", runs=9, warmups=1)
+def serve_ingest_concurrent_case(tools: Tools, fx: Fixture) -> list[Program]:
+    storescu = tools.dcmtk("storescu")
+    tools.dcmtk("echoscu")  # the servers' readiness check
+    fx.require_free(2**28, "2,000 small images and one stored copy")
+    data = fx.data("small", "--count", "2000", "--series", "20", "--studies",
+                   str(CONCURRENT_SENDERS))
+    folders = split_folders(fx, data, CONCURRENT_SENDERS)
+    keep = fx.has_room(fx.rounds * 3 * data.nbytes)
+    if not keep:
+        fx.note("not enough free disk to keep every run's copy of the data: storage is "
+                "deleted between runs, which slows file creation for every server")
+    receivers = [dcmtool_serve(tools, fx, keep), orthanc_receiver(tools, fx, keep),
+                 dcmtk_storescp_receiver(tools, fx, keep, fork=True)]
+    reports = fx.tempdir(prefix="parallel-reports-")
+    rows = []
+    for r in receivers:
+        server = r.server
+        report = reports / f"{server.name}.json"
+        rows.append(Program(
+            r.label,
+            launch_argv("parallel", report, *[a for f in folders for a in ("--each", str(f))],
+                        "--", storescu, "-aec", r.aet, LOCALHOST, str(server.port), "+sd",
+                        "{}"),
+            role=r.role, env=NODELAY, work=data.files, before_each=server.start,
+            measure=functools.partial(report_seconds, report),
+            after_each=functools.partial(server.finish, data.files),
+            server=[f"{k}={v}" for k, v in server.env.items()] + server.argv_for_port(server.port)))
+    # Issue #18: 4 concurrent senders of small instances >= 1.5x Orthanc with 4.
+    rows[1].target = Target.ratio(">=", 1.5)
+    fx.note(f"bench/launch.py parallel starts the {CONCURRENT_SENDERS} storescu (TCP_NODELAY=1) "
+            "at once and waits for all: the figure is 2,000 over the time from the start of "
+            "the first to the end of the last (the launcher's own start is not in it)")
     return rows

@@ -595,7 +595,7 @@ def test_serve_fsyncs_each_instance_before_acknowledging_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The archive's default: by the time the sender hears success, the instance's file has
     been fsynced (the sender may delete its copy then)."""
-    from dcmtool.archive import disk, storage
+    from dcmtool.archive import disk
 
     synced: list[Path] = []
     real_fsync = disk.fsync_file

@@ -21,7 +21,10 @@ def apply() -> None:
         if isinstance(value, list) and all(isinstance(v, PresentationContext) for v in value):
             copies = []
             for context in value:
-                clone = copy.copy(context)
+                # copy.copy goes through __reduce_ex__: several times slower, per context,
+                # per association (serve supports hundreds).
+                clone = object.__new__(PresentationContext)
+                clone.__dict__.update(context.__dict__)
                 clone._transfer_syntax = list(context._transfer_syntax)
                 copies.append(clone)
             return copies
