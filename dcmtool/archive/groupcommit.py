@@ -13,8 +13,13 @@ then (its own among them) and, for all of them at once:
 3. renames the files into place and fsyncs each folder they went into, in parallel;
 4. hands every waiting thread its outcome. The next commit empties the journal.
 
-A crash anywhere leaves at most one batch in the journal, and start-up checks just those
+A crash anywhere leaves at most the last batch in the journal, and start-up checks just those
 (``recovery.recover``): a restart costs what the crash interrupted, not the archive's size.
+Where the index may disagree with the folder in a way the journal does not record (a failed
+undo), the index forgets that its folder was walked, and the next start walks it.
+
+Rows are committed before their files are renamed: a query in that moment (about a
+millisecond) can list an instance whose file is not yet in place, or one then refused.
 With one association the batch is one instance: the cost is that of storing it alone.
 """
 
@@ -38,7 +43,7 @@ LOG = logging.getLogger("dcmtool.archive")
 
 @dataclass(eq=False)
 class Placement:
-    """A received, checked and fsynced file on its way into the archive."""
+    """A received and checked file on its way into the archive (its fsync under way)."""
 
     temp: Path
     target: Path
@@ -78,26 +83,48 @@ class GroupCommit:
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
     _commit_lock: threading.Lock = field(default_factory=threading.Lock)
     _known_folders: set[Path] = field(default_factory=set)
+    #: Folders made whose parents' fsync failed: their parents are fsynced at the next use.
+    _unsynced_folders: set[Path] = field(default_factory=set)
+    _closed: bool = False
+    #: durable=False: rows were committed without a journal (``Archive.close`` marks the
+    #: folder walked again once every file is durable).
+    unjournaled: bool = False
 
     def place(self, placement: Placement) -> tuple[int, str, Path | None]:
         """Commit ``placement`` with whatever else is waiting; its (status, message, path).
-        Never raises for the archive's own failures: they are a status."""
+        Never raises: the archive's failures, even unforeseen ones, are a status."""
         with self._queue_lock:
             self._queue.append(placement)
         with self._commit_lock:
             if placement.result is None:  # nobody took it yet: this thread commits
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
-                while batch:
-                    batch = self._commit(batch)
-        assert placement.result is not None
-        return placement.result
+                try:
+                    while batch:
+                        batch = self._commit(batch)
+                except Exception as exc:  # a bug or a dying disk: every waiter hears it
+                    LOG.exception("group commit failed")
+                    self._unsettled()
+                    for p in batch:
+                        if p.result is None:
+                            p.result = _out_of_resources(
+                                f"cannot store {p.record.path}: {type(exc).__name__}: {exc}")
+        return placement.result or _out_of_resources("not stored: the archive is closing")
+
+    def close(self) -> None:
+        """Wait for the batch under way; later placements are refused (the archive closes)."""
+        with self._commit_lock:
+            self._closed = True
 
     # -- one batch ---------------------------------------------------------------------------
 
     def _commit(self, batch: list[Placement]) -> list[Placement]:
         """Commit the first copy of each instance in ``batch``; the later copies (sent twice
         at once) are returned, to be committed after, against what this batch stored."""
+        if self._closed:
+            for p in batch:
+                p.result = _out_of_resources("not stored: the archive is closing")
+            return []
         placing, later, seen = [], [], set()
         existing = self.index.instance_paths([p.record.sop_instance_uid for p in batch])
         for p in batch:
@@ -126,6 +153,10 @@ class GroupCommit:
             folder = p.target.parent
             try:
                 if folder not in self._known_folders:
+                    if folder in self._unsynced_folders and self.durable:
+                        for parent in folder.relative_to(self.root).parents:
+                            disk.fsync_directory(self.root / parent)
+                        self._unsynced_folders.discard(folder)
                     made = disk.ensure_directory(folder, sync=self.durable)
                     if not self.durable and self.behind is not None:
                         for parent in made:
@@ -136,6 +167,7 @@ class GroupCommit:
                 ready.append(p)
             except OSError as exc:
                 self._known_folders.discard(folder)
+                self._unsynced_folders.add(folder)
                 p.result = _out_of_resources(f"cannot write {p.target}: {exc.strerror or exc}")
         return ready
 
@@ -143,6 +175,16 @@ class GroupCommit:
         journal = [Pending(p.record.path, p.record.sop_instance_uid,
                            p.existing if p.existing != p.record.path else None)
                    for p in placing]
+        if not self.durable and not self.unjournaled:
+            # No journal here (the files are made durable at close): until then a crash can
+            # leave rows without files that only a walk finds.
+            try:
+                self.index.mark_folder_walked(None)
+            except Exception as exc:
+                for p in placing:
+                    p.result = _out_of_resources(f"cannot index {p.record.path}: {exc}")
+                return
+            self.unjournaled = True
         try:
             self.index.commit_batch([(p.record, p.existing is not None) for p in placing],
                                     journal if self.durable else None)
@@ -155,10 +197,6 @@ class GroupCommit:
         failed += unsynced
         if self.durable:
             failed += self._sync_folders(placed)
-        if failed and self.settle is not None:
-            # Undo what the journal says for these: rows back to what the folder holds.
-            with contextlib.suppress(Exception):
-                self.settle([j for j, p in zip(journal, placing, strict=True) if p in failed])
         for p in placed:
             if p.result is not None:
                 continue
@@ -166,6 +204,13 @@ class GroupCommit:
                 self._drop_replaced(p.existing)
             note = " (replaced the stored copy)" if p.existing is not None else ""
             p.result = (status.SUCCESS, f"stored {p.record.path}{note}", p.target)
+        if failed and self.settle is not None:
+            # Undo what the journal says for these: rows back to what the folder holds.
+            try:
+                self.settle([j for j, p in zip(journal, placing, strict=True) if p in failed])
+            except Exception:
+                LOG.exception("could not undo the index rows of instances not stored")
+                self._unsettled()
 
     @staticmethod
     def _await_files(placing: list[Placement]) -> list[Placement]:
@@ -213,12 +258,21 @@ class GroupCommit:
             except OSError as exc:
                 for p in placed:
                     if p.target.parent == folder:
-                        with contextlib.suppress(OSError):
-                            p.target.unlink()
+                        if p.existing != p.record.path:  # else it replaced the stored copy:
+                            with contextlib.suppress(OSError):  # the file there is kept
+                                p.target.unlink()
                         p.result = _out_of_resources(
                             f"cannot write {p.target}: {exc.strerror or exc}")
                         failed.append(p)
         return failed
+
+    def _unsettled(self) -> None:
+        """The index may now disagree with the folder beyond what the journal says: the next
+        start walks the whole folder."""
+        try:
+            self.index.mark_folder_walked(None)
+        except Exception:
+            LOG.exception("could not mark the index for a full check at the next start")
 
     def _drop_replaced(self, existing: str) -> None:
         """Remove the copy an overwrite replaced at another path (its row is gone already);

@@ -9,6 +9,7 @@ The index can always be rebuilt from the files (``dcmtool serve --reindex``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -247,7 +248,8 @@ class Index:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:  # BEGIN itself can fail ("database is locked")
-                    self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 self._known_series.clear()  # rows of this transaction are not there
                 raise IndexFailure(f"index write failed: {exc}") from exc
             if len(self._known_series) > 100_000:
@@ -309,11 +311,15 @@ class Index:
                 raise IndexFailure(f"index write failed: {exc}") from exc
 
     def remove_paths(self, paths: list[str]) -> None:
+        """Drop the rows of ``paths``, then the series, studies and patients left empty."""
         with self._lock:
             self._known_series.clear()
-            self._db.executemany("DELETE FROM instances WHERE path = ?",
-                                 [(p,) for p in paths])
-            self._prune()
+            try:
+                self._db.executemany("DELETE FROM instances WHERE path = ?",
+                                     [(p,) for p in paths])
+                self._prune()
+            except sqlite3.Error as exc:
+                raise IndexFailure(f"index write failed: {exc}") from exc
 
     def clear(self) -> None:
         with self._lock:
@@ -353,9 +359,17 @@ class Index:
                                     ).fetchall()
         return [Pending(str(p), str(uid), None if r is None else str(r)) for p, uid, r in rows]
 
-    def clear_pending(self) -> None:
+    def clear_pending(self, paths: list[str] | None = None) -> None:
+        """Drop the journal's rows for ``paths`` (all of them without)."""
         with self._lock:
-            self._db.execute("DELETE FROM pending")
+            try:
+                if paths is None:
+                    self._db.execute("DELETE FROM pending")
+                else:
+                    self._db.executemany("DELETE FROM pending WHERE path = ?",
+                                         [(p,) for p in paths])
+            except sqlite3.Error as exc:
+                raise IndexFailure(f"index write failed: {exc}") from exc
 
     def folder_walked(self) -> str | None:
         """When the whole folder was last walked (ISO time), or None if never."""
@@ -364,9 +378,15 @@ class Index:
                                    (FOLDER_WALKED,)).fetchone()
         return None if row is None else str(row[0])
 
-    def mark_folder_walked(self, when: str) -> None:
+    def mark_folder_walked(self, when: str | None) -> None:
+        """Record a whole walk of the folder (``None``: forget it, so the next start walks:
+        the index may disagree with the folder in a way the journal does not record)."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (FOLDER_WALKED, when))
+            if when is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (FOLDER_WALKED,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 (FOLDER_WALKED, when))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -383,9 +403,12 @@ class Index:
             for start in range(0, len(sop_instance_uids), 500):
                 batch = sop_instance_uids[start:start + 500]
                 marks = ", ".join("?" for _ in batch)
-                found.update((str(uid), str(path)) for uid, path in self._db.execute(
-                    f"SELECT SOPInstanceUID, path FROM instances WHERE SOPInstanceUID IN "
-                    f"({marks})", batch))
+                try:
+                    found.update((str(uid), str(path)) for uid, path in self._db.execute(
+                        f"SELECT SOPInstanceUID, path FROM instances WHERE SOPInstanceUID IN "
+                        f"({marks})", batch))
+                except sqlite3.Error as exc:
+                    raise IndexFailure(f"index read failed: {exc}") from exc
         return found
 
     def stored(self, sop_instance_uids: list[str]) -> dict[str, tuple[str | None, str, int]]:

@@ -52,7 +52,7 @@ class HeaderReader:
         self.dictionary_vrs = {tag: dictionary_VR(tag) for tag in self.tags}
 
     def received(self, path: Path, transfer_syntax: str,
-                 data: bytes | None = None) -> dict[str, str | None]:
+                 data: bytes | bytearray | None = None) -> dict[str, str | None]:
         """The values of a file written behind dcmtool's File Meta, its data set in
         ``transfer_syntax`` (``data``: the file's bytes, if at hand); checks the data set's
         structure on the way."""

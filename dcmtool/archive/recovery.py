@@ -100,6 +100,7 @@ def reindex(folder: Folder, files: Iterator[Path],
             progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
     """Rebuild the index from the files; (indexed, unreadable paths)."""
     started = utc_now()
+    settle(folder, folder.index.pending())  # an interrupted overwrite: one copy, not two
     folder.index.clear()
     relatives = sorted(p.relative_to(folder.root).as_posix() for p in files)
     added, unreadable = index_files(folder, relatives, progress)
@@ -143,7 +144,7 @@ def settle(folder: Folder, journal: list[Pending]) -> tuple[int, list[str]]:
         _, unreadable = index_files(folder, reindexed, None)
     if journal:
         folder.index.remove_paths([])  # prune series, studies and patients left empty
-        folder.index.clear_pending()
+        folder.index.clear_pending([entry.path for entry in journal])
     return dropped, unreadable
 
 

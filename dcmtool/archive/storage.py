@@ -140,7 +140,10 @@ class Archive:
     def close(self) -> None:
         """Close the index and the audit log, after ``sync()``."""
         try:
+            self._commits.close()  # the batch under way ends first; no new one starts
             self.sync()
+            if self._commits.unjournaled:
+                self.index.mark_folder_walked(utc_now())  # every file durable: trust it again
         finally:
             try:
                 with contextlib.suppress(IndexFailure):
@@ -204,7 +207,7 @@ class Archive:
         sop_instance_uid: str,
         transfer_syntax: str,
         calling_ae: str | None,
-        data: bytes | None = None,
+        data: bytes | bytearray | None = None,
     ) -> StoreOutcome:
         """Validate and file a received instance at ``temp_path`` (inside ``.incoming``;
         ``data``: its bytes, when the receiver kept them: checked without reading it back).
@@ -218,7 +221,7 @@ class Archive:
         return outcome
 
     def _store(self, temp: Path, sop_class: str, sop_instance: str, transfer_syntax: str,
-               calling_ae: str | None, data: bytes | None) -> StoreOutcome:
+               calling_ae: str | None, data: bytes | bytearray | None) -> StoreOutcome:
         def refuse(status: int, message: str, **extra: Any) -> StoreOutcome:
             return StoreOutcome(status, message, sop_instance_uid=sop_instance,
                                 sop_class_uid=sop_class, **extra)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dcmtool.dicom import commands, status
-from dcmtool.net import owned, wire
+from dcmtool.net import links, owned, space, wire
 
 C_STORE_RQ, C_GET_RSP = 0x0001, 0x8010
 
@@ -36,7 +36,7 @@ class Refusal:
 #: (association, received file or refusal, SOP Class, SOP Instance, transfer syntax, the
 #: file's bytes when they were kept in memory) -> the status to answer, a Dataset or an int
 #: (the SCP's ``Handlers.store_file``).
-StoreFile = Callable[[Any, "Path | Refusal", str, str, str, "bytes | None"], Any]
+StoreFile = Callable[[Any, "Path | Refusal", str, str, str, "bytes | bytearray | None"], Any]
 
 #: Largest received file kept in memory as well as written (per association at a time).
 _BUFFERED = 1 << 20
@@ -176,6 +176,8 @@ class _Receiving:
         self.reader = reader
         self.store_file = store
         self.incoming = incoming
+        hooks = links.ae_hooks(assoc.ae)
+        self.min_free = 0 if hooks is None else hooks.min_free_bytes
         self.syntaxes = {int(cx.context_id): str(cx.transfer_syntax[0])
                          for cx in assoc.accepted_contexts}
         self.implementation = (IMPLEMENTATION_CLASS_UID, implementation_version_name())
@@ -203,15 +205,20 @@ class _Receiving:
         # A data set up to _BUFFERED is kept and written in one call, and the archive checks
         # it from memory instead of reading the file back; a larger one streams to the file.
         kept: bytearray | None = bytearray(meta.file_header())
+        unchecked = 0
         try:
             def sink(data: memoryview) -> None:
-                nonlocal failure, kept
+                nonlocal failure, kept, unchecked
                 if kept is not None:
                     if len(kept) + len(data) <= _BUFFERED:
                         kept += data
                         return
                     failure, kept = _write(fd, kept, failure), None
                 failure = _write(fd, data, failure)
+                unchecked += len(data)
+                if self.min_free and unchecked >= space.CHECK_EVERY and failure is None:
+                    unchecked = 0  # a large data set must not fill the disk on its way
+                    failure = space.below_minimum(str(self.incoming), self.min_free)
 
             whole = self.reader.data_set(sink)
             if whole and kept is not None:
@@ -227,8 +234,7 @@ class _Receiving:
                                f"cannot write: {failure.strerror or failure}")
         else:
             received = Path(name)
-        answer = self.store_file(self.assoc, received, sop_class, sop_instance, syntax,
-                                 None if kept is None else bytes(kept))
+        answer = self.store_file(self.assoc, received, sop_class, sop_instance, syntax, kept)
         if isinstance(answer, int):  # the SCP's success
             return self._answer(context_id, sop_class, sop_instance, message_id, answer, "")
         return self._answer(context_id, sop_class, sop_instance, message_id,

@@ -210,6 +210,9 @@ class Handlers:
             else None
         implicit = str(event.context.transfer_syntax) == "1.2.840.10008.1.2"
         count = 0
+        # Closed when the answer ends however it ends (cancel, --max-results, a broken
+        # connection): its read transaction must not hold back the WAL until collected.
+        closing = getattr(source, "close", None)
         try:
             for response in source:
                 if event.is_cancelled:
@@ -246,6 +249,9 @@ class Handlers:
         except OSError:
             LOG.warning("C-FIND from %s: the connection broke", who["calling_aet"])
             return
+        finally:
+            if closing is not None:
+                closing()
         if writer:
             writer.flush()
         DETAIL.info("C-FIND from %s: %s", who["calling_aet"], plural(count, "match", "matches"))
@@ -377,7 +383,8 @@ class Handlers:
             return status_dataset(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
     def store_file(self, assoc: Any, received: Path | StoreOutcome | Refusal, sop_class: str,
-                   sop_instance: str, transfer_syntax: str, data: bytes | None = None) -> Any:
+                   sop_instance: str, transfer_syntax: str,
+                   data: bytes | bytearray | None = None) -> Any:
         """Archive a data set received on ``assoc`` into a file of the archive's incoming
         folder (``data``: that file's bytes, when the receiver kept them), or report the
         outcome that already refused it; the status to answer (0x0000, or a status Dataset).
@@ -401,7 +408,7 @@ class Handlers:
     def _archive(self, assoc: Any, who: dict[str, Any],
                  received: Path | StoreOutcome | Refusal,
                  sop_class: str, sop_instance: str, transfer_syntax: str,
-                 data: bytes | None = None) -> Any:
+                 data: bytes | bytearray | None = None) -> Any:
         if isinstance(received, StoreOutcome):
             outcome = received
         elif isinstance(received, Refusal):

@@ -38,7 +38,7 @@ class GetReceiver:
         return self.handlers.on_store(event)
 
     def store_file(self, assoc: Any, received: Any, sop_class: str, sop_instance: str,
-                   transfer_syntax: str, data: bytes | None = None) -> Any:
+                   transfer_syntax: str, data: bytes | bytearray | None = None) -> Any:
         """See ``Handlers.store_file``."""
         return self.handlers.store_file(assoc, received, sop_class, sop_instance,
                                         transfer_syntax, data)

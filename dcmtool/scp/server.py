@@ -78,7 +78,8 @@ class RunningServer:
         receiving.receive_more(assoc, self.store_file, self.archive.incoming, answer_first)
 
     def store_file(self, assoc: Any, received: Any, sop_class: str,
-                   sop_instance: str, transfer_syntax: str, data: bytes | None = None) -> Any:
+                   sop_instance: str, transfer_syntax: str,
+                   data: bytes | bytearray | None = None) -> Any:
         """See ``Handlers.store_file``."""
         return self.handlers.store_file(assoc, received, sop_class, sop_instance,
                                         transfer_syntax, data)

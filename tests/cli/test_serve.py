@@ -729,19 +729,27 @@ def test_a_deflate_bomb_is_refused_before_a_big_scratch_file(
     assert list((served.root / ".incoming").iterdir()) == []
 
 
+@pytest.mark.parametrize("first", ["big", "small"])
 def test_min_free_stops_an_instance_before_it_fills_the_disk(
-        serve_archive: ServeFactory, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        serve_archive: ServeFactory, small_disk: Path, monkeypatch: pytest.MonkeyPatch,
+        first: str) -> None:
     """A 4 MiB instance to an archive on a 3 MiB disk that must keep 1 MiB free: receiving
     stops when the minimum would be crossed (checked every 256 KiB here), the answer is
-    0xA700 naming the minimum, not a full disk; the next small instance is stored."""
+    0xA700 naming the minimum, not a full disk; the next small instance is stored. The same
+    whether it is the association's first C-STORE (through pynetdicom) or a later one (read
+    off the socket by serve)."""
     import numpy as np
 
+    from dcmtool.net import space
     from dcmtool.net.patches.incoming import IncomingFile
 
     monkeypatch.setattr(IncomingFile, "CHECK_EVERY", 256 << 10)
+    monkeypatch.setattr(space, "CHECK_EVERY", 256 << 10)
     served = serve_archive(root=small_disk / "archive",
                            policy=StorePolicy(min_free_bytes=1 << 20))
     with associated(served, (("1.2.840.10008.5.1.4.1.1.2", (EXPLICIT,)),)) as assoc:
+        if first == "small":
+            assert assoc.send_c_store(make_dataset(rows=8, columns=8)).Status == 0x0000
         big = make_dataset(rows=1024, columns=2048)
         big.PixelData = np.ones((1024, 2048), np.uint16).tobytes()
         refused = assoc.send_c_store(big)

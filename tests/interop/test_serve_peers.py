@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from pydicom.uid import (
 )
 from support.archive import ServedArchive, ServeProcess
 from support.datasets import dataset_bytes, make_dataset, pydicom_test_file, write_instance
+from support.load import write_sender_folder
 from support.peers import (
     DcmtkStoreSCP,
     OrthancServer,
@@ -395,31 +395,13 @@ SENDERS = 10
 PER_SENDER = 100
 
 
-def write_batch(folder: Path, sender: int) -> list[str]:
-    """PER_SENDER small instances (4x4 pixels) of one patient and study, one file each; their
-    SOP Instance UIDs. pydicom writes the first; the others are copies with another UID of the
-    same length in the File Meta Information and the data set (fast: no encoding)."""
-    folder.mkdir(parents=True)
-    base = f"2.25.{uuid.uuid4().int % 10**30 + 10**30}.{sender + 1}"
-    uids = [f"{base}.{10000 + number}" for number in range(1, PER_SENDER + 1)]
-    first = folder / "0001.dcm"
-    write_instance(first, make_dataset(rows=4, columns=4, SOPInstanceUID=uids[0],
-                                       PatientID=f"PAT{sender:02d}",
-                                       PatientName=f"Sender^{sender}"))
-    data = first.read_bytes()
-    old = uids[0].encode("ascii")
-    assert data.count(old) == 2  # MediaStorageSOPInstanceUID and SOPInstanceUID
-    for number, uid in enumerate(uids[1:], 2):
-        (folder / f"{number:04d}.dcm").write_bytes(data.replace(old, uid.encode("ascii")))
-    return uids
-
-
 @pytest.mark.peer("dcmtk")
 def test_ten_concurrent_associations_store_a_thousand_instances(
         serve_archive: ServeFactory, tmp_path: Path) -> None:
     served = serve_archive()
     folders = [tmp_path / f"sender{n}" for n in range(SENDERS)]
-    expected = {uid for n, folder in enumerate(folders) for uid in write_batch(folder, n)}
+    expected = {uid for n, folder in enumerate(folders)
+                for uid in write_sender_folder(folder, n, PER_SENDER)}
     assert len(expected) == SENDERS * PER_SENDER
     program = require_program(STORESCU, "dcmtk", "DCMTK storescu")
 

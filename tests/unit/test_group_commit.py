@@ -10,11 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 from support.datasets import write_instance
 
 from dcmtool.archive import disk
 from dcmtool.archive.index import Index
-from dcmtool.archive.storage import Archive, StorePolicy
+from dcmtool.archive.storage import Archive, StoreOutcome, StorePolicy
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
@@ -112,3 +113,75 @@ def test_a_file_whose_fsync_fails_is_refused_and_leaves_nothing(
         assert list(archive.incoming.iterdir()) == []
     finally:
         archive.close()
+
+
+def store(archive: Archive, source: Path, name: str, ds: Dataset) -> StoreOutcome:
+    temp = received_copy(archive, source, name)
+    return archive.store_received(temp, sop_class_uid=str(ds.SOPClassUID),
+                                  sop_instance_uid=str(ds.SOPInstanceUID),
+                                  transfer_syntax=EXPLICIT_LE, calling_ae="S")
+
+
+def test_an_overwrite_whose_folder_cannot_be_synced_keeps_the_stored_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overwrite in place, then the folder's fsync fails: the sender hears 0xA700, and the
+    instance is still stored and indexed (the file there is not deleted)."""
+    archive = Archive(tmp_path / "archive", StorePolicy(min_free_bytes=0,
+                                                        duplicates="overwrite"))
+    ds = write_instance(tmp_path / "one.dcm")
+    first = store(archive, tmp_path / "one.dcm", "rx-1", ds)
+    assert first.stored
+    real_folder_sync = disk.fsync_directory
+
+    def failing(path: Path) -> None:
+        if first.path is not None and Path(path) == first.path.parent:
+            raise OSError(errno.EIO, "Input/output error")
+        real_folder_sync(path)
+
+    monkeypatch.setattr(disk, "fsync_directory", failing)
+    again = store(archive, tmp_path / "one.dcm", "rx-2", ds)
+    monkeypatch.undo()
+    try:
+        assert again.status == 0xA700
+        path = archive.index.instance_path(str(ds.SOPInstanceUID))
+        assert path is not None and (archive.root / path).is_file()
+    finally:
+        archive.close()
+
+
+def test_an_unforeseen_failure_in_a_commit_is_a_status_and_the_next_start_walks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = Archive(tmp_path / "archive", StorePolicy(min_free_bytes=0))
+    archive.recover()
+    ds = write_instance(tmp_path / "one.dcm")
+
+    def broken(self: Index, uids: list[str]) -> dict[str, str]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Index, "instance_paths", broken)
+    try:
+        outcome = store(archive, tmp_path / "one.dcm", "rx-1", ds)
+        assert outcome.status == 0xA700, outcome.message
+        assert "RuntimeError: a bug" in outcome.message
+        assert archive.index.folder_walked() is None  # the next start checks every file
+    finally:
+        monkeypatch.undo()
+        archive.close()
+
+
+def test_an_archive_receiving_without_a_journal_is_walked_after_a_crash(
+        tmp_path: Path) -> None:
+    """get/move -o --archive fsync at the end, without a journal: while they receive, the
+    index says its folder must be walked at the next start; a clean close trusts it again."""
+    archive = Archive(tmp_path / "archive", StorePolicy(min_free_bytes=0, durable_each=False))
+    archive.recover()
+    assert archive.index.folder_walked() is not None
+    ds = write_instance(tmp_path / "one.dcm")
+    assert store(archive, tmp_path / "one.dcm", "rx-1", ds).stored
+    assert archive.index.folder_walked() is None  # a crash now: the next start walks
+    archive.close()
+    reopened = Archive(tmp_path / "archive", StorePolicy(min_free_bytes=0))
+    try:
+        assert reopened.index.folder_walked() is not None
+    finally:
+        reopened.close()

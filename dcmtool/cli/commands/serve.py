@@ -251,9 +251,9 @@ def _detail_on_stderr(shown: bool) -> None:
             record.levelno >= logging.ERROR
 
     handlers = logging.getLogger().handlers
-    if not any(isinstance(handler, logging.FileHandler) for handler in handlers):
-        # Nobody keeps them: not even made (a record per instance costs more than its store).
-        logging.getLogger("dcmtool.serve.detail").setLevel(logging.ERROR)
+    kept = any(isinstance(handler, logging.FileHandler) for handler in handlers)
+    # Nobody keeps them: not even made (a record per instance costs more than its store).
+    logging.getLogger("dcmtool.serve.detail").setLevel(logging.NOTSET if kept else logging.ERROR)
     for handler in handlers:
         if getattr(handler, "_dcmtool", False) and not isinstance(handler, logging.FileHandler):
             handler.addFilter(not_detail)

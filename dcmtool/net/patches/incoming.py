@@ -21,6 +21,7 @@ import tempfile
 import threading
 from typing import Any
 
+from dcmtool.net import space
 from dcmtool.net.links import ae_hooks
 from dcmtool.net.patches._replace import replace
 
@@ -31,8 +32,7 @@ class IncomingFile:
     """The file a data set streams into, which never raises: after a failed write the partial
     file is removed and the rest discarded; ``failure`` says why."""
 
-    #: Bytes written between two looks at the free space.
-    CHECK_EVERY = 4 << 20
+    CHECK_EVERY = space.CHECK_EVERY
 
     def __init__(self, inner: Any, min_free: int = 0) -> None:
         self._inner = inner
@@ -58,12 +58,9 @@ class IncomingFile:
         return len(data)
 
     def _check_free_space(self) -> None:
-        import errno
-
-        stat = os.statvfs(os.path.dirname(self.name))
-        if stat.f_bavail * stat.f_frsize < self._min_free:
-            raise OSError(errno.ENOSPC, f"less than the minimum free space "
-                          f"({self._min_free >> 20} MiB) is left")
+        problem = space.below_minimum(os.path.dirname(self.name), self._min_free)
+        if problem is not None:
+            raise problem
 
     def flush(self) -> None:
         if self.failure is None:
