@@ -16,7 +16,7 @@ import csv
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -452,23 +452,11 @@ def _send_one(session: Any, instance: Instance,
                          str(getattr(response, "ErrorComment", "") or ""), sent_as, uid,
                          renamed)
 
-    if not accepted:
-        wanted = f" as {describe(transcoding.target)}" if transcoding else ""
-        return FileOutcome(instance.path, instance.sop_instance_uid, None,
-                           f"the peer refused SOP class {instance.sop_class_uid}{wanted}")
+    on_wire, why_not = syntax_on_wire(instance, accepted,
+                                      transcoding.target if transcoding else None)
+    if on_wire is None:
+        return FileOutcome(instance.path, instance.sop_instance_uid, None, why_not)
     try:
-        if transcoding is not None:
-            on_wire = transcoding.target
-        elif instance.transfer_syntax in accepted:
-            on_wire = instance.transfer_syntax
-        else:
-            fallback = conversion_target(accepted)
-            if fallback is None:
-                offered = ", ".join(describe(t) for t in sorted(accepted))
-                return FileOutcome(instance.path, instance.sop_instance_uid, None,
-                                   f"the peer accepts SOP class {instance.sop_class_uid} only "
-                                   f"as {offered}, not {describe(instance.transfer_syntax)}")
-            on_wire = fallback
         if modify is None and on_wire == instance.transfer_syntax:
             return outcome(_send_bytes(assoc, instance), on_wire)  # the file's own bytes
         from pydicom import dcmread
@@ -488,6 +476,26 @@ def _send_one(session: Any, instance: Instance,
     except Exception as exc:  # a bad file costs one outcome, never the batch
         return FileOutcome(instance.path, instance.sop_instance_uid, None,
                            f"cannot send: {type(exc).__name__}: {exc}")
+
+
+def syntax_on_wire(instance: Instance, accepted: Collection[str],
+                   target: str | None = None) -> tuple[str | None, str]:
+    """The transfer syntax ``instance`` travels in, given the syntaxes the peer accepted for
+    its SOP class (``target``: ``--ts``, proposed alone); ``(None, why)`` when it cannot go.
+    Its own syntax when accepted, else ``syntaxes.conversion_target``'s (never lossy)."""
+    if not accepted:
+        wanted = f" as {describe(target)}" if target else ""
+        return None, f"the peer refused SOP class {instance.sop_class_uid}{wanted}"
+    if target is not None:
+        return target, ""
+    if instance.transfer_syntax in accepted:
+        return instance.transfer_syntax, ""
+    fallback = conversion_target(accepted)
+    if fallback is None:
+        offered = ", ".join(describe(t) for t in sorted(accepted))
+        return None, (f"the peer accepts SOP class {instance.sop_class_uid} only as "
+                      f"{offered}, not {describe(instance.transfer_syntax)}")
+    return fallback, ""
 
 
 def _send_bytes(assoc: Any, instance: Instance) -> Any:

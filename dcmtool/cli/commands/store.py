@@ -33,6 +33,7 @@ EPILOG = """Examples:
   dcmtool store PACS /media/cdrom/DICOMDIR    # what the DICOMDIR references
   dcmtool store PACS ./export --ts jpeg-lossless   # transcode everything on the way
   dcmtool store PACS ./export --commit --report sent.csv   # then storage commitment
+  dcmtool store PACS ./export --dry-run       # what would go as is, converted or refused
 
 Files are sent as their bytes when the peer accepts their transfer syntax; a compressed file
 the peer refuses is decompressed on the fly. Exit code 0 only when every file was stored
@@ -81,6 +82,13 @@ def store(
         "commitment; see 'dcmtool commit').")] = False,
     wait: Wait = 60.0,
     port: Port = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Negotiate each association with the peer, release it, and print "
+        "which files would go as they are, converted (to what) or refused; send nothing.")
+    ] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Print the association plan (contexts, associations) without "
+        "connecting.")] = False,
     json_output: options.JsonOutput = False,
     *,
     network: NetworkOptions,
@@ -146,6 +154,18 @@ def store(
         if report:
             _write_report(report, [], earlier)
         console.out("0 sent: every file was already stored")
+        return
+
+    if dry_run or offline:
+        from dcmtool.cli.render_plan import print_plan
+        from dcmtool.scu.store_plan import make_plan
+
+        planned = None
+        if syntax is not None:
+            from dcmtool.dicom.transcode import target_syntax
+
+            planned = target_syntax(syntax).uid
+        print_plan(make_plan(None if offline else target, instances, planned), json_output)
         return
 
     def retrying(message: str, attempt: int, delay: float) -> None:
