@@ -87,6 +87,8 @@ _COMPUTED = {
     # What a C-GET requester proposes a context for, to receive the file as it is stored.
     "AvailableTransferSyntaxUID": ("IMAGE", "i.transfer_syntax"),
 }
+#: The return keys computed at query time (not stored).
+COMPUTED_KEYS = tuple(_COMPUTED)
 _NO_WILDCARD_VRS = {"UI", "DA", "TM", "DT", "SQ"}
 _RANGE_VRS = {"DA", "TM", "DT"}
 

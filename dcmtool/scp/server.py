@@ -39,16 +39,7 @@ class RunningServer:
         self._hooks = CommandHooks(options)
         self.handlers = Handlers(archive, options, self.stats, self._hooks)
         self._stopped = threading.Event()
-        settings = acceptor.AcceptorSettings(
-            ae_title=options.ae_title, transfer_syntaxes=options.transfer_syntaxes,
-            max_associations=options.max_associations, max_pdu=options.max_pdu,
-            acse_timeout=options.acse_timeout, dimse_timeout=options.dimse_timeout,
-            network_timeout=options.network_timeout,
-            require_called_aet=options.require_called_aet,
-            allowed_calling_aets=options.allowed_calling_aets,
-            accept_unknown_classes=options.accept_unknown,
-            max_message_bytes=options.max_message_bytes,
-            min_free_bytes=archive.policy.min_free_bytes)
+        settings = acceptor_settings(options, archive.policy.min_free_bytes)
         self.ae = acceptor.make_acceptor(settings, incoming=archive.incoming,
                                          retrieve=self.handlers.retrieve,
                                          receive=receive or self._receive_more)
@@ -109,6 +100,20 @@ class RunningServer:
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
+
+
+def acceptor_settings(options: ServeOptions, min_free_bytes: int) -> acceptor.AcceptorSettings:
+    """What serve's accepting AE is built with (also read by ``scp.conformance``)."""
+    return acceptor.AcceptorSettings(
+        ae_title=options.ae_title, transfer_syntaxes=options.transfer_syntaxes,
+        max_associations=options.max_associations, max_pdu=options.max_pdu,
+        acse_timeout=options.acse_timeout, dimse_timeout=options.dimse_timeout,
+        network_timeout=options.network_timeout,
+        require_called_aet=options.require_called_aet,
+        allowed_calling_aets=options.allowed_calling_aets,
+        accept_unknown_classes=options.accept_unknown,
+        max_message_bytes=options.max_message_bytes,
+        min_free_bytes=min_free_bytes)
 
 
 def lenient_value_reading() -> None:

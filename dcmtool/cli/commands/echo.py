@@ -50,6 +50,11 @@ def echo(
         typer.Option("--probe", help="Propose every storage SOP class with every transfer "
                      "syntax and print what the peer accepts."),
     ] = False,
+    conformance: Annotated[
+        bool,
+        typer.Option("--conformance", help="With --probe: print what was observed as a "
+                     "conformance statement (Markdown; --json for JSON)."),
+    ] = False,
     json_output: options.JsonOutput = False,
     *,
     network: NetworkOptions,
@@ -82,10 +87,12 @@ def echo(
         from dcmtool.net.stack import load_network_only
 
         load_network_only()
+    if conformance and not probe:
+        raise UsageError("--conformance goes with --probe (what the peer accepts)")
     if probe:
         if len(resolved) != 1:
             raise UsageError("--probe takes exactly one PEER")
-        _run_probe(resolved[0], json_output, settings.verbose)
+        _run_probe(resolved[0], json_output, settings.verbose, conformance)
     elif len(resolved) == 1 and not json_output:
         _run_single(resolved[0], count, interval, settings.verbose)
     else:
@@ -182,7 +189,7 @@ def _short_error(result: EchoResult) -> str:
     return result.error.message if result.error else "failed"
 
 
-def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
+def _run_probe(peer: Peer, as_json: bool, verbose: int, conformance: bool = False) -> None:
     from dcmtool.scu.echo import probe
 
     def progress(done: int, total: int) -> None:
@@ -190,6 +197,11 @@ def _run_probe(peer: Peer, as_json: bool, verbose: int) -> None:
             console.err(f"dcmtool: probe: association {done} of {total}")
 
     result = probe(peer, on_progress=progress)
+    if conformance:
+        from dcmtool.cli.render_conformance import print_observed
+
+        print_observed(result, as_json)
+        return
     if as_json:
         import json
 

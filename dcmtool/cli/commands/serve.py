@@ -29,6 +29,7 @@ EPILOG = """Examples:
   dcmtool serve --on-study-complete './notify.sh {study} {count}' --study-timeout 30
   dcmtool serve --reindex                        # rebuild the index from the files, then exit
   dcmtool serve --rescan                         # check every file against the index, then serve
+  dcmtool serve --conformance > conformance.md   # this configuration's conformance statement
 
 Default layout (every value made safe as a path component):
 
@@ -116,6 +117,10 @@ def serve(
                          show_default=False)] = None,
     reindex: Annotated[bool, typer.Option("--reindex", help="Rebuild the index from the "
                        "files and exit.", rich_help_panel=PANEL)] = False,
+    conformance: Annotated[bool, typer.Option(
+        "--conformance", help="Print the conformance statement of this configuration "
+        "(Markdown; --json for JSON) and exit.", rich_help_panel=PANEL)] = False,
+    json_output: options.JsonOutput = False,
     rescan: Annotated[bool, typer.Option("--rescan", help="Walk every file at start: index "
                       "files added by hand, drop rows whose file was deleted (a start "
                       "otherwise checks only what a stop or crash interrupted).",
@@ -193,6 +198,18 @@ def serve(
         max_identifier=max_identifier,
     )
     resolved, policy, archive_root = build_serve_options(request, settings.config())
+    if conformance:
+        from dcmtool.cli.render_conformance import print_statement
+        from dcmtool.scp.conformance import statement
+
+        print_statement(statement(resolved, duplicates=policy.duplicates,
+                                  layout=policy.layout.pattern,
+                                  min_free_bytes=policy.min_free_bytes), json_output)
+        return
+    if json_output:
+        from dcmtool.errors import UsageError
+
+        raise UsageError("--json goes with --conformance (serve logs on stderr)")
     if reindex:
         _reindex(archive_root, policy)
         return
