@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from support import fuzz
     from support.load import echo_ok, start_senders
 
+    from dcmtool.net import patches
+
+    # The senders are pynetdicom clients: without dcmtool's fixes a response can be lost to
+    # pynetdicom#875 and a sender stops early, which would count against serve.
+    patches.apply()
+
     parser = argparse.ArgumentParser(prog="python -m bench.robustness")
     parser.add_argument("--cases", type=int, default=3000, help="hostile sessions")
     parser.add_argument("--seed", type=int, default=1)
