@@ -130,20 +130,30 @@ def reported(report: Path, figure: str, expected: int | None, _seconds: float) -
     return launched(report, figure, expected)
 
 
+def all_studies_rows(fx: Fixture, servers: dict[str, Started],
+                     measure: Callable[[Path, str, Started], Callable[[float], float]]
+                     ) -> list[Program]:
+    """One row per server, each run one all-studies C-FIND by launch.py (its report in a
+    file of its own); ``measure(report, size, started)`` says what the row records."""
+    out = fx.tempdir(prefix="find-reports-")
+    rows = []
+    for name, started in servers.items():
+        kind, size = name.split("-", 1)
+        report = out / f"{name}.json"
+        rows.append(Program(
+            started.server.label, find_all_argv(started.server, report),
+            role=role_of(kind, size), server=started.server.shown,
+            subject=serve_label(size) if kind == "orthanc" else None,
+            measure=measure(report, size, started)))
+    return rows
+
+
 def all_studies_case(figure: str, sizes: tuple[str, ...]) -> Builder:
     def build(tools: Tools, fx: Fixture) -> list[Program]:
         requirements(tools)
         servers = started_servers(tools, fx, sizes)
-        out = fx.tempdir(prefix="find-reports-")
-        rows = []
-        for name, started in servers.items():
-            kind, size = name.split("-", 1)
-            report = out / f"{name}.json"
-            rows.append(Program(
-                started.server.label, find_all_argv(started.server, report),
-                role=role_of(kind, size), server=started.server.shown,
-                subject=serve_label(size) if kind == "orthanc" else None,
-                measure=functools.partial(reported, report, figure, studies(size))))
+        rows = all_studies_rows(fx, servers, lambda report, size, _started: functools.partial(
+            reported, report, figure, studies(size)))
         if figure == "first":  # issue #18: the first match within 100 ms at 1M
             rows[0].target = Target.absolute("<=", FIRST_MATCH_MS)
         fx.note("one C-FIND of every study (universal StudyInstanceUID, Study Root, STUDY "
@@ -178,16 +188,8 @@ def scale_rss_case(tools: Tools, fx: Fixture) -> list[Program]:
     requirements(tools, "findscu")
     servers = started_servers(tools, fx)
     check_queries(tools, fx, servers)
-    out = fx.tempdir(prefix="find-reports-")
-    rows = []
-    for name, started in servers.items():
-        kind, size = name.split("-", 1)
-        report = out / f"{name}.json"
-        rows.append(Program(
-            started.server.label, find_all_argv(started.server, report),
-            role=role_of(kind, size), server=started.server.shown,
-            subject=serve_label(size) if kind == "orthanc" else None,
-            measure=functools.partial(rss_after, started.process)))
+    rows = all_studies_rows(fx, servers, lambda _report, _size, started: functools.partial(
+        rss_after, started.process))
     rows[0].target = Target.absolute("<=", RSS_MIB)
     fx.note("each server was started once for the case and answered the three selective "
             "queries (untimed) before the runs; a run is one all-studies query (bench/"

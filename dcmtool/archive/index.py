@@ -397,33 +397,29 @@ class Index:
         return None if row is None else str(row[0])
 
     def instance_paths(self, sop_instance_uids: list[str]) -> dict[str, str]:
-        """SOP Instance UID -> path of those stored (one query under the writing lock)."""
-        found: dict[str, str] = {}
-        with self._lock:
-            for start in range(0, len(sop_instance_uids), 500):
-                batch = sop_instance_uids[start:start + 500]
-                marks = ", ".join("?" for _ in batch)
-                try:
-                    found.update((str(uid), str(path)) for uid, path in self._db.execute(
-                        f"SELECT SOPInstanceUID, path FROM instances WHERE SOPInstanceUID IN "
-                        f"({marks})", batch))
-                except sqlite3.Error as exc:
-                    raise IndexFailure(f"index read failed: {exc}") from exc
-        return found
+        """SOP Instance UID -> path of those stored."""
+        return {str(uid): str(path)
+                for uid, path in self._by_uid("path", sop_instance_uids)}
 
     def stored(self, sop_instance_uids: list[str]) -> dict[str, tuple[str | None, str, int]]:
-        """SOP Instance UID -> (SOP Class UID, path, size) of those stored, in batches."""
-        found: dict[str, tuple[str | None, str, int]] = {}
+        """SOP Instance UID -> (SOP Class UID, path, size) of those stored."""
+        return {str(uid): (sop_class, str(path), int(size)) for uid, sop_class, path, size
+                in self._by_uid("SOPClassUID, path, size", sop_instance_uids)}
+
+    def _by_uid(self, columns: str, sop_instance_uids: list[str]) -> list[tuple[Any, ...]]:
+        """(SOPInstanceUID, columns...) of the instances stored among these, 500 a query."""
+        rows: list[tuple[Any, ...]] = []
         for start in range(0, len(sop_instance_uids), 500):
             batch = sop_instance_uids[start:start + 500]
             marks = ", ".join("?" for _ in batch)
             with self._lock:
-                rows = self._db.execute(
-                    "SELECT SOPInstanceUID, SOPClassUID, path, size FROM instances "
-                    f"WHERE SOPInstanceUID IN ({marks})", batch).fetchall()
-            for uid, sop_class, path, size in rows:
-                found[str(uid)] = (sop_class, str(path), int(size))
-        return found
+                try:
+                    rows += self._db.execute(
+                        f"SELECT SOPInstanceUID, {columns} FROM instances "
+                        f"WHERE SOPInstanceUID IN ({marks})", batch).fetchall()
+                except sqlite3.Error as exc:
+                    raise IndexFailure(f"index read failed: {exc}") from exc
+        return rows
 
     def paths(self) -> set[str]:
         with self._lock:

@@ -293,14 +293,7 @@ class _Group:
 
     def _associate(self, contexts: list[ContextRequest], lean: bool
                    ) -> AbstractContextManager[Any]:
-        from dcmtool.net import settings
-
-        if lean:
-            return lean_client.open_association(self.peer, contexts, require_accepted=False)
-        from dcmtool.net.association import open_association
-
-        settings.send_files_undecoded()
-        return open_association(self.peer, contexts, require_accepted=False)
+        return associate(self.peer, contexts, lean)
 
     def _send(self, session: Any, pending: _Pending) -> None:
         """Send the pending files in order over ``session``, recording each outcome; raises
@@ -404,6 +397,21 @@ class _Group:
         for instance in remaining:
             self.record(instance, FileOutcome(instance.path, instance.sop_instance_uid, None,
                                               f"not sent: {exc.message}", abandoned=True))
+
+
+def associate(peer: Peer, contexts: list[ContextRequest], lean: bool
+              ) -> AbstractContextManager[Any]:
+    """The association store sends on: dcmtool's plain-TCP client (``lean``) or
+    pynetdicom's, set to send files undecoded; a peer accepting none of ``contexts`` is not
+    an error here (each file is then refused)."""
+    from dcmtool.net import settings
+
+    if lean:
+        return lean_client.open_association(peer, contexts, require_accepted=False)
+    from dcmtool.net.association import open_association
+
+    settings.send_files_undecoded()
+    return open_association(peer, contexts, require_accepted=False)
 
 
 def _drain(files: list[Instance]) -> list[Instance]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from dcmtool.config import Peer
 from dcmtool.net.contexts import ContextRequest
 from dcmtool.net.outcomes import Negotiation
-from dcmtool.scu.store import Instance, plan, syntax_on_wire
+from dcmtool.scu.store import Instance, associate, plan, syntax_on_wire
 
 AS_IS, CONVERTED, REFUSED, PLANNED = "as is", "converted", "refused", "planned"
 
@@ -92,10 +92,6 @@ def _negotiate(peer: Peer, contexts: list[ContextRequest]) -> Negotiation:
     """Associate proposing ``contexts``, release at once; what the peer accepted."""
     from dcmtool.net.lean import client
 
-    if client.usable(peer):
-        with client.open_association(peer, contexts, require_accepted=False) as lean:
-            return lean.negotiation
-    from dcmtool.net.association import open_association
-
-    with open_association(peer, contexts, require_accepted=False) as session:
-        return session.negotiation
+    with associate(peer, contexts, client.usable(peer)) as session:
+        negotiation: Negotiation = session.negotiation
+        return negotiation
