@@ -74,6 +74,8 @@ class StoreOutcome:
     study_instance_uid: str | None = None
     path: Path | None = None
     size: int = 0
+    #: ``path`` relative to the archive root, '/' separated (as the index has it).
+    relative: str | None = None
 
     @property
     def stored(self) -> bool:
@@ -268,7 +270,8 @@ class Archive:
         record = InstanceRecord(values, relative, size, transfer_syntax, utc_now(), calling_ae)
         code, message, path = self._commits.place(Placement(temp, target, record, synced))
         return StoreOutcome(code, message, sop_instance, sop_class, study, path,
-                            size if path is not None else 0)
+                            size if path is not None else 0,
+                            relative if path is not None else None)
 
     def _target(self, values: dict[str, str | None]) -> tuple[str, Path]:
         """The file's path, relative ('/' separated) and absolute; each new folder is checked

@@ -433,8 +433,7 @@ class Handlers:
                 self.stats.add(stored=1, bytes_stored=outcome.size)
             DETAIL.info("%s from %s: %s", sop_instance, who["calling_aet"], outcome.message)
             self.archive.audit.write("instance-stored", **audit, message=outcome.message,
-                                     path=None if outcome.path is None else
-                                     outcome.path.relative_to(self.archive.root).as_posix())
+                                     path=outcome.relative)
             self.hooks.stored(outcome, who["calling_aet"], who["called_aet"])
             return 0x0000
         session.refused(outcome.status, outcome.message)
